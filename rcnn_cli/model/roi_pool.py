@@ -1,0 +1,79 @@
+"""Fixed-size features for each region, from the FPN level that suits its size."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align, roi_pool
+
+from ..ops.boxes import box_area
+
+POOL_TYPES = ("roialign", "roipool")
+
+
+class MultiScaleRoIPool(nn.Module):
+    """RoIAlign (default) or the paper's RoI max pooling over one or several feature maps.
+
+    A region of side s goes to level floor(4 + log2(s / 224)) (FPN paper, eq. 1), clamped to the
+    levels present, as in torchvision's ``MultiScaleRoIAlign``.
+
+    Args:
+        featmap_names: which backbone outputs to pool from (others, e.g. ``pool``, are ignored).
+        output_size: pooled side (7).
+        sampling_ratio: RoIAlign samples per bin side (2); unused by RoI max pooling.
+        pool_type: ``roialign`` or ``roipool``.
+    """
+
+    def __init__(self, featmap_names: list[str], output_size: int = 7, sampling_ratio: int = 2,
+                 pool_type: str = "roialign", canonical_scale: int = 224, canonical_level: int = 4):
+        super().__init__()
+        if pool_type not in POOL_TYPES:
+            raise ValueError(f"roi_pool must be one of {POOL_TYPES}, got {pool_type!r}")
+        self.featmap_names = list(featmap_names)
+        self.output_size = (output_size, output_size)
+        self.sampling_ratio = sampling_ratio
+        self.pool_type = pool_type
+        self.canonical_scale = canonical_scale
+        self.canonical_level = canonical_level
+
+    def forward(self, features: dict[str, Tensor], rois: Tensor, image_sizes: Tensor) -> Tensor:
+        """features: name -> (B, C, H, W); rois: (R, 5) as (batch index, x1, y1, x2, y2) in
+        network-input pixels; image_sizes: (B, 2) resized (height, width) before padding.
+
+        Returns (R, C, output_size, output_size).
+        """
+        maps = [features[name] for name in self.featmap_names if name in features]
+        # Scales follow torchvision: relative to the largest unpadded image of the batch.
+        largest = image_sizes.max(dim=0).values.tolist()
+        scales = [_power_of_two_scale(m.shape[-2], largest[0]) for m in maps]
+        if len(maps) == 1:
+            return self._pool(maps[0], rois, scales[0])
+        levels = self._levels(rois[:, 1:], scales)
+        out = rois.new_zeros((rois.shape[0], maps[0].shape[1]) + self.output_size)
+        for level, (feature, scale) in enumerate(zip(maps, scales)):
+            in_level = torch.where(levels == level)[0]
+            out[in_level] = self._pool(feature, rois[in_level], scale).to(out.dtype)
+        return out
+
+    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        rois = rois.to(feature.dtype)
+        if self.pool_type == "roipool":
+            return roi_pool(feature, rois, self.output_size, spatial_scale=scale)
+        return roi_align(feature, rois, self.output_size, spatial_scale=scale,
+                         sampling_ratio=self.sampling_ratio, aligned=False)
+
+    def _levels(self, boxes: Tensor, scales: list[float]) -> Tensor:
+        """boxes: (R, 4) -> (R,) index into the pooled maps."""
+        k_min = int(-math.log2(scales[0]))
+        k_max = int(-math.log2(scales[-1]))
+        side = torch.sqrt(box_area(boxes))
+        eps = torch.tensor(1e-6, dtype=side.dtype, device=side.device)
+        level = torch.floor(self.canonical_level + torch.log2(side / self.canonical_scale) + eps)
+        return level.clamp(min=k_min, max=k_max).to(torch.int64) - k_min
+
+
+def _power_of_two_scale(feature_size: int, image_size: int) -> float:
+    """Feature stride as a power-of-two scale, e.g. 1/4 for a stride-4 map."""
+    return 2.0 ** round(math.log2(feature_size / image_size))

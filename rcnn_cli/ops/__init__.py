@@ -1,0 +1,1 @@
+"""Tensor helpers shared by the model parts (no nn.Modules here)."""
