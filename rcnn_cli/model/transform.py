@@ -77,9 +77,8 @@ class ImageTransform(nn.Module):
     def _resize(self, images: Tensor, shape: tuple[int, int], min_size: float) -> Tensor:
         """(N, 3, H, W) -> (N, 3, h, w), bilinear, same rounding as torchvision's transform."""
         short, long = float(min(shape)), float(max(shape))
-        # float32 division, as torchvision does, so sizes round identically.
-        scale = torch.min(min_size / torch.tensor(short, dtype=torch.float32),
-                          self.max_size / torch.tensor(long, dtype=torch.float32)).item()
+        # Python-float division, as torchvision's eager path, so sizes round identically.
+        scale = min(min_size / short, self.max_size / long)
         return F.interpolate(images, scale_factor=scale, mode="bilinear",
                              recompute_scale_factor=True, align_corners=False)
 

@@ -1,0 +1,103 @@
+"""Python API: ``Detector.load(weights)`` or ``Detector(model=..., num_classes=...)``, then
+``det.predict(images)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from .config import model_config
+from .model import create_detector, read_checkpoint
+from .model.weights import guess_model_name
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray, Tensor]
+
+
+class Detector:
+    """A Faster R-CNN with its class names, ready to predict.
+
+    Args:
+        model: preset name (``resnet18_fpn``, ``resnet50_fpn``, ``resnet50_fpn_v2``,
+            ``mobilenet_v3_large_fpn``, ``mobilenet_v3_large_320_fpn``, ``vgg16``).
+        num_classes: classes including background (torchvision's convention).
+        class_names: names of labels 1..C (sets num_classes when that is not given).
+        device: ``cpu``, ``cuda``, ``cuda:1``...
+        **overrides: any ``model`` config key, e.g. ``min_size=512, box_score_thresh=0.3``.
+    """
+
+    def __init__(self, model: str = "resnet18_fpn", num_classes: int | None = None,
+                 class_names: Sequence[str] | None = None, device: str = "cpu", **overrides: Any):
+        cfg = model_config(model, **({"num_classes": num_classes} if num_classes else {}), **overrides)
+        self._setup(create_detector(cfg, list(class_names) if class_names else None), device)
+
+    @classmethod
+    def load(cls, weights: str | Path, model: str | None = None, device: str = "cpu",
+             **overrides: Any) -> Detector:
+        """Load a project checkpoint or a torchvision ``fasterrcnn_*`` state_dict file.
+
+        The architecture comes from the checkpoint (project files) or from ``model`` / the file's
+        keys (torchvision files); ``overrides`` change runtime settings such as thresholds.
+        """
+        checkpoint = read_checkpoint(str(weights))
+        state, meta = checkpoint
+        if meta.get("model") and model is None:
+            cfg = {**meta["model"], **overrides}
+        else:
+            cfg = dict(model_config(model or guess_model_name(state) or "resnet50_fpn", **overrides))
+        cfg["weights"] = str(weights)
+        self = cls.__new__(cls)
+        self._setup(create_detector(cfg, checkpoint=checkpoint), device)
+        return self
+
+    def _setup(self, loaded, device: str) -> None:
+        self.model = loaded.model.to(device).eval()
+        self.class_names = loaded.class_names
+        self.config = loaded.config
+        self.notes = loaded.notes
+        self.device = torch.device(device)
+
+    @torch.inference_mode()
+    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 4) -> list[dict[str, Any]]:
+        """Detect objects. images: one or a list of paths, PIL images, HxWxC uint8 arrays or
+        CxHxW tensors (uint8, or float in [0, 1]).
+
+        Returns per image ``{"boxes": (N, 4) xyxy float in original pixels, "scores": (N,),
+        "labels": (N,) int64, "names": list of N class names}``.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        results = []
+        for start in range(0, len(items), batch_size):
+            batch = [to_chw_tensor(item).to(self.device) for item in items[start:start + batch_size]]
+            for detection in self.model(batch):
+                detection = {k: v.cpu() for k, v in detection.items()}
+                detection["names"] = [self.class_names[i - 1] for i in detection["labels"].tolist()]
+                results.append(detection)
+        return results[0] if single else results
+
+
+def to_chw_tensor(image: ImageLike) -> Tensor:
+    """Any supported image -> (3, H, W) tensor (uint8, or float as given). Paths are decoded as
+    RGB with their EXIF orientation applied (how photo viewers and labelling tools show them)."""
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected an HxWx3 image array, got shape {image.shape}")
+        return torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1)
+    if isinstance(image, Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a 3xHxW image tensor, got shape {tuple(image.shape)}")
+        return image
+    raise TypeError(f"unsupported image type {type(image).__name__}")

@@ -1,0 +1,98 @@
+"""From a ``model`` config (and optional weight files) to a ready detector."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchvision.models._meta import _COCO_CATEGORIES
+
+from .backbones import MAX_TRAINABLE_LAYERS
+from .faster_rcnn import FasterRCNN, build_model
+from .weights import (
+    WeightsError,
+    load_backbone_weights,
+    load_detector_weights,
+    num_classes_in,
+    read_weights_file,
+    split_checkpoint,
+    uses_trainable_bn,
+)
+
+# Trainable stages with pretrained weights, as torchvision's builders default to.
+PRETRAINED_TRAINABLE_LAYERS = 3
+
+
+@dataclass
+class LoadedDetector:
+    model: FasterRCNN
+    class_names: list[str]          # label i -> class_names[i - 1]
+    config: dict[str, Any]          # the resolved model config
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)   # what a project checkpoint stored
+
+
+def read_checkpoint(path: str) -> tuple[dict, dict]:
+    """(state_dict, project metadata) of a weights file; metadata is {} for torchvision files."""
+    return split_checkpoint(read_weights_file(path), path)
+
+
+def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None,
+                    finetune: bool = False, checkpoint: tuple[dict, dict] | None = None) -> LoadedDetector:
+    """Build the detector ``cfg`` describes and load ``cfg.weights`` / ``cfg.backbone_weights``.
+
+    The number of classes comes from, in order: ``cfg.num_classes``, ``class_names``, the weights
+    file. ``finetune`` lets weights with another class count load with a fresh predictor.
+    checkpoint: ``read_checkpoint(cfg.weights)`` when the caller already read it.
+    """
+    cfg = dict(cfg)
+    state, meta = None, {}
+    if cfg.get("weights"):
+        state, meta = checkpoint or read_checkpoint(cfg["weights"])
+    if not finetune:
+        class_names = class_names or meta.get("class_names")
+    num_classes = _resolve_num_classes(cfg, class_names, state)
+    pretrained = bool(state is not None or cfg.get("backbone_weights"))
+    cfg["norm"] = _resolve_norm(cfg.get("norm", "auto"), state, pretrained)
+    if cfg.get("trainable_backbone_layers") is None:
+        cfg["trainable_backbone_layers"] = (PRETRAINED_TRAINABLE_LAYERS if pretrained
+                                            else MAX_TRAINABLE_LAYERS[cfg["backbone"]])
+    cfg["num_classes"] = num_classes
+    model = build_model(cfg, num_classes)
+    notes: list[str] = []
+    if cfg.get("backbone_weights"):
+        backbone_state = read_weights_file(cfg["backbone_weights"])
+        load_backbone_weights(model, backbone_state, cfg["backbone"], cfg["backbone_weights"])
+    if state is not None:
+        notes += load_detector_weights(model, state, cfg.get("name", cfg["backbone"]), reinit_predictor=finetune)
+    names = list(class_names) if class_names else _default_names(num_classes)
+    return LoadedDetector(model, names, cfg, notes, meta)
+
+
+def _resolve_num_classes(cfg: Mapping[str, Any], class_names: list[str] | None, state) -> int:
+    if cfg.get("num_classes"):
+        return int(cfg["num_classes"])
+    if class_names:
+        return len(class_names) + 1
+    if state is not None and num_classes_in(state):
+        return num_classes_in(state)
+    raise WeightsError("the number of classes is unknown: set model.num_classes (with background) "
+                       "or give class names")
+
+
+def _resolve_norm(norm: str, state, pretrained: bool) -> str:
+    """``auto`` follows torchvision: frozen statistics for pretrained weights, trainable
+    BatchNorm from scratch, and whatever a detection file was saved with."""
+    if norm != "auto":
+        return norm
+    if state is not None:
+        return "bn" if uses_trainable_bn(state) else "frozen_bn"
+    return "frozen_bn" if pretrained else "bn"
+
+
+def _default_names(num_classes: int) -> list[str]:
+    """COCO names for torchvision's 91-class models, otherwise ``class_1``..."""
+    if num_classes == len(_COCO_CATEGORIES):
+        return list(_COCO_CATEGORIES[1:])
+    return [f"class_{i}" for i in range(1, num_classes)]
