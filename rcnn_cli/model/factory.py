@@ -65,7 +65,8 @@ def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None
         backbone_state = read_weights_file(cfg["backbone_weights"])
         load_backbone_weights(model, backbone_state, cfg["backbone"], cfg["backbone_weights"])
     if state is not None:
-        notes += load_detector_weights(model, state, cfg.get("name", cfg["backbone"]), reinit_predictor=finetune)
+        notes += load_detector_weights(model, state, cfg.get("name", cfg["backbone"]), cfg["backbone"],
+                                       reinit_predictor=finetune)
     names = list(class_names) if class_names else _default_names(num_classes)
     return LoadedDetector(model, names, cfg, notes, meta)
 

@@ -22,9 +22,13 @@ class PaddedBoxes:
 
     @classmethod
     def from_list(cls, boxes: list[Tensor], labels: list[Tensor] | None = None) -> PaddedBoxes:
-        """boxes: per image (N_i, 4); labels: per image (N_i,)."""
+        """boxes: per image (N_i, 4); labels: per image (N_i,).
+
+        At least one (possibly invalid) slot per image, so that gathers by matched index work
+        for batches without any box.
+        """
         counts = torch.tensor([len(b) for b in boxes])
-        batch, width = len(boxes), int(counts.max()) if len(boxes) else 0
+        batch, width = len(boxes), max(1, int(counts.max()) if len(boxes) else 0)
         device = boxes[0].device if boxes else torch.device("cpu")
         valid = torch.arange(width)[None, :] < counts[:, None]
         valid = valid.to(device)

@@ -14,6 +14,11 @@ from torch import Tensor, nn
 from .structures import Detections, PaddedBoxes
 
 
+def _as_float(image: Tensor) -> Tensor:
+    """uint8 0-255 -> float 0-1; float images are taken as already in 0-1."""
+    return image.float() / 255 if image.dtype == torch.uint8 else image
+
+
 @dataclass
 class ImageBatch:
     """tensor: (B, 3, H, W) normalised, zero-padded; image_sizes: (B, 2) resized (height, width)
@@ -57,7 +62,7 @@ class ImageTransform(nn.Module):
         for i, image in enumerate(images):
             by_shape[tuple(image.shape[-2:])].append(i)
         for shape, indices in by_shape.items():
-            group = torch.stack([images[i] for i in indices])
+            group = torch.stack([_as_float(images[i]) for i in indices])
             for i, image in zip(indices, self._resize(self._normalize(group), shape, min_size)):
                 resized[i] = image
         original_sizes = torch.tensor([list(img.shape[-2:]) for img in images], device=self.image_mean.device)
@@ -69,9 +74,7 @@ class ImageTransform(nn.Module):
         return ImageBatch(self._pad(resized), image_sizes, original_sizes, targets)
 
     def _normalize(self, images: Tensor) -> Tensor:
-        """(N, 3, H, W) uint8 or float -> normalised float32."""
-        if images.dtype == torch.uint8:
-            images = images.float() / 255
+        """(N, 3, H, W) float in [0, 1] -> normalised."""
         return (images - self.image_mean) / self.image_std
 
     def _resize(self, images: Tensor, shape: tuple[int, int], min_size: float) -> Tensor:

@@ -8,7 +8,6 @@ state_dicts for the backbone. Nothing is unpickled beyond tensors and plain cont
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ def read_weights_file(path: str | Path) -> dict[str, Any]:
             raise WeightsError(f"refused to load {path}: it holds Python objects that could run code "
                                "when loaded; only tensors and plain containers are accepted") from None
         raise WeightsError(f"{path} is not a PyTorch checkpoint ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # torch.load raises many types for foreign bytes (KeyError, ...)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint (truncated or another "
                            f"format: {reason[:120]})") from None
@@ -109,7 +108,7 @@ def uses_trainable_bn(state: Mapping[str, Tensor]) -> bool:
     return any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state)
 
 
-def load_detector_weights(model: nn.Module, state: dict[str, Tensor], name: str,
+def load_detector_weights(model: nn.Module, state: dict[str, Tensor], name: str, backbone: str,
                           reinit_predictor: bool = False) -> list[str]:
     """Load a detection state_dict into ``model``; returns notes for the user.
 
@@ -129,7 +128,7 @@ def load_detector_weights(model: nn.Module, state: dict[str, Tensor], name: str,
     unexpected = sorted(set(state) - set(target))
     wrong_shape = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
     if missing or unexpected or wrong_shape:
-        raise WeightsError(_mismatch_message(state, name, missing, unexpected, wrong_shape))
+        raise WeightsError(_mismatch_message(state, name, backbone, missing, unexpected, wrong_shape))
     model.load_state_dict(state, strict=not notes)
     return notes
 
@@ -147,7 +146,7 @@ def _shape_mismatch(state: Mapping[str, Tensor], target: Mapping[str, Tensor], p
     return any(k.startswith(prefix) and k in target and v.shape != target[k].shape for k, v in state.items())
 
 
-def _mismatch_message(state, name, missing, unexpected, wrong_shape) -> str:
+def _mismatch_message(state, name, backbone, missing, unexpected, wrong_shape) -> str:
     parts = []
     if wrong_shape:
         parts.append(f"different shapes for {_few(wrong_shape)}")
@@ -156,7 +155,7 @@ def _mismatch_message(state, name, missing, unexpected, wrong_shape) -> str:
     if unexpected:
         parts.append(f"unexpected {_few(unexpected)}")
     guess = guess_model_name(state)
-    hint = f"; they look like model={guess}" if guess and guess != name else ""
+    hint = f"; they look like model={guess}" if guess and guess != backbone else ""
     if wrong_shape and all(k.startswith(PREDICTOR_PREFIX) for k in wrong_shape) and not hint:
         hint = (f"; the file has {num_classes_in(state)} classes (with background): "
                 "set model.num_classes to match, or fine-tune with model.weights=")
