@@ -1,0 +1,73 @@
+"""Decoding images the same way everywhere: RGB, EXIF orientation applied.
+
+Labelling tools (LabelImg, CVAT, Roboflow) show photos upright, i.e. with EXIF orientation applied,
+and users draw boxes on what they see; so we apply it too, in training, evaluation and prediction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Refuse decompression bombs with a message instead of exhausting memory (20000x20000 headers).
+MAX_PIXELS = 12_000 * 12_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be used; the message is one line naming the file."""
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """A PIL image in any mode (L, LA, P, RGBA, CMYK, I;16, I, F) -> (H, W, 3) uint8 RGB."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit / 32-bit grayscale: scale the used range to 0..255 instead of clipping to white.
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / max(high - low, 1e-6))
+        values = scaled.round().astype(np.uint8)
+        return np.repeat(values[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert("RGB"))
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file, EXIF orientation applied.
+
+    Raises ImageReadError (one line, names the file) for missing, truncated, non-image or
+    oversized files.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return to_rgb_array(opened)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image (or a format PIL cannot read)") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{path}: larger than {MAX_PIXELS:,} pixels; refusing to decode") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(f"{path}: unreadable or truncated image ({err})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) as decoded (EXIF rotation applied), reading only the header."""
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            orientation = opened.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(f"{path}: unreadable image header ({err})") from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
