@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,8 +22,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 
 console = Console(stderr=True)
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value config overrides")]
-ConfigDir = Annotated[Optional[Path], typer.Option("--config-dir", help="extra config folder")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value config overrides")]
+ConfigDir = Annotated[Path | None, typer.Option("--config-dir", help="extra config folder")]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -51,7 +51,7 @@ def config_show(overrides: Overrides = None, config_dir: ConfigDir = None) -> No
 def data_check(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
     show: Annotated[int, typer.Option("--show", help="draw N images with their boxes")] = 0,
     out: Annotated[Path, typer.Option("--out", help="folder for --show pictures")] = Path("runs/data-check"),
 ) -> None:
@@ -59,6 +59,89 @@ def data_check(
     from .data.check import run_check
 
     raise typer.Exit(run_check(compose(overrides, config_dir), json_path=json_path, show=show, out=out))
+
+
+def sweep(overrides: list[str]) -> list[list[str]]:
+    """Hydra-style sweeps: ``a=1,2 b=x,y`` -> the 4 override lists, in order."""
+    from itertools import product
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:  # hydra's parser errors are long; the first line says enough
+        fail(f"cannot parse overrides: {str(err).splitlines()[0]}")
+    choices = [[f"{o.input_line.split('=')[0]}={v}" for v in o.sweep_string_iterator()]
+               if o.is_sweep_override() else [o.input_line] for o in parsed]
+    return [list(combo) for combo in product(*choices)]
+
+
+@app.command()
+def train(
+    overrides: Overrides = None,
+    config_dir: ConfigDir = None,
+    multirun: Annotated[bool, typer.Option("--multirun", "-m", help="sweep comma-separated values, one run each")] = False,
+) -> None:
+    """Train a detector: ``rcnn train dataset=voc model=resnet50_fpn trainer.max_epochs=12``."""
+    runs = sweep(overrides or []) if multirun else [overrides or []]
+    results = []
+    for run_overrides in runs:
+        cfg = compose(run_overrides, config_dir)
+        if multirun:
+            console.rule(" ".join(run_overrides) or "defaults")
+        results.append((run_overrides, _train_one(cfg)))
+    from .report import print_train_summary
+
+    print_train_summary(results, multirun)
+
+
+def _train_one(cfg):
+    from .data.errors import DatasetError
+    from .model.weights import WeightsError
+    from .training.module import NonFiniteLossError
+    from .training.run import train as run_training
+
+    try:
+        return run_training(cfg, say=lambda line: console.print(line, highlight=False))
+    except (DatasetError, WeightsError) as err:
+        fail(str(err))
+    except NonFiniteLossError as err:
+        fail(str(err), code=1)
+
+
+@app.command("eval")
+def evaluate(
+    overrides: Overrides = None,
+    config_dir: ConfigDir = None,
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint to evaluate")] = ...,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the metrics as JSON")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", help="write COCO-format results")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = None,
+) -> None:
+    """Evaluate a checkpoint: COCO mAP, VOC07/VOC AP50, per-class AP, PR curves, thresholds."""
+    from .data.errors import DatasetError
+    from .model.weights import WeightsError
+    from .report import print_eval_report
+    from .training.validate import EvalSetupError, evaluate_checkpoint
+
+    cfg = compose(overrides, config_dir)
+    if not weights.is_file():
+        fail(f"--weights {weights}: no such file")
+    out = out or _default_eval_dir(weights)
+    overridden = any(o.lstrip("+~").startswith("dataset") for o in overrides or [])
+    try:
+        result = evaluate_checkpoint(cfg, weights, out, overridden, json_path, predictions)
+    except (DatasetError, WeightsError, EvalSetupError) as err:
+        fail(str(err))
+    if result.report is not None:
+        print_eval_report(result)
+
+
+def _default_eval_dir(weights: Path) -> Path:
+    """runs/x/checkpoints/best.ckpt -> runs/x/eval; anything else -> runs/eval-<stem>."""
+    if weights.parent.name == "checkpoints":
+        return weights.parent.parent / "eval"
+    return Path("runs") / f"eval-{weights.stem}"
 
 
 def main() -> None:

@@ -1,0 +1,121 @@
+"""The LightningModule: our Faster R-CNN, its losses, validation loss and mAP, and checkpoints
+that carry everything needed to rebuild the detector (class names, model and data config)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..model.factory import LoadedDetector
+from ..model.weights import META_KEY
+from .optim import build_optimizer, build_scheduler, scaled_lr
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the loss terms and the images."""
+
+
+class DetectorModule(L.LightningModule):
+    """Wraps a detector for Lightning.
+
+    Batches are ``(images, targets)``: images a list of (3, H, W) uint8 tensors, targets a list of
+    ``{"boxes": (N, 4) xyxy, "labels": (N,), "ignore": (N,) bool, "index": int}``.
+    """
+
+    def __init__(self, detector: LoadedDetector, optim_cfg: Mapping[str, Any], metadata: dict[str, Any],
+                 global_batch: int = 1, image_paths: Mapping[str, list[str]] | None = None):
+        super().__init__()
+        self.model = detector.model
+        self.class_names = detector.class_names
+        self.optim_cfg = dict(optim_cfg)
+        self.metadata = metadata            # stored in every checkpoint under META_KEY
+        self.global_batch = global_batch
+        self.image_paths = image_paths or {}  # split -> paths, to name images in error messages
+        self.evaluated: list[tuple[int, dict, dict]] = []   # (index, prediction, target) this epoch
+        self.last_report = None
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.model(images, targets)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(self._non_finite_message(losses, targets, "train"))
+        self.log_dict({f"train/{name}": value.detach() for name, value in losses.items()},
+                      batch_size=len(images))
+        self.log("train/loss", total.detach(), prog_bar=True, on_epoch=True, batch_size=len(images))
+        return total
+
+    def _non_finite_message(self, losses: dict[str, Tensor], targets: list[dict], split: str) -> str:
+        bad = [name for name, value in losses.items() if not torch.isfinite(value)]
+        paths = self.image_paths.get(split, [])
+        names = [paths[int(t["index"])] if int(t["index"]) < len(paths) else f"#{int(t['index'])}"
+                 for t in targets]
+        return (f"non-finite {', '.join(bad)} at step {self.global_step} on images {', '.join(map(str, names))}; "
+                "lower optim.lr or set trainer.gradient_clip_val (no checkpoint was written for this step)")
+
+    def configure_optimizers(self):
+        lr = scaled_lr(self.optim_cfg, self.global_batch)
+        optimizer = build_optimizer(self.model, self.optim_cfg, lr)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = build_scheduler(optimizer, self.optim_cfg, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation -------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self.evaluated = []
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, targets = batch
+        losses, detections = self.model.forward_with_losses(images, targets)
+        self.log("val/loss", sum(losses.values()), prog_bar=True, batch_size=len(images), sync_dist=True)
+        for detection, target in zip(detections, targets, strict=True):
+            self.evaluated.append((int(target["index"]), _to_cpu(detection), _to_cpu(target)))
+
+    def on_validation_epoch_end(self) -> None:
+        from ..eval import evaluate
+
+        evaluated = gather_from_all_ranks(self.evaluated)
+        summary = None
+        if self.global_rank == 0 and evaluated:
+            predictions = [prediction for _, prediction, _ in evaluated]
+            targets = [target for _, _, target in evaluated]
+            self.last_report = evaluate(predictions, targets, self.class_names)
+            summary = self.last_report.summary()
+        summary = self.trainer.strategy.broadcast(summary, src=0) if self.trainer else summary
+        if summary:
+            metrics = {f"val/{key}": float(value) for key, value in summary.items()
+                       if key not in ("per_class", "map_50") and value is not None}
+            self.log_dict(metrics)
+            self.log("val/map_50", float(summary["map_50"]), prog_bar=True)
+        self.evaluated_all = evaluated
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = self.metadata
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(META_KEY, {}).get("class_names")
+        if stored and list(stored) != list(self.class_names):
+            raise ValueError(f"the checkpoint was trained on classes {stored}, the data has {self.class_names}")
+
+
+def _to_cpu(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value.detach().cpu() if isinstance(value, Tensor) else value for key, value in item.items()}
+
+
+def gather_from_all_ranks(items: list[tuple[int, dict, dict]]) -> list[tuple[int, dict, dict]]:
+    """Every rank's (index, prediction, target) triples, in dataset order, each index once.
+
+    Validation shards are disjoint and unpadded, so the union is the whole validation set."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, items)
+        items = [item for rank_items in gathered for item in rank_items]
+    unique = {index: (index, prediction, target) for index, prediction, target in items}
+    return [unique[index] for index in sorted(unique)]
