@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from .config import model_config
 from .model import create_detector, read_checkpoint
 from .model.weights import guess_model_name
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray, Tensor]
+ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 
 
 class Detector:
