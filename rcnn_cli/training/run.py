@@ -40,7 +40,14 @@ def free_run_dir(base: Path, name: str) -> Path:
     return candidate
 
 
+# Lightning's DDP launcher re-runs the command once per extra rank; they must all write to the
+# folder rank 0 chose, not number a new one each.
+RUN_DIR_ENV = "RCNN_RUN_DIR"
+
+
 def resolve_run_dir(cfg: DictConfig) -> Path:
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
     if cfg.get("resume"):
         # runs/x/checkpoints/last.ckpt -> runs/x: a resumed run keeps writing where it was.
         return Path(cfg.resume).resolve().parent.parent
@@ -111,13 +118,23 @@ def image_paths(datamodule) -> dict[str, list[str]]:
 
 def train(cfg: DictConfig, say=print) -> TrainResult:
     """Train as ``cfg`` says; returns where everything went and the final validation metrics."""
-    from ..data.datamodule import DetectionDataModule
-
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.get("resume"):
         cfg = _with_stored_model(cfg, cfg.resume)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    chose_run_dir = RUN_DIR_ENV not in os.environ
+    os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    try:
+        return _fit(cfg, run_dir, say)
+    finally:
+        if chose_run_dir:  # the next run of a sweep picks its own folder
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _fit(cfg: DictConfig, run_dir: Path, say) -> TrainResult:
+    from ..data.datamodule import DetectionDataModule
+
     datamodule = DetectionDataModule(cfg)
     datamodule.setup("fit")
     detector = create_detector(cfg.model, datamodule.class_names, finetune=bool(cfg.model.weights))
