@@ -35,7 +35,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    return np.asarray(image.convert("RGB"))
+    return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy needs one
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -1,0 +1,102 @@
+"""The LightningDataModule: configured data -> batched, augmented, rank-sharded DataLoaders."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+
+from .augment import build_augment
+from .dataset import DetectionDataset, collate
+from .load import load_dataset
+from .records import ImageRecord, LoadedDataset
+from .sampler import GroupedBatchSampler
+
+
+def worker_count(setting) -> int:
+    """``num_workers: auto``: leave one core to the training process, at most 8 workers."""
+    if setting not in (None, "auto"):
+        return int(setting)
+    return max(0, min(8, (os.cpu_count() or 1) - 1)) if (os.cpu_count() or 1) > 2 else 0
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Batches are ``(images, targets)`` as ``dataset.collate`` makes them. ``cfg`` is the root
+    config (``dataset``, ``augment``, ``seed``)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.loaded: LoadedDataset | None = None
+
+    # -- data -----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.loaded is None:
+            self.loaded = load_dataset(self.cfg.dataset, ("train", "val", "test"))
+            for line in problem_summary(self.loaded):
+                rank_zero_info(line)
+
+    @property
+    def class_names(self) -> list[str]:
+        self.setup()
+        return self.loaded.class_names
+
+    @property
+    def category_ids(self) -> list[int] | None:
+        self.setup()
+        return self.loaded.category_ids
+
+    def records(self, split: str) -> list[ImageRecord]:
+        """The split's records; ``test`` falls back to ``val`` when the data has no test split."""
+        self.setup()
+        splits = self.loaded.splits
+        if split == "test" and not splits.get("test"):
+            split = "val"
+        return splits.get(split) or []
+
+    # -- loaders ---------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        dataset = DetectionDataset(self.records("train"), build_augment(self.cfg.get("augment")), train=True,
+                                   use_ignored=bool(self.cfg.dataset.get("use_difficult")))
+        return self._loader(dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(DetectionDataset(self.records("val")), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(DetectionDataset(self.records("test")), train=False)
+
+    def _loader(self, dataset: DetectionDataset, train: bool) -> DataLoader:
+        data = self.cfg.dataset
+        rank, world = self._rank_and_world()
+        group = bool(data.get("group_aspect_ratio", True)) and int(data.batch_size) > 1
+        sampler = GroupedBatchSampler([r.width >= r.height for r in dataset.records], int(data.batch_size),
+                                      shuffle=train, seed=int(self.cfg.get("seed", 0)), rank=rank,
+                                      world_size=world, pad=train, group=group)
+        workers = worker_count(data.get("num_workers"))
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=self._uses_gpu())
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return 0, 1
+
+    def _uses_gpu(self) -> bool:
+        trainer = self.trainer
+        return bool(torch.cuda.is_available() and trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator")
+
+
+def problem_summary(loaded: LoadedDataset, examples: int = 2) -> list[str]:
+    """One line per problem kind: count, policy, first files; then the loaders' notes."""
+    lines = []
+    for kind, problems in loaded.problems.by_kind().items():
+        files = ", ".join(sorted({os.path.basename(p.file) for p in problems})[:examples])
+        policy = loaded.problems.policies.get(kind, "")
+        lines.append(f"data: {len(problems)} x {kind} ({policy}), e.g. {files}")
+    lines += [f"data: note: {note}" for note in loaded.notes]
+    return lines

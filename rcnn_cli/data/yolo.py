@@ -1,0 +1,119 @@
+"""YOLO txt layout: ``images/<split>/x.jpg`` + ``labels/<split>/x.txt`` with normalised
+``class cx cy w h`` lines and class names in ``data.yaml`` (Ultralytics' and Roboflow's export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .errors import DatasetError
+from .images import IMAGE_EXTENSIONS
+from .records import ImageRecord, LoadedDataset, ProblemLog
+from .sanitize import make_record, report
+
+SPLIT_KEYS = {"train": ("train",), "val": ("val", "valid"), "test": ("test",)}
+
+
+def read_data_yaml(root: Path) -> dict:
+    path = root / "data.yaml"
+    if not path.is_file():
+        raise DatasetError(f"dataset.root {root}: no data.yaml (it lists the class names); see the YOLO export")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise DatasetError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(data, dict) or "names" not in data:
+        raise DatasetError(f"{path}: no 'names' entry with the class names")
+    return data
+
+
+def class_names_of(data: dict) -> list[str]:
+    names = data["names"]
+    if isinstance(names, dict):  # {0: person, 1: car}
+        return [str(names[k]) for k in sorted(names, key=int)]
+    return [str(n) for n in names]
+
+
+def split_images_dir(root: Path, data: dict, split: str) -> Path | None:
+    for key in SPLIT_KEYS[split]:
+        entry = data.get(key)
+        if isinstance(entry, str):
+            for candidate in (root / entry, (root / entry).resolve(), root / entry.lstrip("./").replace("../", "")):
+                if candidate.is_dir():
+                    return candidate
+        if (root / "images" / key).is_dir():
+            return root / "images" / key
+        if (root / key / "images").is_dir():  # Roboflow's YOLO export: train/images, valid/images
+            return root / key / "images"
+    return None
+
+
+def label_file(image: Path) -> Path:
+    """images/train/a.jpg -> labels/train/a.txt (the last 'images' folder becomes 'labels')."""
+    parts = list(image.parts)
+    index = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
+    if index is None:
+        return image.with_suffix(".txt")
+    parts[index] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def read_labels(path: Path, width: int, height: int, num_classes: int, log: ProblemLog
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (N, 4) xyxy pixels, labels (N,) in 1..C) of one label file."""
+    boxes, labels = [], []
+    if not path.is_file():
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            cls, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:5])
+        except (ValueError, TypeError):
+            report(log, "bad_annotation", path, f"line {number}: expected 'class cx cy w h'")
+            continue
+        if len(fields) > 5 and len(fields) % 2 == 1:  # polygon (segmentation) rows are out of scope
+            report(log, "bad_annotation", path, f"line {number}: segmentation polygon, not a box")
+            continue
+        if not 0 <= cls < num_classes:
+            report(log, "unknown_label", path, f"line {number}: class {cls}")
+            continue
+        boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
+        labels.append(cls + 1)
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+
+
+def load_yolo(cfg, splits, log: ProblemLog) -> LoadedDataset:
+    from .images import ImageReadError, image_size
+
+    root = Path(cfg.root) if cfg.get("root") else None
+    if root is None or not root.is_dir():
+        raise DatasetError(f"dataset.root {root}: folder not found (the folder with data.yaml)")
+    data = read_data_yaml(root)
+    class_names = class_names_of(data)
+    records: dict[str, list[ImageRecord]] = {}
+    for split in splits:
+        images_dir = split_images_dir(root, data, split)
+        if images_dir is None:
+            continue
+        records[split] = []
+        for image in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+            try:
+                width, height = image_size(image)
+            except ImageReadError as err:
+                report(log, "unreadable_image", image, str(err).split(": ", 1)[-1])
+                continue
+            boxes, labels = read_labels(label_file(image), width, height, len(class_names), log)
+            record = make_record(image, None, boxes, labels, np.zeros(len(labels), bool), log, image.stem,
+                                 label_file(image))
+            if record is not None:
+                records[split].append(record)
+    if not records:
+        raise DatasetError(f"{root}: no image folders for {list(splits)} (expected images/train, images/val "
+                           "or the paths in data.yaml)")
+    return LoadedDataset(class_names, records)
