@@ -144,7 +144,8 @@ def _fit(cfg: DictConfig, run_dir: Path, say) -> TrainResult:
                             global_batch=global_batch_size(cfg), image_paths=image_paths(datamodule))
     _write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer = build_trainer(cfg, run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume"), weights_only=True)
+    resume = {"ckpt_path": cfg.resume, "weights_only": True} if cfg.get("resume") else {}
+    trainer.fit(module, datamodule=datamodule, **resume)
     best = run_dir / "checkpoints" / "best.ckpt"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return TrainResult(run_dir, best if best.exists() else None, metrics, detector.notes)
