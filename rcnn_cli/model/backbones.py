@@ -17,7 +17,7 @@ BACKBONES = tuple(MAX_TRAINABLE_LAYERS)
 NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
 
 
-def build_backbone(name: str, norm: str, trainable_layers: int) -> nn.Module:
+def build_backbone(name: str, norm: str, trainable_layers: int, fpn_channels: int = 256) -> nn.Module:
     """Returns a module mapping (B, 3, H, W) to an OrderedDict of feature maps, with an
     ``out_channels`` attribute. Module names match torchvision's detection models.
 
@@ -26,27 +26,31 @@ def build_backbone(name: str, norm: str, trainable_layers: int) -> nn.Module:
         norm: ``frozen_bn`` (statistics fixed, torchvision's choice for pretrained weights) or
             ``bn`` (trainable BatchNorm, torchvision's choice when training from scratch).
         trainable_layers: stages trained from the top (resnet 0-5, mobilenet 0-6, vgg16 0-5).
+        fpn_channels: width of the ResNet FPN levels; 256 as torchvision (needed for its weights),
+            less for small from-scratch models where the FPN, not the backbone, dominates the cost.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     norm_layer = NORMS[norm]
     if name == "resnet18_fpn":
-        return _resnet_fpn(torchvision.models.resnet18(weights=None, norm_layer=norm_layer), trainable_layers)
+        return _resnet_fpn(torchvision.models.resnet18(weights=None, norm_layer=norm_layer), trainable_layers,
+                           fpn_channels)
     if name == "resnet50_fpn":
-        return _resnet_fpn(torchvision.models.resnet50(weights=None, norm_layer=norm_layer), trainable_layers)
+        return _resnet_fpn(torchvision.models.resnet50(weights=None, norm_layer=norm_layer), trainable_layers,
+                           fpn_channels)
     if name == "resnet50_fpn_v2":
         # The v2 recipe keeps trainable BatchNorm in the backbone and adds it to the FPN.
         return _resnet_fpn(torchvision.models.resnet50(weights=None, norm_layer=norm_layer), trainable_layers,
-                           fpn_norm=nn.BatchNorm2d)
+                           fpn_channels, fpn_norm=nn.BatchNorm2d)
     if name == "mobilenet_v3_large_fpn":
         return mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True,
                                   norm_layer=norm_layer, trainable_layers=trainable_layers)
     return VGG16Conv5(trainable_layers)
 
 
-def _resnet_fpn(resnet: torchvision.models.ResNet, trainable_layers: int,
+def _resnet_fpn(resnet: torchvision.models.ResNet, trainable_layers: int, fpn_channels: int = 256,
                 fpn_norm: type[nn.Module] | None = None) -> BackboneWithFPN:
-    """C2-C5 of a ResNet into a 256-channel FPN with an extra max-pooled level (P2-P6)."""
+    """C2-C5 of a ResNet into an FPN (256 channels by default) with an extra max-pooled level (P2-P6)."""
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_backbone_layers must be in 0..5 for ResNets, got {trainable_layers}")
     trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
@@ -60,7 +64,7 @@ def _resnet_fpn(resnet: torchvision.models.ResNet, trainable_layers: int,
         resnet,
         return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
         in_channels_list=[stage2, stage2 * 2, stage2 * 4, stage2 * 8],
-        out_channels=256,
+        out_channels=fpn_channels,
         extra_blocks=LastLevelMaxPool(),
         norm_layer=fpn_norm,
     )

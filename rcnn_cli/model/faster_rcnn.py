@@ -81,7 +81,7 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> FasterRCNN:
     if trainable is None:
         trainable = MAX_TRAINABLE_LAYERS.get(name, 5)
     norm = cfg.get("norm", "bn")
-    backbone = build_backbone(name, "bn" if norm == "auto" else norm, trainable)
+    backbone = build_backbone(name, "bn" if norm == "auto" else norm, trainable, cfg.get("fpn_channels", 256))
 
     anchor_generator = AnchorGenerator(
         tuple(tuple(level) for level in cfg["anchor_sizes"]),
