@@ -22,8 +22,16 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check rcnn_cli tests
 
+# The README's first command: train on the built-in shapes set, evaluate, predict on held-out images.
+RCNN := $(VENV)/bin/rcnn
+DEMO := runs/demo
 demo: setup
-	$(VENV)/bin/rcnn demo
+	rm -rf $(DEMO)   # the demo always starts fresh
+	$(RCNN) train experiment=demo run_dir=$(DEMO)
+	$(RCNN) eval --weights $(DEMO)/checkpoints/best.ckpt --out $(DEMO)/eval --json $(DEMO)/eval/metrics.json
+	$(RCNN) predict 'data/shapes/images/0000*.jpg' --weights $(DEMO)/checkpoints/best.ckpt --out $(DEMO)/predictions
+	@echo "demo done: model $(DEMO)/checkpoints/best.ckpt, training curves $(DEMO)/metrics.png,"
+	@echo "  metrics and PR curves $(DEMO)/eval/, pictures with detections $(DEMO)/predictions/"
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -60,6 +60,7 @@ class Detector:
         self.class_names = loaded.class_names
         self.config = loaded.config
         self.notes = loaded.notes
+        self.metadata = loaded.metadata      # what a project checkpoint stored (category ids, data config)
         self.device = torch.device(device)
 
     @torch.inference_mode()

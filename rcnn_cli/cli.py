@@ -144,7 +144,40 @@ def _default_eval_dir(weights: Path) -> Path:
     return Path("runs") / f"eval-{weights.stem}"
 
 
+@app.command()
+def predict(
+    sources: Annotated[list[str], typer.Argument(help="images, folders, globs, .txt lists or videos")],
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth or .onnx")] = ...,
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
+    fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc (repeatable)")] = ["json"],  # noqa: B006
+    conf: Annotated[str, typer.Option("--conf", help="score threshold, or thresholds.json from rcnn eval")] = "0.25",
+    classes: Annotated[str | None, typer.Option("--classes", help="comma-separated class names to keep")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = 4,
+    every: Annotated[int, typer.Option("--every", help="videos: use every N-th frame")] = 1,
+    no_draw: Annotated[bool, typer.Option("--no-draw", help="do not write annotated pictures")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1")] = "cpu",
+) -> None:
+    """Detect objects in images and videos; writes annotated pictures and prediction files."""
+    from .predict.cli_run import predict_command
+
+    code = predict_command(sources, weights, out, fmt, conf, classes, batch_size, every, not no_draw, device,
+                           console, fail)
+    raise typer.Exit(code)
+
+
+# Lightning's advice aimed at library users, not at people running a finished command.
+QUIET = ("was called without a model", "there is no last checkpoint", "exists and is not empty",
+         "LeafSpec", "is smaller than the logging interval", "does not have many workers",
+         "Checkpoint directory .* exists and is not empty", "The given NumPy array is not writable")
+
+
 def main() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no network calls at import
+    for text in QUIET:
+        warnings.filterwarnings("ignore", message=f".*{text}.*")
     try:
         app()
     except KeyboardInterrupt:

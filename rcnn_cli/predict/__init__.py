@@ -1,0 +1,1 @@
+"""``rcnn predict``: sources -> batched detection -> pictures and JSON/CSV/COCO/VOC files."""

@@ -1,0 +1,87 @@
+"""The ``rcnn predict`` command body: checks arguments, loads the detector, runs, reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .runner import PredictOptions, lowest_threshold, read_conf, run
+from .sources import expand_sources
+from .writers import write_outputs
+
+FORMATS = ("json", "csv", "coco", "voc")
+
+
+def load_detector(weights: Path, device: str, score_floor: float):
+    """(detect function, class names, category ids or None) for a checkpoint, torchvision file or ONNX."""
+    if weights.suffix.lower() == ".onnx":
+        from ..export.onnx_runtime import OnnxDetector
+
+        detector = OnnxDetector(weights)
+        return detector.detect, detector.class_names, detector.category_ids
+    import torch
+
+    from ..api import Detector
+
+    detector = Detector.load(weights, device=device, box_score_thresh=min(score_floor, 0.05))
+
+    def detect(images):
+        with torch.inference_mode():
+            return detector.model([image.to(detector.device) for image in images])
+
+    return detect, detector.class_names, detector.metadata.get("category_ids")
+
+
+def free_folder(base: Path) -> Path:
+    candidate, n = base, 2
+    while candidate.exists():
+        candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return candidate
+
+
+def predict_command(sources, weights, out, formats, conf, classes, batch_size, every, draw, device,
+                    console, fail) -> int:
+    from ..model.weights import WeightsError
+
+    formats = [f.lower() for f in formats]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        fail(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
+    if not weights.is_file():
+        fail(f"--weights {weights}: no such file")
+    try:
+        threshold = read_conf(conf)
+    except ValueError as err:
+        fail(str(err))
+    images, videos, problems = expand_sources(sources)
+    if not images and not videos:
+        fail("no images or videos found in " + ", ".join(sources) + (f" ({problems[0]})" if problems else ""))
+    try:
+        detect, class_names, category_ids = load_detector(weights, device, lowest_threshold(threshold))
+    except WeightsError as err:
+        fail(str(err))
+    wanted = [c.strip() for c in classes.split(",")] if classes else None
+    if wanted and (missing := [c for c in wanted if c not in class_names]):
+        fail(f"--classes {', '.join(missing)}: not classes of this model ({', '.join(class_names)})")
+    out = out or free_folder(Path("runs") / "predict")
+    options = PredictOptions(conf=threshold, classes=wanted, batch_size=batch_size, draw=draw, every=every)
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("predict", total=len(images) or None, rate="")
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:.1f} img/s")
+
+        result = run(detect, class_names, images, videos, out, options, progress=advance)
+    written = write_outputs(result.results, out, formats, category_ids)
+    for problem in problems + result.failures:
+        console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
+    count = sum(len(r["detections"]) for r in result.results)
+    rate = len(result.results) / result.seconds if result.seconds else 0.0
+    console.print(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s; "
+                  f"results in {out} ({', '.join(p.name for p in written)})", highlight=False)
+    return 1 if problems or result.failures else 0

@@ -1,0 +1,159 @@
+"""Running a detector over many inputs: decoding in DataLoader workers, batching, thresholds,
+drawing, and a progress bar with images/s. A bad input is reported and skipped."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.datamodule import worker_count
+from ..data.draw import draw_boxes
+from ..data.images import ImageReadError, read_rgb
+from .sources import video_frames
+
+# A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
+DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
+
+
+@dataclass
+class PredictOptions:
+    conf: float | dict[str, float] = 0.25   # one threshold, or per class name
+    classes: list[str] | None = None        # keep only these class names
+    batch_size: int = 4
+    draw: bool = True
+    every: int = 1                          # video: every N-th frame
+    num_workers: Any = "auto"
+
+
+@dataclass
+class PredictRun:
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def read_conf(value: str) -> float | dict[str, float]:
+    """``--conf 0.3`` or ``--conf thresholds.json`` (as ``rcnn eval`` writes)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"--conf {value}: neither a number nor a thresholds.json file")
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise ValueError(f"--conf {value}: expected a JSON object {{class name: threshold}}") from None
+
+
+def lowest_threshold(conf: float | dict[str, float]) -> float:
+    return min(conf.values()) if isinstance(conf, dict) and conf else float(conf if not isinstance(conf, dict) else 0.0)
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, torch.from_numpy(read_rgb(self.paths[index])).permute(2, 0, 1), None
+        except ImageReadError as err:
+            return index, None, str(err)
+
+
+def _batches(images: list[Path], videos: list[Path], options: PredictOptions, failures: list[str]):
+    """Yields lists of (name, (3, H, W) uint8 tensor)."""
+    workers = worker_count(options.num_workers)
+    loader = DataLoader(_ImageFiles(images), batch_size=options.batch_size, num_workers=workers,
+                        collate_fn=lambda batch: batch)
+    for batch in loader:
+        good = []
+        for index, image, error in batch:
+            if error:
+                failures.append(error)
+            else:
+                good.append((str(images[index]), image))
+        if good:
+            yield good
+    for video in videos:
+        batch = []
+        try:
+            for frame_index, frame in video_frames(video, options.every):
+                batch.append((f"{video}#frame{frame_index}", torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)))
+                if len(batch) == options.batch_size:
+                    yield batch
+                    batch = []
+        except ValueError as err:
+            failures.append(str(err))
+        if batch:
+            yield batch
+
+
+def keep_detections(detection: dict[str, torch.Tensor], class_names: list[str], options: PredictOptions) -> dict:
+    labels = detection["labels"].cpu()
+    scores = detection["scores"].cpu()
+    if isinstance(options.conf, dict):
+        thresholds = torch.tensor([options.conf.get(name, 1.01) for name in class_names])
+        keep = scores >= thresholds[labels - 1]
+    else:
+        keep = scores >= float(options.conf)
+    if options.classes:
+        wanted = torch.tensor([name in options.classes for name in class_names])
+        keep &= wanted[labels - 1]
+    return {key: value.cpu()[keep] for key, value in detection.items()}
+
+
+def to_result(name: str, image: torch.Tensor, detection: dict, class_names: list[str]) -> dict[str, Any]:
+    return {"image": name, "width": int(image.shape[-1]), "height": int(image.shape[-2]),
+            "detections": [{"label": class_names[int(label) - 1], "label_id": int(label),
+                            "score": round(float(score), 5), "box": [round(float(v), 2) for v in box]}
+                           for box, score, label in zip(detection["boxes"], detection["scores"], detection["labels"])]}
+
+
+def run(detect: DetectFn, class_names: list[str], images: list[Path], videos: list[Path], out: Path,
+        options: PredictOptions, progress=None) -> PredictRun:
+    """Detect on every input; draws pictures into ``out`` when ``options.draw``."""
+    run_info = PredictRun()
+    start = time.perf_counter()
+    names_seen: set[str] = set()
+    for batch in _batches(images, videos, options, run_info.failures):
+        detections = detect([image for _, image in batch])
+        for (name, image), detection in zip(batch, detections):
+            kept = keep_detections(detection, class_names, options)
+            run_info.results.append(to_result(name, image, kept, class_names))
+            if options.draw:
+                _draw(out, name, image, kept, class_names, names_seen)
+        if progress:
+            progress(len(batch))
+    run_info.seconds = time.perf_counter() - start
+    return run_info
+
+
+def _draw(out: Path, name: str, image: torch.Tensor, detection: dict, class_names: list[str], seen: set[str]) -> None:
+    captions = [f"{class_names[int(label) - 1]} {float(score):.2f}"
+                for score, label in zip(detection["scores"], detection["labels"])]
+    picture = draw_boxes(image.permute(1, 2, 0).numpy(), detection["boxes"].numpy(), captions,
+                         detection["labels"].tolist())
+    stem = Path(name.replace("#", "_")).stem
+    file_name = f"{stem}.jpg"
+    counter = 2
+    while file_name in seen:       # two inputs with the same name from different folders
+        file_name, counter = f"{stem}_{counter}.jpg", counter + 1
+    seen.add(file_name)
+    out.mkdir(parents=True, exist_ok=True)
+    temp = out / f".{file_name}.tmp.jpg"
+    picture.save(temp, quality=92)
+    temp.replace(out / file_name)

@@ -1,0 +1,94 @@
+"""What ``rcnn predict SOURCE...`` accepts: image files, folders (recursive), glob patterns,
+text files listing paths, and videos (every N-th frame)."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.images import IMAGE_EXTENSIONS
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One picture to run on: an image file, or frame ``frame`` of a video."""
+
+    path: Path
+    frame: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.frame is None else f"{self.path.stem}_frame{self.frame:06d}.jpg"
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path], list[str]]:
+    """(image paths, video paths, problems) in a stable order, each path once.
+
+    A folder contributes its image and video files recursively; other files in it are ignored
+    (they are not inputs), but a file named explicitly that is not an image is a problem.
+    """
+    images: list[Path] = []
+    videos: list[Path] = []
+    problems: list[str] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if is_image(child):
+                    images.append(child)
+                elif child.suffix.lower() in VIDEO_EXTENSIONS:
+                    videos.append(child)
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            more_images, more_videos, more_problems = expand_sources(listed)
+            images, videos, problems = images + more_images, videos + more_videos, problems + more_problems
+        elif path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+            videos.append(path)
+        elif path.is_file():
+            images.append(path)          # decoding decides; a non-image is reported then
+        elif any(ch in source for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(source, recursive=True))
+            if not matches:
+                problems.append(f"{source}: the pattern matches no files")
+            images += [p for p in matches if p.is_file() and is_image(p)]
+            videos += [p for p in matches if p.suffix.lower() in VIDEO_EXTENSIONS]
+        else:
+            problems.append(f"{source}: no such file or folder")
+    return _unique(images), _unique(videos), problems
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    seen, out = set(), []
+    for path in paths:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out
+
+
+def video_frames(path: Path, every: int):
+    """Yields (frame index, (H, W, 3) uint8 RGB) for every ``every``-th frame of a video."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ValueError(f"{path}: cannot open the video (unsupported codec or not a video)")
+    index = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % max(every, 1) == 0:
+                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()

@@ -1,0 +1,87 @@
+"""Prediction files: JSON, CSV, COCO results and VOC XML, each written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def json_text(results: list[dict[str, Any]]) -> str:
+    """[{"image", "width", "height", "detections": [{"label", "label_id", "score", "box"}]}]."""
+    return json.dumps(results, indent=1)
+
+
+def csv_text(results: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "width", "height", "label", "label_id", "score", "x1", "y1", "x2", "y2"])
+    for result in results:
+        for d in result["detections"]:
+            writer.writerow([result["image"], result["width"], result["height"], d["label"], d["label_id"],
+                             d["score"], *d["box"]])
+    return buffer.getvalue()
+
+
+def coco_text(results: list[dict[str, Any]], category_ids: list[int] | None) -> str:
+    """COCO results; image ids are positions in this run (the ``images`` list maps them to files),
+    category ids are the dataset's own when the checkpoint knows them."""
+    images, annotations = [], []
+    for image_id, result in enumerate(results):
+        images.append({"id": image_id, "file_name": result["image"], "width": result["width"], "height": result["height"]})
+        for d in result["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            category = category_ids[d["label_id"] - 1] if category_ids else d["label_id"]
+            annotations.append({"image_id": image_id, "category_id": int(category), "score": d["score"],
+                                "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]})
+    return json.dumps({"images": images, "results": annotations}, indent=1)
+
+
+def voc_xml_text(result: dict[str, Any]) -> str:
+    """Pascal VOC XML for one image, so predictions can be corrected in a labelling tool."""
+    objects = "".join(
+        f"  <object>\n    <name>{escape(d['label'])}</name>\n    <pose>Unspecified</pose>\n"
+        f"    <truncated>0</truncated>\n    <difficult>0</difficult>\n    <score>{d['score']}</score>\n"
+        f"    <bndbox><xmin>{round(d['box'][0])}</xmin><ymin>{round(d['box'][1])}</ymin>"
+        f"<xmax>{round(d['box'][2])}</xmax><ymax>{round(d['box'][3])}</ymax></bndbox>\n  </object>\n"
+        for d in result["detections"])
+    return (f"<annotation>\n  <filename>{escape(Path(result['image']).name)}</filename>\n"
+            f"  <size><width>{result['width']}</width><height>{result['height']}</height><depth>3</depth></size>\n"
+            f"{objects}</annotation>\n")
+
+
+def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
+                  category_ids: list[int] | None) -> list[Path]:
+    written = []
+    for fmt in formats:
+        if fmt == "json":
+            atomic_write_text(out / "predictions.json", json_text(results))
+            written.append(out / "predictions.json")
+        elif fmt == "csv":
+            atomic_write_text(out / "predictions.csv", csv_text(results))
+            written.append(out / "predictions.csv")
+        elif fmt == "coco":
+            atomic_write_text(out / "predictions_coco.json", coco_text(results, category_ids))
+            written.append(out / "predictions_coco.json")
+        elif fmt == "voc":
+            for result in results:
+                atomic_write_text(out / "voc" / f"{Path(result['image']).stem}.xml", voc_xml_text(result))
+            written.append(out / "voc")
+    return written
