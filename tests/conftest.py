@@ -54,3 +54,30 @@ def bccd_images(n: int) -> list[Path]:
 def facemask_images(n: int) -> list[Path]:
     require_shared()
     return sorted((FACEMASK / "val2017").iterdir())[:n]
+
+
+# A tiny shapes model trained for one epoch through the real CLI, shared by the CLI tests.
+TINY_TRAIN = ["dataset.num_images=48", "dataset.image_size=128", "model.min_size=128", "model.max_size=128",
+              "model.fpn_channels=64", "model.rpn_post_nms_top_n_train=200", "model.rpn_post_nms_top_n_test=100",
+              "model.box_batch_size_per_image=64", "model.representation_size=128",
+              "dataset.batch_size=4", "dataset.num_workers=0", "trainer.accelerator=cpu",
+              "optim=adamw", "optim.lr=0.001"]
+
+
+def run_rcnn(*args: str, cwd: Path):
+    """The real command line, in a subprocess with one torch thread."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return subprocess.run([sys.executable, "-m", "rcnn_cli.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """runs/tiny of a scratch working dir after one epoch of training; returns the run folder."""
+    work = tmp_path_factory.mktemp("work")
+    out = run_rcnn("train", *TINY_TRAIN, "trainer.max_epochs=1", "run_dir=runs/tiny", cwd=work)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return work / "runs" / "tiny"

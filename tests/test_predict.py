@@ -1,0 +1,79 @@
+"""`rcnn predict` on real pictures: every output format parses and tells the same story, pictures
+are drawn, and a corrupt file or a non-image is reported and skipped while the rest run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import bccd_images, facemask_images, run_rcnn
+
+
+@pytest.fixture(scope="module")
+def predicted(tiny_run, tmp_path_factory):
+    inputs = tmp_path_factory.mktemp("inputs")
+    for image in bccd_images(2) + facemask_images(2):
+        shutil.copy(image, inputs / image.name)
+    (inputs / "corrupt.jpg").write_bytes((inputs / bccd_images(1)[0].name).read_bytes()[:500])
+    (inputs / "notes.png").write_text("this is not a picture")
+    out = tmp_path_factory.mktemp("out")
+    result = run_rcnn("predict", str(inputs), "--weights", str(tiny_run / "checkpoints" / "best.ckpt"),
+                      "--out", str(out), "--conf", "0.0", "--format", "json", "--format", "csv",
+                      "--format", "coco", "--format", "voc", cwd=tiny_run.parent.parent)
+    return inputs, out, result
+
+
+def test_bad_files_are_reported_and_the_rest_still_run(predicted):
+    _, out, result = predicted
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "corrupt.jpg" in result.stderr and "notes.png" in result.stderr
+    results = json.loads((out / "predictions.json").read_text())
+    assert len(results) == 4
+
+
+def test_all_formats_agree(predicted):
+    _, out, _ = predicted
+    results = json.loads((out / "predictions.json").read_text())
+    total = sum(len(r["detections"]) for r in results)
+    assert total > 0     # threshold 0: an untrained-ish model still proposes boxes
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == total
+    first = next(r for r in results if r["detections"])
+    row = next(r for r in rows if r["image"] == first["image"])
+    assert [float(row[k]) for k in ("x1", "y1", "x2", "y2")] == first["detections"][0]["box"]
+    coco = json.loads((out / "predictions_coco.json").read_text())
+    assert len(coco["results"]) == total and len(coco["images"]) == 4
+    x, y, w, h = coco["results"][0]["bbox"]
+    image_index = coco["results"][0]["image_id"]
+    box = results[image_index]["detections"][0]["box"]
+    assert [x, y, x + w, y + h] == pytest.approx(box, abs=0.02)
+    for result in results:
+        root = ET.parse(out / "voc" / (result["image"].rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".xml")).getroot()
+        assert len(root.findall("object")) == len(result["detections"])
+        assert int(root.findtext("size/width")) == result["width"]
+
+
+def test_pictures_are_drawn_on_the_inputs(predicted):
+    inputs, out, _ = predicted
+    for image in bccd_images(2) + facemask_images(2):
+        drawn = out / (image.stem + ".jpg")
+        assert drawn.is_file()
+        before = np.asarray(Image.open(image).convert("RGB"), dtype=np.int16)
+        after = np.asarray(Image.open(drawn).convert("RGB"), dtype=np.int16)
+        assert before.shape == after.shape and np.abs(before - after).max() > 100
+
+
+def test_a_wrong_format_or_threshold_is_one_line_exit_2(tiny_run, tmp_path):
+    weights = str(tiny_run / "checkpoints" / "best.ckpt")
+    shutil.copy(bccd_images(1)[0], tmp_path / "a.jpg")
+    for args in (["--format", "xml"], ["--conf", "banana"], ["--classes", "cat"]):
+        result = run_rcnn("predict", str(tmp_path), "--weights", weights, *args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip().count("\n") == 0
+    assert "not classes of this model" in result.stderr

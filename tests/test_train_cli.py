@@ -1,0 +1,77 @@
+"""`rcnn train` and `rcnn eval` through the real CLI on a tiny shapes set: the run folder, resume,
+evaluation outputs, and 2-process (gloo) evaluation equal to 1-process evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_TRAIN as TINY
+from conftest import run_rcnn as rcnn
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run, tmp_path_factory) -> Path:
+    """A private copy of the shared tiny run (resume below changes its checkpoints)."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("resume")
+    shutil.copytree(tiny_run.parent.parent, work, dirs_exist_ok=True)
+    return work / "runs" / "tiny"
+
+
+def test_a_run_folder_has_config_checkpoints_metrics_and_plot(trained):
+    for name in ("config.yaml", "checkpoints/last.ckpt", "checkpoints/best.ckpt", "metrics.csv", "metrics.png"):
+        assert (trained / name).is_file(), name
+    assert any((trained / "tensorboard").iterdir())
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert checkpoint["rcnn_cli"]["class_names"] == ["circle", "square", "triangle"]
+    assert checkpoint["rcnn_cli"]["model"]["min_size"] == 128
+    header = (trained / "metrics.csv").read_text().splitlines()[0]
+    assert "val/map" in header and "val/loss" in header
+
+
+def test_resume_continues_from_the_saved_step(trained, tmp_path):
+    first = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert first["epoch"] == 0 and first["global_step"] > 0
+    out = rcnn("train", *TINY, "trainer.max_epochs=2", f"resume={trained}/checkpoints/last.ckpt",
+               cwd=trained.parent.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    second = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert second["epoch"] == 1 and second["global_step"] == 2 * first["global_step"]
+
+
+def test_eval_writes_metrics_thresholds_plots_and_coco_results(trained, tmp_path):
+    out = rcnn("eval", "--weights", str(trained / "checkpoints" / "best.ckpt"), "--json", str(tmp_path / "m.json"),
+               "--predictions", str(tmp_path / "p.json"), "--out", str(tmp_path / "eval"),
+               "trainer.accelerator=cpu", cwd=trained.parent.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert {"map", "map_50", "voc07_map50", "voc_map50", "per_class"} <= set(metrics)
+    assert set(metrics["per_class"]) == {"circle", "square", "triangle"}
+    assert json.loads((tmp_path / "eval" / "thresholds.json").read_text()).keys() <= {"circle", "square", "triangle"}
+    assert list((tmp_path / "eval").glob("*.png"))
+    results = json.loads((tmp_path / "p.json").read_text())
+    assert all({"image_id", "category_id", "bbox", "score"} <= set(r) for r in results)
+
+
+def test_two_process_evaluation_equals_one_process(trained, tmp_path):
+    weights = str(trained / "checkpoints" / "best.ckpt")
+    single = rcnn("eval", "--weights", weights, "--json", str(tmp_path / "one.json"), "--out", str(tmp_path / "e1"),
+                  "trainer.accelerator=cpu", cwd=trained.parent.parent)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = rcnn("eval", "--weights", weights, "--json", str(tmp_path / "two.json"), "--out", str(tmp_path / "e2"),
+                  "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", cwd=trained.parent.parent)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert one == two
+
+
+def test_a_misspelt_override_is_one_line_and_exit_2(tmp_path):
+    out = rcnn("train", "optim.lrr=0.1", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "optim.lrr" in out.stderr and "lr" in out.stderr
