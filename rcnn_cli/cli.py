@@ -172,12 +172,15 @@ QUIET = ("was called without a model", "there is no last checkpoint", "exists an
 
 
 def main() -> None:
+    import logging
     import os
     import warnings
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no network calls at import
     for text in QUIET:
         warnings.filterwarnings("ignore", message=f".*{text}.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: "Tip:" not in str(record.msg))   # cloud adverts
     try:
         app()
     except KeyboardInterrupt:

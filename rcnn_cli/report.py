@@ -30,14 +30,18 @@ def print_train_summary(results: list, multirun: bool) -> None:
                   f"plot: {last.run_dir / 'metrics.png'}; logs: metrics.csv, tensorboard/", highlight=False)
 
 
+EVAL_ROWS = (("map", "AP @[.5:.95] (COCO)"), ("map_50", "AP50"), ("map_75", "AP75"), ("map_small", "AP small"),
+             ("map_medium", "AP medium"), ("map_large", "AP large"), ("mar_100", "AR@100"),
+             ("voc07_map50", "VOC07 AP50 (11-point)"), ("voc_map50", "VOC AP50 (all points)"))
+
+
 def print_eval_report(result) -> None:
     summary = result.report.summary()
     console.print(result.report.table())
     table = Table(title=f"{result.num_images} images", title_justify="left")
-    for key in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100",
-                "voc07_map50", "voc_map50"):
-        table.add_column(key, justify="right")
-    table.add_row(*[f"{summary[k]:.4f}" for k in ("map", "map_50", "map_75", "map_small", "map_medium",
-                                                   "map_large", "mar_100", "voc07_map50", "voc_map50")])
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, title in EVAL_ROWS:
+        table.add_row(title, "n/a" if summary[key] < 0 else f"{summary[key]:.4f}")
     console.print(table)
     console.print(f"plots, metrics.json and thresholds.json in {result.out_dir}", highlight=False)
