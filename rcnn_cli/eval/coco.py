@@ -31,7 +31,9 @@ def coco_metrics(predictions: list[dict], targets: list[dict], num_classes: int)
     (lists over labels 1..num_classes, nan for classes absent from both)."""
     from torchmetrics.detection import MeanAveragePrecision
 
-    metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True, extended_summary=True, backend=backend())
+    # sync_on_compute=False: under DDP only rank 0 evaluates the gathered set; a sync would wait forever.
+    metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True, extended_summary=True, backend=backend(),
+                                  sync_on_compute=False)
     preds = [{**_tensors(p, ("boxes", "scores")), "labels": torch.as_tensor(as_numpy(p["labels"])).long()}
              for p in predictions]
     gts = []
