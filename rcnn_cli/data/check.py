@@ -104,7 +104,8 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         console.print(problems)
     else:
         console.print("[green]no problems found[/]")
-    for key, title in (("duplicates", "duplicate images within a split"), ("leakage", "images in two splits (leakage)")):
+    for key, title in (("duplicates", "pair(s) of duplicate images within a split"),
+                       ("leakage", "pair(s) of duplicate images across splits (leakage)")):
         if report[key]:
             console.print(f"[yellow]{len(report[key])} {title}[/], e.g. "
                           + "; ".join(f"{d['kind']}: {d['a']} = {d['b']}" for d in report[key][:3]), highlight=False)
@@ -120,17 +121,25 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def draw_samples(loaded: LoadedDataset, count: int, out: Path) -> list[Path]:
-    """The first ``count`` images with boxes (train first) drawn with their class names."""
+    """Up to ``count`` images with boxes (train first) drawn with their class names, as
+    ``out/<n>_<split>_<stem>.png`` (numbered: file stems repeat across folders and splits)."""
     from .draw import draw_boxes
-    from .images import read_rgb
+    from .images import ImageReadError, read_rgb
 
     out.mkdir(parents=True, exist_ok=True)
-    records = [r for split in ("train", "val", "test") for r in loaded.splits.get(split, []) if r.num_boxes]
-    written = []
-    for record in records[:count]:
+    records = [(split, r) for split in ("train", "val", "test") for r in loaded.splits.get(split, []) if r.num_boxes]
+    written: list[Path] = []
+    for split, record in records:
+        if len(written) == count:
+            break
+        try:
+            image = read_rgb(record.path)
+        except ImageReadError:      # already in the problems table; draw the next one instead
+            continue
         names = [loaded.class_names[int(label) - 1] for label in record.labels]
-        picture = draw_boxes(read_rgb(record.path), record.boxes, names, record.labels)
-        path = out / f"{record.path.stem}.png"
-        picture.save(path)
+        path = out / f"{len(written) + 1:03d}_{split}_{record.path.stem}.png"
+        temp = path.with_name(f".{path.name}.tmp")
+        draw_boxes(image, record.boxes, names, record.labels).save(temp, format="PNG")
+        os.replace(temp, path)
         written.append(path)
     return written

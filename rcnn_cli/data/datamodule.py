@@ -6,21 +6,25 @@ import os
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from .augment import build_augment
-from .dataset import DetectionDataset, collate
+from .dataset import DetectionDataset, collate, reseed_worker
 from .load import load_dataset
 from .records import ImageRecord, LoadedDataset
 from .sampler import GroupedBatchSampler
 
 
-def worker_count(setting) -> int:
-    """``num_workers: auto``: leave one core to the training process, at most 8 workers."""
+def worker_count(setting, cpus: int | None = None) -> int:
+    """``num_workers: auto``: one core stays with the training process; at most 4 workers (more
+    rarely speeds up JPEG decoding of detection-sized batches and costs memory per worker); none
+    on a 1-2 core machine, where a worker would only compete with training."""
     if setting not in (None, "auto"):
         return int(setting)
-    return max(0, min(8, (os.cpu_count() or 1) - 1)) if (os.cpu_count() or 1) > 2 else 0
+    cpus = cpus or os.cpu_count() or 1
+    return min(4, cpus - 1) if cpus > 2 else 0
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -78,7 +82,8 @@ class DetectionDataModule(L.LightningDataModule):
                                       world_size=world, pad=train, group=group)
         workers = worker_count(data.get("num_workers"))
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=self._uses_gpu())
+                          persistent_workers=workers > 0, pin_memory=self._uses_gpu(),
+                          worker_init_fn=reseed_worker if workers > 0 else None)
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -87,8 +92,11 @@ class DetectionDataModule(L.LightningDataModule):
         return 0, 1
 
     def _uses_gpu(self) -> bool:
-        trainer = self.trainer
-        return bool(torch.cuda.is_available() and trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator")
+        """Pinned memory only helps host-to-GPU copies: on when CUDA is there and not turned off
+        by a CPU trainer."""
+        if not torch.cuda.is_available():
+            return False
+        return self.trainer is None or isinstance(self.trainer.accelerator, CUDAAccelerator)
 
 
 def problem_summary(loaded: LoadedDataset, examples: int = 2) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .images import ImageReadError, read_rgb
 from .records import ImageRecord
@@ -58,6 +58,19 @@ class DetectionDataset(Dataset):
                   "ignore": torch.from_numpy(np.asarray(ignore, bool)),
                   "index": index}
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), target
+
+
+def reseed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's augmentation its own random stream.
+
+    albumentations keeps its random state inside the Compose; forked workers would all inherit
+    the same state and draw the same flips and zooms in lockstep. torch seeds every worker
+    differently (base seed + worker id, reproducible under ``seed_everything``), so use that.
+    """
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
 def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:

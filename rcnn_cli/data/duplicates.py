@@ -16,20 +16,38 @@ def file_digest(path: Path) -> str:
 
 
 def perceptual_hash(path: Path) -> int | None:
-    """64-bit pHash of the decoded image (EXIF applied), or None when it cannot be decoded."""
+    """64-bit pHash of the decoded image (EXIF applied), or None when it cannot be decoded
+    (the readers already report such files)."""
     import imagehash
     from PIL import Image
 
-    from .images import ImageReadError, read_rgb
+    from .images import to_rgb_array
 
     try:
-        bits = imagehash.phash(Image.fromarray(read_rgb(path))).hash.flatten()
-    except ImageReadError:
+        with Image.open(path) as opened:
+            # pHash looks at a 32x32 thumbnail: let JPEG decode at 1/2..1/8 scale, which makes
+            # checking a large set several times faster. Other formats ignore the hint.
+            opened.draft("RGB", (128, 128))
+            opened.load()
+            bits = imagehash.phash(Image.fromarray(to_rgb_array(opened))).hash.flatten()
+    except (OSError, SyntaxError, ValueError):   # missing, truncated, not an image, too large
         return None
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def near_pairs(hashes: np.ndarray, max_distance: int = NEAR_DISTANCE, chunk: int = 2048) -> list[tuple[int, int]]:
+# Set bits of every byte value, for counting differing hash bits on numpy < 2 (no bitwise_count).
+_BYTE_BITS = np.array([bin(v).count("1") for v in range(256)], np.uint8)
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    """values: (...,) uint64 -> (...,) number of set bits."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values)
+    as_bytes = np.ascontiguousarray(values).view(np.uint8).reshape(*values.shape, 8)
+    return _BYTE_BITS[as_bytes].sum(axis=-1, dtype=np.int64)
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int = NEAR_DISTANCE, chunk: int = 512) -> list[tuple[int, int]]:
     """Index pairs (i < j) whose 64-bit hashes differ in at most ``max_distance`` bits.
 
     hashes: (N,) uint64. Compared in row chunks so memory stays at chunk x N.
@@ -37,7 +55,7 @@ def near_pairs(hashes: np.ndarray, max_distance: int = NEAR_DISTANCE, chunk: int
     pairs = []
     for start in range(0, len(hashes), chunk):
         block = hashes[start:start + chunk]
-        distance = np.bitwise_count(block[:, None] ^ hashes[None, :])
+        distance = _popcount(block[:, None] ^ hashes[None, :])
         rows, cols = np.nonzero(distance <= max_distance)
         keep = cols > rows + start
         pairs += list(zip((rows[keep] + start).tolist(), cols[keep].tolist()))
