@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -153,6 +154,38 @@ def test_datamodule_shards_by_the_trainers_rank(tmp_path):
     assert len(train0) == len(train1) == 3                       # 6 orientation-pure batches dealt out
     assert sorted(i for batch in val0 + val1 for i in batch) == list(range(7))
     assert not {i for b in val0 for i in b} & {i for b in val1 for i in b}
+
+
+class IndexRecorder(L.LightningModule):
+    """Trains nothing; remembers which record indices each epoch's batches held."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: dict[int, list[int]] = {}
+
+    def training_step(self, batch, batch_index):
+        _, targets = batch
+        self.seen.setdefault(self.current_epoch, []).extend(t["index"] for t in targets)
+        return self.weight.sum() * 0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_reshuffles_every_epoch(tmp_path):
+    # Lightning calls set_epoch on loader.batch_sampler.sampler, not on the batch sampler itself.
+    records = [write_record(tmp_path / f"{i}.png", size=(16, 12) if i % 2 else (12, 16)) for i in range(24)]
+    module = DetectionDataModule(load_config(["dataset.batch_size=2", "dataset.num_workers=0", "augment=none"]))
+    module.loaded = LoadedDataset(["thing"], {"train": records, "val": []})
+    recorder = IndexRecorder()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                        limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(recorder, datamodule=module)
+    first, second = recorder.seen[0], recorder.seen[1]
+    assert sorted(first) == sorted(second) == list(range(24))
+    assert first != second
 
 
 @pytest.mark.parametrize("dataset,root", [("bccd", BCCD), ("facemask", FACEMASK)])

@@ -25,6 +25,7 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.shuffle, self.seed, self.pad, self.group = shuffle, seed, pad, group
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.sampler = _EpochHook(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -58,3 +59,15 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._my_batches())
+
+
+class _EpochHook:
+    """Lightning reshuffles by calling ``loader.sampler.set_epoch`` and
+    ``loader.batch_sampler.sampler.set_epoch`` each epoch, never ``batch_sampler.set_epoch``;
+    this stands in as ``.sampler`` so that a new epoch reaches the batch sampler."""
+
+    def __init__(self, owner: GroupedBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
