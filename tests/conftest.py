@@ -69,7 +69,7 @@ def run_rcnn(*args: str, cwd: Path):
     import subprocess
     import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "rcnn_cli.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)   # a hung run fails the test, not CI
 

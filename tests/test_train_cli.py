@@ -75,3 +75,24 @@ def test_a_misspelt_override_is_one_line_and_exit_2(tmp_path):
     out = rcnn("train", "optim.lrr=0.1", cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "optim.lrr" in out.stderr and "lr" in out.stderr
+
+
+def test_a_sweep_runs_each_combination_in_its_own_folder(tiny_run, tmp_path):
+    out = rcnn("train", "--multirun", *TINY, "optim.lr=0.001,0.002", "trainer.max_epochs=1",
+               "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "name=sweep", cwd=tiny_run.parent.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = tiny_run.parent
+    assert (runs / "sweep" / "checkpoints" / "last.ckpt").is_file()
+    assert (runs / "sweep-2" / "checkpoints" / "last.ckpt").is_file()
+    assert "optim.lr=0.001" in out.stdout and "optim.lr=0.002" in out.stdout   # the summary table
+
+
+def test_fine_tuning_on_other_classes_restarts_the_predictor(tiny_run, tmp_path):
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    out = rcnn("train", *TINY, f"model.weights={weights}", "dataset.class_names=[circle,square]",
+               "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+               "run_dir=runs/finetune", cwd=tiny_run.parent.parent)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "box predictor starts from scratch" in out.stdout + out.stderr
+    checkpoint = torch.load(tiny_run.parent / "finetune" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["rcnn_cli"]["class_names"] == ["circle", "square"]
