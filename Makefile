@@ -6,7 +6,7 @@ PYTHON ?= python3
 # Tests run in two processes (one per core); each pins torch to one thread.
 PYTEST_ARGS ?= -n 2 --durations=15
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,13 @@ demo: setup
 	$(RCNN) predict 'data/shapes/images/0000*.jpg' --weights $(DEMO)/checkpoints/best.ckpt --out $(DEMO)/predictions
 	@echo "demo done: model $(DEMO)/checkpoints/best.ckpt, training curves $(DEMO)/metrics.png,"
 	@echo "  metrics and PR curves $(DEMO)/eval/, pictures with detections $(DEMO)/predictions/"
+
+# Our detector vs torchvision's with the same weights, same images, same process (see README).
+BENCH_DEVICE ?= cpu
+bench: setup
+	mkdir -p benchmarks
+	$(RCNN) benchmark model=resnet50_fpn dataset=bccd --count 4 --batch 2 --json benchmarks/results-$(BENCH_DEVICE)-resnet50_fpn.json
+	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --json benchmarks/results-$(BENCH_DEVICE)-resnet18_fpn.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

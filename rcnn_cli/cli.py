@@ -165,6 +165,29 @@ def predict(
     raise typer.Exit(code)
 
 
+@app.command("benchmark")
+def benchmark_cmd(
+    overrides: Overrides = None,
+    config_dir: ConfigDir = None,
+    images: Annotated[str | None, typer.Option("--images", help="folder or glob (default: the dataset's val split)")] = None,
+    count: Annotated[int, typer.Option("--count", help="images to time")] = 4,
+    batch: Annotated[int, typer.Option("--batch", help="batch size for throughput and training")] = 4,
+    repeats: Annotated[int, typer.Option("--repeats", help="timed repetitions")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up runs")] = 1,
+    no_train: Annotated[bool, typer.Option("--no-train", help="skip the training-step timing")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write all figures as JSON")] = None,
+) -> None:
+    """Time our detector and torchvision's with the same weights on the same images, side by side."""
+    from .benchmark.cli_run import benchmark_command
+    from .data.errors import DatasetError
+
+    cfg = compose(overrides, config_dir)
+    try:
+        benchmark_command(cfg, images, count, batch, repeats, warmup, not no_train, json_path, console)
+    except (DatasetError, ValueError) as err:
+        fail(str(err))
+
+
 # Lightning's advice aimed at library users, not at people running a finished command.
 QUIET = ("was called without a model", "there is no last checkpoint", "exists and is not empty",
          "LeafSpec", "is smaller than the logging interval", "does not have many workers",

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .anchors import AnchorGenerator
@@ -37,6 +38,7 @@ class FasterRCNN(nn.Module):
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
+        self.channels_last = False     # set by fast.optimize_for_inference
 
     def forward(self, images: list[Tensor], targets: list[Detection] | None = None):
         """images: per image (3, H, W) uint8 or float in [0, 1]; targets: per image ``boxes``
@@ -59,7 +61,8 @@ class FasterRCNN(nn.Module):
             padded = PaddedBoxes.from_list([t["boxes"].to(device) for t in targets],
                                            [t["labels"].to(device) for t in targets])
         batch = self.transform(images, padded)
-        features = self.backbone(batch.tensor)
+        tensor = batch.tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.tensor
+        features = self.backbone(tensor)
         if isinstance(features, Tensor):
             features = OrderedDict([("0", features)])
         proposals, losses = self.rpn(list(features.values()), tuple(batch.tensor.shape[-2:]),

@@ -1,0 +1,1 @@
+"""``rcnn benchmark``: our detector against torchvision's with identical weights, same process."""

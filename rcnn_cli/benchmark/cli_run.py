@@ -1,0 +1,79 @@
+"""The ``rcnn benchmark`` command body: images, run, table, JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from rich.table import Table
+
+from .run import benchmark
+
+
+def load_images(cfg, source: str | None, count: int) -> tuple[list[torch.Tensor], list[dict]]:
+    """``count`` images (uint8 (3, H, W)) and their targets: from ``source`` (folder or glob; no
+    targets) or from the configured dataset's validation split."""
+    from ..data.images import read_rgb
+
+    if source:
+        from ..predict.sources import expand_sources
+
+        paths = expand_sources([source])[0][:count]
+        images = [torch.from_numpy(read_rgb(p)).permute(2, 0, 1) for p in paths]
+        return images, []
+    from ..data.load import load_dataset
+
+    records = load_dataset(cfg.dataset, ("val",)).splits["val"][:count]
+    images = [torch.from_numpy(read_rgb(r.path)).permute(2, 0, 1) for r in records]
+    targets = [{"boxes": torch.from_numpy(r.boxes), "labels": torch.from_numpy(r.labels) % 91} for r in records]
+    return images, targets
+
+
+def print_result(console, result: dict) -> None:
+    inference = result["inference"]
+    table = Table(title=f"{result['model']} at min_size {result['min_size']} on {result['machine']['cpu']} "
+                        f"({result['machine']['cores']} cores, flags {', '.join(result['machine']['cpu_flags'])})",
+                  title_justify="left")
+    for column in ("", "torchvision", "ours", "ours (fast path)"):
+        table.add_column(column, justify="right")
+    names = ("torchvision", "ours", "ours_fast")
+    table.add_row("latency, batch 1 (ms/img)", *[f"{inference[n]['latency_batch1']['median_s'] * 1000:.0f}" for n in names])
+    table.add_row("  quartiles", *[f"{inference[n]['latency_batch1']['q1_s'] * 1000:.0f}-"
+                                   f"{inference[n]['latency_batch1']['q3_s'] * 1000:.0f}" for n in names])
+    table.add_row(f"throughput, batch {inference['ours']['batch']} (img/s)",
+                  *[f"{inference[n]['throughput_images_per_s']:.2f}" for n in names])
+    table.add_row("speed-up vs torchvision", *[f"{result['speedup_vs_torchvision'][n]:.2f}x" for n in names])
+    if "training" in result:
+        train = result["training"]
+        table.add_row(f"train step, batch {train['ours']['batch']} (s)",
+                      *[f"{train[n]['train_step']['median_s']:.2f}" for n in ("torchvision", "ours")], "-")
+        table.add_row("train speed-up", "1.00x", f"{result['speedup_vs_torchvision']['train_step']:.2f}x", "-")
+    table.add_row("peak RSS (MB)", *[f"{inference[n]['peak_rss_mb']:.0f}" for n in names])
+    agreement = result["agreement_map50"]
+    console.print(table)
+    def shown(value):
+        return "n/a (no detections to compare)" if value is None else f"{value:.4f}"
+
+    console.print(f"agreement mAP50: ours vs torchvision {shown(agreement['ours_vs_torchvision'])}, "
+                  f"fast path vs fp32 {shown(agreement['fast_vs_fp32'])}", highlight=False)
+
+
+def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console) -> dict:
+    images, targets = load_images(cfg, images_source, count)
+    if not images:
+        raise ValueError("no images to benchmark on")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train)
+    print_result(console, result)
+    if json_path:
+        from ..training.run import write_json
+
+        write_json(Path(json_path), result)
+        console.print(f"written to {json_path}", highlight=False)
+    return result
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(result, indent=2)

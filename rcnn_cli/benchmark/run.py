@@ -1,0 +1,166 @@
+"""Side-by-side timing of our detector, its inference fast path, and torchvision's detector with
+the same weights, on the same images, in the same process."""
+
+from __future__ import annotations
+
+import copy
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops import FrozenBatchNorm2d
+
+from ..model.factory import create_detector
+from ..model.fast import optimize_for_inference
+from .machine import machine_info
+
+TORCHVISION_BUILDERS = {
+    "resnet50_fpn": torchvision.models.detection.fasterrcnn_resnet50_fpn,
+    "resnet50_fpn_v2": torchvision.models.detection.fasterrcnn_resnet50_fpn_v2,
+    "mobilenet_v3_large_fpn": torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn,
+}
+# Our config keys that torchvision's FasterRCNN takes under the same name.
+SHARED_KEYS = ("min_size", "max_size", "image_mean", "image_std", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
+               "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_nms_thresh", "rpn_fg_iou_thresh",
+               "rpn_bg_iou_thresh", "rpn_batch_size_per_image", "rpn_positive_fraction", "rpn_score_thresh",
+               "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_fg_iou_thresh",
+               "box_bg_iou_thresh", "box_batch_size_per_image", "box_positive_fraction", "bbox_reg_weights")
+
+
+def torchvision_twin(cfg: dict[str, Any], num_classes: int, state: dict[str, torch.Tensor]) -> nn.Module:
+    """torchvision's detector for the same config, loaded with our weights."""
+    kwargs = {key: (list(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key])
+              for key in SHARED_KEYS if key in cfg}
+    kwargs["bbox_reg_weights"] = tuple(kwargs.get("bbox_reg_weights") or (10.0, 10.0, 5.0, 5.0))
+    name = cfg["backbone"]
+    if name in TORCHVISION_BUILDERS:
+        model = TORCHVISION_BUILDERS[name](weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+    elif name == "resnet18_fpn":
+        backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, norm_layer=FrozenBatchNorm2d,
+                                       trainable_layers=cfg.get("trainable_backbone_layers") or 3)
+        model = TorchvisionFasterRCNN(backbone, num_classes=num_classes, **kwargs)
+    else:
+        raise ValueError(f"no torchvision twin for {name}; benchmark one of resnet18_fpn, "
+                         + ", ".join(TORCHVISION_BUILDERS))
+    target = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=True)
+    return model
+
+
+def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0) -> dict[str, nn.Module]:
+    """{"torchvision", "ours", "ours_fast"} with identical (seeded random or loaded) weights."""
+    torch.manual_seed(seed)
+    cfg = {**cfg, "norm": "frozen_bn", "num_classes": cfg.get("num_classes") or num_classes}
+    if cfg.get("backbone") == "resnet18_fpn" and cfg.get("fpn_channels", 256) != 256:
+        raise ValueError("torchvision's resnet18 FPN has 256 channels; benchmark with model.fpn_channels=256")
+    ours = create_detector(cfg).model.eval()
+    theirs = torchvision_twin(cfg, ours.roi_heads.box_predictor.cls_score.out_features, ours.state_dict()).eval()
+    return {"torchvision": theirs, "ours": ours, "ours_fast": optimize_for_inference(copy.deepcopy(ours))}
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_s": statistics.median(times), "q1_s": quartiles[0], "q3_s": quartiles[2], "runs": len(times)}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def as_float(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [image.float() / 255 for image in images]   # torchvision's transform takes floats only
+
+
+def inference_figures(models: dict[str, nn.Module], images: list[torch.Tensor], batch: int, repeats: int,
+                      warmup: int) -> dict[str, dict]:
+    floats = as_float(images)
+    group = floats[:batch]
+    figures: dict[str, dict] = {}
+    for name, model in models.items():
+        with torch.inference_mode():
+            latency = timed(lambda m=model: [m([image]) for image in floats], repeats, warmup)
+            per_image = [t / len(floats) for t in latency]
+            throughput = timed(lambda m=model: m(group), repeats, warmup)
+        figures[name] = {"latency_batch1": spread(per_image),
+                         "throughput_images_per_s": len(group) / statistics.median(throughput),
+                         "batch": len(group), "peak_rss_mb": peak_rss_mb()}
+    return figures
+
+
+def training_figures(models: dict[str, nn.Module], images: list[torch.Tensor], targets: list[dict],
+                     repeats: int, warmup: int) -> dict[str, dict]:
+    floats = as_float(images)
+    figures = {}
+    for name in ("torchvision", "ours"):
+        model = copy.deepcopy(models[name]).train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
+
+        def step(m=model, o=optimizer):
+            loss = sum(m(floats, targets).values())
+            o.zero_grad()
+            loss.backward()
+            o.step()
+
+        times = timed(step, repeats, warmup)
+        figures[name] = {"train_step": spread(times), "train_images_per_s": len(floats) / statistics.median(times),
+                         "batch": len(floats), "peak_rss_mb": peak_rss_mb()}
+    return figures
+
+
+def agreement_map50(reference: list[dict], candidate: list[dict], num_classes: int) -> float | None:
+    """mAP50 of ``candidate``'s detections scored against ``reference``'s as ground truth; None
+    when the reference found nothing (random weights: pass model.weights=... or a low
+    model.box_score_thresh)."""
+    from ..eval.coco import coco_metrics
+
+    if not any(len(r["boxes"]) for r in reference):
+        return None
+    truth = [{"boxes": r["boxes"], "labels": r["labels"]} for r in reference]
+    return coco_metrics(candidate, truth, num_classes)["map_50"]
+
+
+def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dict], batch: int = 4,
+              repeats: int = 3, warmup: int = 1, train: bool = True) -> dict[str, Any]:
+    models = build_models(cfg)
+    result: dict[str, Any] = {"machine": machine_info(), "model": cfg.get("name", cfg["backbone"]),
+                              "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images)}
+    result["inference"] = inference_figures(models, images, batch, repeats, warmup)
+    with torch.inference_mode():
+        floats = as_float(images)
+        exact = [models["ours"]([image])[0] for image in floats]
+        fast = [models["ours_fast"]([image])[0] for image in floats]
+        theirs = [models["torchvision"]([image])[0] for image in floats]
+    num_classes = models["ours"].roi_heads.box_predictor.cls_score.out_features - 1
+    result["agreement_map50"] = {"ours_vs_torchvision": agreement_map50(theirs, exact, num_classes),
+                                 "fast_vs_fp32": agreement_map50(exact, fast, num_classes)}
+    tv = result["inference"]["torchvision"]["latency_batch1"]["median_s"]
+    result["speedup_vs_torchvision"] = {
+        name: tv / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}
+    if train and targets:
+        result["training"] = training_figures(models, images[:batch], targets[:batch], repeats, warmup)
+        t = result["training"]
+        result["speedup_vs_torchvision"]["train_step"] = (t["torchvision"]["train_step"]["median_s"]
+                                                          / t["ours"]["train_step"]["median_s"])
+    return result

@@ -1,0 +1,43 @@
+"""The benchmark in quick mode, and the inference fast path's agreement with exact fp32."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from rcnn_cli import Detector
+from rcnn_cli.eval.coco import coco_metrics
+from rcnn_cli.model.fast import fold_batchnorm, optimize_for_inference
+
+from conftest import run_rcnn
+
+
+def test_quick_benchmark_writes_every_figure(tmp_path):
+    out = run_rcnn("benchmark", "model.min_size=96", "model.max_size=96", "model.box_score_thresh=0.0",
+                   "model.rpn_post_nms_top_n_test=50", "dataset.num_images=24", "dataset.image_size=96",
+                   "--count", "2", "--batch", "2", "--repeats", "1", "--warmup", "0",
+                   "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert {"cpu", "cores", "torch", "cpu_flags"} <= set(result["machine"])
+    for name in ("torchvision", "ours", "ours_fast"):
+        figures = result["inference"][name]
+        assert figures["latency_batch1"]["median_s"] > 0 and figures["throughput_images_per_s"] > 0
+        assert result["speedup_vs_torchvision"][name] > 0
+    assert result["training"]["ours"]["train_step"]["median_s"] > 0
+    # same weights, same images: our detections are torchvision's
+    assert result["agreement_map50"]["ours_vs_torchvision"] > 0.99
+
+
+def test_folded_batchnorm_detects_what_the_exact_model_detects(tiny_run):
+    detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", box_score_thresh=0.05)
+    images = sorted((tiny_run.parent.parent / "data" / "shapes" / "images").glob("*.jpg"))[:6]
+    exact = detector.predict(images)
+    fast_model = optimize_for_inference(detector.model)
+    assert fold_batchnorm(fast_model) == 0          # nothing left to fold: all norms were folded
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast_model.backbone.modules())
+    fast = detector.predict(images)
+    assert sum(len(e["boxes"]) for e in exact) > 0
+    truth = [{"boxes": e["boxes"], "labels": e["labels"]} for e in exact]
+    assert coco_metrics(fast, truth, 3)["map_50"] >= 0.98
