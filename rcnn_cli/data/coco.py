@@ -48,6 +48,9 @@ def parse_coco(path: Path, images_dir: Path, log: ProblemLog) -> CocoFile:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
+    for key in ("categories", "annotations"):
+        if not isinstance(data.get(key) or [], list):
+            raise DatasetError(f"{path}: '{key}' is a {type(data[key]).__name__}, not a list; is this a COCO instances file?")
     categories: dict[int, str] = {}
     for category in data.get("categories") or []:
         try:

@@ -68,6 +68,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
             orientation = opened.getexif().get(0x0112, 1)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{path}: larger than {MAX_PIXELS:,} pixels; refusing to decode") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: unreadable image header ({err})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

@@ -35,8 +35,8 @@ def parse_voc_xml(xml_path: Path, images_dir: Path, log: ProblemLog) -> VocFile 
         line, column = err.position
         report(log, "malformed_annotation", xml_path, f"line {line} column {column}: {str(err).split(':')[0]}")
         return None
-    except (OSError, UnicodeDecodeError) as err:
-        report(log, "malformed_annotation", xml_path, str(err))
+    except (OSError, UnicodeError, LookupError, ValueError) as err:   # unreadable, unknown encoding
+        report(log, "malformed_annotation", xml_path, str(err).splitlines()[0] if str(err) else type(err).__name__)
         return None
     image = _image_for(xml_path, root.findtext("filename"), images_dir, log)
     parsed = VocFile(xml_path, image, _declared_size(root))
