@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import torch
+from conftest import run_rcnn
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.coco import coco_metrics
 from rcnn_cli.model.fast import fold_batchnorm, optimize_for_inference
-
-from conftest import run_rcnn
 
 
 def test_quick_benchmark_writes_every_figure(tmp_path):

@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from test_data_formats import coco_file, voc_xml, write_image
 
 from rcnn_cli.config import load_config
 from rcnn_cli.data.errors import DatasetError
 from rcnn_cli.data.images import read_rgb
 from rcnn_cli.data.load import load_dataset
-
-from test_data_formats import coco_file, voc_xml, write_image
 
 
 def load_flat_voc(tmp_path, *overrides):

@@ -8,14 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
+from conftest import BCCD, FACEMASK, require_shared
 from PIL import Image
 
 from rcnn_cli.config import load_config
 from rcnn_cli.data.load import load_dataset
 from rcnn_cli.data.shapes import ensure_shapes
-
-from conftest import BCCD, FACEMASK, require_shared
 
 
 def dataset_cfg(*overrides: str):

@@ -11,13 +11,12 @@ import struct
 import zlib
 
 import pytest
+from conftest import BCCD, FACEMASK, require_shared
 from PIL import Image
 
 from rcnn_cli.config import load_config
 from rcnn_cli.data.errors import DatasetError
 from rcnn_cli.data.load import load_dataset
-
-from conftest import BCCD, FACEMASK, require_shared
 
 XML_CASES = 120
 JSON_CASES = 80

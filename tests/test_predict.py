@@ -10,9 +10,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import bccd_images, facemask_images, run_rcnn
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import bccd_images, facemask_images
 from torchvision.io import read_image
 from torchvision.ops import FrozenBatchNorm2d
 
-from conftest import bccd_images, facemask_images
 from rcnn_cli import Detector
 
 BUILDERS = {

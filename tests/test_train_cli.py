@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_TRAIN as TINY
 from conftest import run_rcnn as rcnn
 

@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
+from conftest import BCCD, require_shared
 from torchvision.io import read_image
 from torchvision.ops import box_iou
 
-from conftest import BCCD, require_shared
 from rcnn_cli.config import model_config
 from rcnn_cli.model import create_detector
 

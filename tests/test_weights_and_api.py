@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import bccd_images
 from PIL import Image
 
-from conftest import bccd_images
 from rcnn_cli import Detector
 from rcnn_cli.model import WeightsError
 from rcnn_cli.model.weights import guess_model_name, read_weights_file
