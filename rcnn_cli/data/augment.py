@@ -15,7 +15,7 @@ import albumentations as A  # noqa: E402
 LABEL_FIELDS = ["labels", "ignore"]
 
 
-def build_augment(cfg: Mapping[str, Any] | None) -> A.Compose | None:
+def build_augment(cfg: Mapping[str, Any] | None, seed: int | None = None) -> A.Compose | None:
     """The pipeline an ``augment`` config describes, or None for ``augment=none``.
 
     Keys: hflip (probability), color_jitter (strength, 0 = off), scale ([low, high] zoom of the
@@ -41,4 +41,6 @@ def build_augment(cfg: Mapping[str, Any] | None) -> A.Compose | None:
                                    hue=strength / 10, p=0.8))
     params = A.BboxParams(format="pascal_voc", label_fields=LABEL_FIELDS, clip=True,
                           min_visibility=float(cfg.get("min_visibility", 0.0)), min_area=1.0)
-    return A.Compose(steps, bbox_params=params, seed=cfg.get("seed"))
+    # Seeded from augment.seed, else the run's seed: `seed=N` must give the same flips and zooms.
+    seed = cfg.get("seed") if cfg.get("seed") is not None else seed
+    return A.Compose(steps, bbox_params=params, seed=seed)

@@ -63,7 +63,8 @@ class DetectionDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        dataset = DetectionDataset(self.records("train"), build_augment(self.cfg.get("augment")), train=True,
+        augment = build_augment(self.cfg.get("augment"), seed=int(self.cfg.get("seed", 0)))
+        dataset = DetectionDataset(self.records("train"), augment, train=True,
                                    use_ignored=bool(self.cfg.dataset.get("use_difficult")))
         return self._loader(dataset, train=True)
 
