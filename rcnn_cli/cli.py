@@ -96,6 +96,8 @@ def train(
 
 
 def _train_one(cfg):
+    import torch
+
     from .data.errors import DatasetError
     from .model.weights import WeightsError
     from .training.module import NonFiniteLossError
@@ -107,6 +109,10 @@ def _train_one(cfg):
         fail(str(err))
     except NonFiniteLossError as err:
         fail(str(err), code=1)
+    except torch.OutOfMemoryError:
+        size = int(cfg.dataset.batch_size)
+        fail(f"out of GPU memory with dataset.batch_size={size}; try dataset.batch_size={max(size // 2, 1)} "
+             "(and trainer.accumulate_grad_batches=2 to keep the effective batch)", code=1)
 
 
 @app.command("eval")

@@ -66,3 +66,18 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     final = torch.load(last, weights_only=True)
     steps_per_epoch = saved["global_step"] // (saved["epoch"] + 1)
     assert final["epoch"] == 2 and final["global_step"] == 3 * steps_per_epoch
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    args = [sys.executable, "-m", "rcnn_cli.cli", "train", *TINY_TRAIN, "trainer.max_epochs=5", "run_dir=runs/i"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "runs" / "i" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    interrupted = tmp_path / "runs" / "i" / "checkpoints" / "interrupted.ckpt"
+    assert torch.load(interrupted, weights_only=True)["rcnn_cli"]["class_names"] == ["circle", "square", "triangle"]
+    assert "Traceback" not in stderr and "resume=" in stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .runner import PredictOptions, lowest_threshold, read_conf, run
@@ -76,7 +77,10 @@ def predict_command(sources, weights, out, formats, conf, classes, batch_size, e
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:.1f} img/s")
 
-        result = run(detect, class_names, images, videos, out, options, progress=advance)
+        try:
+            result = run(detect, class_names, images, videos, out, options, progress=advance)
+        except torch.OutOfMemoryError:
+            fail(f"out of GPU memory with --batch-size {batch_size}; try --batch-size {max(batch_size // 2, 1)}", 1)
     written = write_outputs(result.results, out, formats, category_ids)
     for problem in problems + result.failures:
         console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)

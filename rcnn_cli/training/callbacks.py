@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 PLOTTED = {"losses": ("train/loss_epoch", "val/loss"), "mAP": ("val/map", "val/map_50")}
 
@@ -65,3 +66,13 @@ def plot_metrics_csv(csv_path: Path, png_path: Path) -> None:
     figure.savefig(temp, dpi=90)
     plt.close(figure)
     os.replace(temp, png_path)
+
+
+class SaveOnInterrupt(OnExceptionCheckpoint):
+    """Ctrl-C (or a crash) mid-run: save ``interrupted.ckpt`` and tell the user how to go on."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, KeyboardInterrupt):
+            rank_zero_info(f"interrupted: saved {self.ckpt_path}; continue with resume={self.ckpt_path} "
+                           f"(or resume from last.ckpt, the end of the last full epoch)")

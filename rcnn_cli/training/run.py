@@ -9,17 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import (
-    EarlyStopping,
-    ModelCheckpoint,
-    OnExceptionCheckpoint,
-    RichProgressBar,
-)
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..model.factory import create_detector, read_checkpoint
-from .callbacks import PlotMetrics
+from .callbacks import PlotMetrics, SaveOnInterrupt
 from .checkpoint_io import AtomicCheckpointIO
 from .module import DetectorModule
 
@@ -72,7 +67,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True) 
             ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=t.monitor, mode=t.monitor_mode,
                             save_last=True, save_top_k=1, enable_version_counter=False,
                             auto_insert_metric_name=False),
-            OnExceptionCheckpoint(dirpath=checkpoints, filename="interrupted"),
+            SaveOnInterrupt(dirpath=checkpoints, filename="interrupted"),
             PlotMetrics(run_dir),
         ]
         if t.early_stopping_patience:
