@@ -57,7 +57,8 @@ class DetectorModule(L.LightningModule):
         names = [paths[int(t["index"])] if int(t["index"]) < len(paths) else f"#{int(t['index'])}"
                  for t in targets]
         return (f"non-finite {', '.join(bad)} at step {self.global_step} on images {', '.join(map(str, names))}; "
-                "lower optim.lr or set trainer.gradient_clip_val (no checkpoint was written for this step)")
+                "lower optim.lr or set trainer.gradient_clip_val (the weights from before this step, all finite, "
+                "are in checkpoints/interrupted.ckpt)")
 
     def configure_optimizers(self):
         lr = scaled_lr(self.optim_cfg, self.global_batch)
