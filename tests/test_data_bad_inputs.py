@@ -158,3 +158,34 @@ def test_exif_orientation_is_applied_like_labelling_tools_show_it(tmp_path):
     loaded = load_flat_voc(tmp_path)
     (record,) = loaded.splits["train"]
     assert (record.width, record.height) == (20, 40) and "size_mismatch" not in loaded.problems.by_kind()
+    assert record.boxes.tolist() == [[0, 0, 20, 10]] and len(loaded.problems) == 0   # drawn on the upright image
+
+
+def test_non_finite_coordinates_are_dropped(tmp_path):
+    good_voc_image(tmp_path)
+    write_image(tmp_path / "images" / "n.jpg")
+    voc_xml(tmp_path / "xml" / "n.xml", "n.jpg", [("dog", ("nan", 1, 9, 9), False), ("dog", (1, 1, "inf", 9), False),
+                                                  ("dog", (3, 3, 12, 12), False)])
+    loaded = load_flat_voc(tmp_path)
+    assert [p.file.endswith("n.xml") for p in only(loaded, "non_finite_box")] == [True, True]
+    record = [r for r in loaded.splits["train"] if r.path.stem == "n"][0]
+    assert record.boxes.tolist() == [[3, 3, 12, 12]]
+
+
+def test_yolo_lines_that_are_not_boxes_or_name_no_class_are_dropped(tmp_path):
+    (tmp_path / "data.yaml").write_text("names: [a, b]\n")
+    write_image(tmp_path / "images" / "train" / "x.jpg", size=(100, 100))
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "x.txt").write_text(
+        "0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\nzero 0.1 0.1 0.1 0.1\n1 0.1 0.1 0.2 0.2 0.3 0.3\n1 0.2 0.2 0.1 0.1\n")
+    loaded = load_dataset(load_config(["dataset=yolo", f"dataset.root={tmp_path}"]).dataset, ("train",))
+    (record,) = loaded.splits["train"]
+    assert record.labels.tolist() == [1, 2]
+    assert "line 2: class 5" in only(loaded, "unknown_label")[0].detail
+    assert sorted(p.detail.split(":")[0] for p in only(loaded, "bad_annotation")) == ["line 3", "line 4"]
+
+
+def test_a_yolo_folder_without_data_yaml_is_a_one_line_error(tmp_path):
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no data.yaml"):
+        load_dataset(load_config(["dataset=yolo", f"dataset.root={tmp_path}"]).dataset)

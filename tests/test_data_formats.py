@@ -144,3 +144,78 @@ def test_shapes_generation_is_deterministic(tmp_path):
     assert [c["name"] for c in data["categories"]] == ["circle", "square", "triangle"]
     other = ensure_shapes(tmp_path / "three", num_images=30, image_size=96, seed=4)
     assert other["train"][0].read_bytes() != first["train"][0].read_bytes()
+
+
+def voc_devkit(root: Path, stems: dict[str, list[str]], label: str) -> Path:
+    """A VOCdevkit year folder: one image + XML per stem, ImageSets/Main/<split>.txt per split."""
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for split, names in stems.items():
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in names))
+        for stem in names:
+            write_image(root / "JPEGImages" / f"{stem}.jpg")
+            voc_xml(root / "Annotations" / f"{stem}.xml", f"{stem}.jpg", [(label, (1, 1, 20, 20), False)])
+    return root
+
+
+def test_voc_07_plus_12_reads_several_devkit_roots(tmp_path):
+    voc07 = voc_devkit(tmp_path / "VOC2007", {"trainval": ["07a", "07b"], "test": ["07t"]}, "cat")
+    voc12 = voc_devkit(tmp_path / "VOC2012", {"trainval": ["12a"], "test": []}, "dog")
+    cfg = dataset_cfg("dataset=voc", f"dataset.root=[{voc07},{voc12}]", "dataset.val_split=test")
+    loaded = load_dataset(cfg)
+    assert loaded.class_names == ["cat", "dog"]               # from the data, sorted
+    assert [r.path.stem for r in loaded.splits["train"]] == ["07a", "07b", "12a"]
+    assert [r.path.stem for r in loaded.splits["val"]] == ["07t"]
+    assert per_class(loaded, "train") == {"cat": 2, "dog": 1}
+
+
+def test_yolo_roboflow_export_with_a_list_of_names(tmp_path):
+    # Roboflow writes paths relative to a parent folder and the split folders as <split>/images
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 2\nnames: [red, blue]\n")
+    write_image(tmp_path / "train" / "images" / "a.jpg", size=(100, 50))
+    write_image(tmp_path / "valid" / "images" / "b.jpg", size=(100, 50))
+    (tmp_path / "train" / "labels").mkdir(parents=True)
+    (tmp_path / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 1.0 1.0\n")
+    loaded = load_dataset(dataset_cfg("dataset=yolo", f"dataset.root={tmp_path}"))
+    assert loaded.class_names == ["red", "blue"]
+    (a,), (b,) = loaded.splits["train"], loaded.splits["val"]
+    assert a.boxes.tolist() == [[0, 0, 100, 50]] and a.labels.tolist() == [1]
+    assert b.path.name == "b.jpg" and b.num_boxes == 0
+
+
+def test_empty_images_are_negatives_unless_keep_empty_is_false(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "images" / f"im{i}.png")
+        voc_xml(tmp_path / "xml" / f"im{i}.xml", f"im{i}.png", [("dog", (1, 1, 20, 20), False)] if i else [])
+    args = ["dataset=voc", f"dataset.images={tmp_path}/images", f"dataset.annotations={tmp_path}/xml",
+            "dataset.val_fraction=0"]
+    assert len(load_dataset(dataset_cfg(*args)).splits["train"]) == 3
+    dropped = load_dataset(dataset_cfg(*args, "dataset.keep_empty=false"))
+    assert [r.path.stem for r in dropped.splits["train"]] == ["im1", "im2"]
+    assert [Path(p.file).name for p in dropped.problems.by_kind()["empty_image_dropped"]] == ["im0.png"]
+
+
+def test_shapes_format_generates_once_and_reads_through_the_coco_reader(tmp_path):
+    args = ["dataset=shapes", f"dataset.root={tmp_path}/shapes", "dataset.num_images=20", "dataset.image_size=64"]
+    loaded = load_dataset(dataset_cfg(*args))
+    assert loaded.class_names == ["circle", "square", "triangle"] and loaded.category_ids == [1, 2, 3]
+    assert (len(loaded.splits["train"]), len(loaded.splits["val"])) == (17, 3)
+    assert len(loaded.problems) == 0
+    for record in loaded.splits["train"]:
+        assert (record.width, record.height) == (64, 64)
+        assert ((record.boxes[:, 2:] - record.boxes[:, :2]) >= 8).all()   # 24 px at 192 scaled to 64
+    stamp = tmp_path / "shapes" / "params.json"
+    first_mtime = stamp.stat().st_mtime_ns
+    load_dataset(dataset_cfg(*args))                             # same parameters: reused as it is
+    assert stamp.stat().st_mtime_ns == first_mtime
+    bigger = load_dataset(dataset_cfg(*args[:-2], "dataset.num_images=40", "dataset.image_size=64"))
+    assert len(bigger.splits["train"]) + len(bigger.splits["val"]) == 40    # other parameters: regenerated
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]     # no temp folder left behind
+
+
+def test_shapes_generation_is_fast_enough_for_2000_images_in_20_s(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    ensure_shapes(tmp_path / "s", num_images=200, image_size=192, seed=0)
+    # 2000 images in 20 s is 10 ms each; 200 get twice that budget for a busy shared CPU.
+    assert time.perf_counter() - start < 4.0
