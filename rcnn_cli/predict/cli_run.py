@@ -26,6 +26,12 @@ def load_detector(weights: Path, device: str, score_floor: float):
     from ..api import Detector
 
     detector = Detector.load(weights, device=device, box_score_thresh=min(score_floor, 0.05))
+    if detector.config.get("precision", "auto") != "fp32":
+        # BatchNorm folded + channels_last: 1.18x on resnet50_fpn at 800 px on 2 CPU cores, same
+        # detections (rcnn benchmark, agreement mAP50 1.0); model.precision=fp32 keeps exact mode.
+        from ..model.fast import optimize_for_inference
+
+        optimize_for_inference(detector.model)
 
     def detect(images):
         with torch.inference_mode():
