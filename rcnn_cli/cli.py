@@ -171,6 +171,23 @@ def predict(
     raise typer.Exit(code)
 
 
+@app.command("export")
+def export_cmd(
+    overrides: Annotated[list[str] | None, typer.Argument(help="model key=value, e.g. box_score_thresh=0.3")] = None,
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint or torchvision .pth")] = ...,
+    onnx: Annotated[bool, typer.Option("--onnx", help="write ONNX (the default format)")] = False,
+    torchscript: Annotated[bool, typer.Option("--torchscript", help="write TorchScript")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="output file (default: beside the weights)")] = None,
+    images: Annotated[list[str] | None, typer.Option("--images", help="images for the parity check (repeatable)")] = None,
+    input_dtype: Annotated[str, typer.Option("--input-dtype", help="uint8 (0-255) or float32 (0-1) input")] = "uint8",
+) -> None:
+    """Export the whole detector (resize, RPN, NMS, heads, postprocess) and prove parity with torch."""
+    from .export.cli_run import export_command
+
+    suffixes = [s for s, wanted in ((".onnx", onnx or not torchscript), (".torchscript", torchscript)) if wanted]
+    raise typer.Exit(export_command(weights, suffixes, out, images, input_dtype, overrides, console, fail))
+
+
 @app.command("benchmark")
 def benchmark_cmd(
     overrides: Overrides = None,

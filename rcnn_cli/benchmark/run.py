@@ -17,6 +17,7 @@ from torchvision.models.detection import FasterRCNN as TorchvisionFasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 
+from ..eval.agreement import agreement_map50
 from ..model.factory import create_detector
 from ..model.fast import optimize_for_inference
 from .machine import machine_info
@@ -127,18 +128,6 @@ def training_figures(models: dict[str, nn.Module], images: list[torch.Tensor], t
         figures[name] = {"train_step": spread(times), "train_images_per_s": len(floats) / statistics.median(times),
                          "batch": len(floats), "peak_rss_mb": peak_rss_mb()}
     return figures
-
-
-def agreement_map50(reference: list[dict], candidate: list[dict], num_classes: int) -> float | None:
-    """mAP50 of ``candidate``'s detections scored against ``reference``'s as ground truth; None
-    when the reference found nothing (random weights: pass model.weights=... or a low
-    model.box_score_thresh)."""
-    from ..eval.coco import coco_metrics
-
-    if not any(len(r["boxes"]) for r in reference):
-        return None
-    truth = [{"boxes": r["boxes"], "labels": r["labels"]} for r in reference]
-    return coco_metrics(candidate, truth, num_classes)["map_50"]
 
 
 def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dict], batch: int = 4,

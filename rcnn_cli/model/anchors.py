@@ -53,13 +53,13 @@ class AnchorGenerator(nn.Module):
             if len(self._cache) > 32:
                 self._cache.clear()
             self._cache[key] = torch.cat(
-                [self._grid_anchors(cell, shape, image_shape, device, dtype)
+                [self.grid_anchors(cell, shape, image_shape, device, dtype)
                  for cell, shape in zip(self.cell_anchors, feature_shapes)]
             )
         return self._cache[key]
 
     @staticmethod
-    def _grid_anchors(cell: Tensor, feature_shape: tuple[int, int], image_shape: tuple[int, int],
+    def grid_anchors(cell: Tensor, feature_shape: tuple[int, int], image_shape: tuple[int, int],
                       device: torch.device, dtype: torch.dtype) -> Tensor:
         height, width = feature_shape
         stride_y = image_shape[0] // height

@@ -54,7 +54,10 @@ class MultiScaleRoIPool(nn.Module):
         out = rois.new_zeros((rois.shape[0], maps[0].shape[1]) + self.output_size)
         for level, (feature, scale) in enumerate(zip(maps, scales)):
             in_level = torch.where(levels == level)[0]
-            out[in_level] = self._pool(feature, rois[in_level], scale).to(out.dtype)
+            pooled = self._pool(feature, rois[in_level], scale).to(out.dtype)
+            # scatter rather than out[in_level] = ...: an exported graph must also accept a
+            # level that receives no region (a traced index_put fixes the shape it saw).
+            out = out.scatter(0, in_level.view(-1, 1, 1, 1).expand_as(pooled), pooled)
         return out
 
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:

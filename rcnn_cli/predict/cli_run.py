@@ -15,12 +15,13 @@ FORMATS = ("json", "csv", "coco", "voc")
 
 
 def load_detector(weights: Path, device: str, score_floor: float):
-    """(detect function, class names, category ids or None) for a checkpoint, torchvision file or ONNX."""
-    if weights.suffix.lower() == ".onnx":
-        from ..export.onnx_runtime import OnnxDetector
+    """(detect function, class names, category ids or None) for a checkpoint, a torchvision file, or
+    an exported .onnx / .torchscript file."""
+    from ..export.runtime import EXPORTED_SUFFIXES, load_exported
 
-        detector = OnnxDetector(weights)
-        return detector.detect, detector.class_names, detector.category_ids
+    if weights.suffix.lower() in EXPORTED_SUFFIXES:
+        exported = load_exported(weights, device)
+        return exported.detect, exported.class_names, exported.category_ids
     import torch
 
     from ..api import Detector
@@ -49,6 +50,7 @@ def free_folder(base: Path) -> Path:
 
 def predict_command(sources, weights, out, formats, conf, classes, batch_size, every, draw, device,
                     console, fail) -> int:
+    from ..export.runtime import ExportError
     from ..model.weights import WeightsError
 
     formats = [f.lower() for f in formats]
@@ -66,7 +68,7 @@ def predict_command(sources, weights, out, formats, conf, classes, batch_size, e
         fail("no images or videos found in " + ", ".join(sources) + (f" ({problems[0]})" if problems else ""))
     try:
         detect, class_names, category_ids = load_detector(weights, device, lowest_threshold(threshold))
-    except WeightsError as err:
+    except (WeightsError, ExportError) as err:
         fail(str(err))
     wanted = [c.strip() for c in classes.split(",")] if classes else None
     if wanted and (missing := [c for c in wanted if c not in class_names]):

@@ -1,0 +1,1 @@
+"""Export a trained detector to ONNX or TorchScript, and run exported files."""

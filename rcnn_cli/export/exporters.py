@@ -1,0 +1,99 @@
+"""Writing the single-image graph as ONNX (TorchScript-based exporter) or TorchScript.
+
+Why the TorchScript-based ONNX exporter (``torch.onnx.export(dynamo=False)``): on torch 2.15 the
+``dynamo=True`` exporter stops in ``torch.export`` on the data-dependent proposal selection (see
+README, "Export"), while the traced graph runs in onnxruntime with detections equal to eager
+torch's. Opset 17: RoiAlign with half-pixel modes (16+) and a release every runtime reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .graph import SingleImageDetector
+
+OPSET = 17
+INPUT_NAMES = ["image"]
+OUTPUT_NAMES = ["boxes", "scores", "labels"]
+# Any image height and width; any number of detections.
+DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
+                "scores": {0: "detections"}, "labels": {0: "detections"}}
+TORCHSCRIPT_META = "rcnn_meta.json"
+
+
+def export_metadata(detector, input_dtype: str) -> dict[str, str]:
+    """String key/values stored in the exported file, enough to label its outputs alone."""
+    from .. import __version__
+
+    cfg = detector.config
+    return {
+        "producer": f"rcnn-cli {__version__}",
+        "class_names": json.dumps(list(detector.class_names)),
+        "category_ids": json.dumps(detector.metadata.get("category_ids")),
+        "input_dtype": input_dtype,
+        "score_threshold": str(cfg.get("box_score_thresh", 0.05)),
+        "model": json.dumps({k: cfg[k] for k in ("backbone", "min_size", "max_size") if k in cfg}),
+    }
+
+
+def traceable(detector, input_dtype: str) -> SingleImageDetector:
+    """A single-image graph over a CPU fp32 copy of the detector's model, in eval mode."""
+    import copy
+
+    model = copy.deepcopy(detector.model).float().cpu().eval()
+    return SingleImageDetector(model, input_dtype).eval()
+
+
+@contextmanager
+def _quiet_trace():
+    """Tracer warnings about Python numbers are expected: the RoI pooling scales (powers of two)
+    and the configured top-N limits are constants of the model, not of the input."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
+
+
+def write_onnx(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8",
+               opset: int = OPSET) -> Path:
+    """Export to ``path`` (written whole or not at all). sample: (3, H, W) image of input_dtype."""
+    import onnx
+
+    graph = traceable(detector, input_dtype)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with _quiet_trace(), torch.no_grad():
+            torch.onnx.export(graph, (sample,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES)
+        proto = onnx.load(str(tmp))
+        for key, value in export_metadata(detector, input_dtype).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8") -> Path:
+    """Traced TorchScript module; metadata in the archive's extra file ``rcnn_meta.json``."""
+    graph = traceable(detector, input_dtype)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with _quiet_trace(), torch.no_grad():
+            traced = torch.jit.trace(graph, (sample,), check_trace=False)
+            extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(export_metadata(detector, input_dtype))}
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

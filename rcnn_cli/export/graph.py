@@ -1,0 +1,108 @@
+"""The detector's inference path for one image, written so that tracing keeps every size dynamic.
+
+The training/eval model batches images and uses Python numbers for sizes (fast in eager mode);
+a tracer would freeze those numbers into the graph. Here every size is read from tensor shapes
+with tensor arithmetic, so an exported graph accepts images of any size and orientation. The
+parts (backbone, heads, box coders, anchors, RoI pooling) are the model's own modules; only the
+glue between them differs, and it follows the eager path step for step (same rounding of the
+resized size, same top-k per level, same NMS grouping) so that detections agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from ..model.faster_rcnn import FasterRCNN
+from ..model.roi_heads import MIN_DETECTION_SIZE
+from ..model.rpn import MIN_PROPOSAL_SIZE
+from ..ops.boxes import clip_boxes, is_large_enough
+
+INPUT_DTYPES = ("uint8", "float32")
+
+
+class SingleImageDetector(nn.Module):
+    """``forward(image)``: image (3, H, W) uint8 0-255 (or float 0-1 with ``input_dtype="float32"``)
+    -> boxes (N, 4) xyxy float32 in original pixels, scores (N,) float32, labels (N,) int64 in 1..C,
+    best first, N <= ``detections_per_img``."""
+
+    def __init__(self, model: FasterRCNN, input_dtype: str = "uint8"):
+        super().__init__()
+        if input_dtype not in INPUT_DTYPES:
+            raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
+        self.model = model.eval()
+        self.input_dtype = input_dtype
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        tensor, resized_hw, original_hw = self.preprocess(image)
+        features = self.model.backbone(tensor)
+        if isinstance(features, Tensor):
+            features = {"0": features}
+        proposals = self.propose(list(features.values()), tensor, resized_hw)
+        boxes, scores, labels = self.detect(features, proposals, resized_hw)
+        ratio = (original_hw.to(torch.float32) / resized_hw.to(torch.float32)).flip(0).repeat(2)
+        return boxes * ratio, scores, labels
+
+    def preprocess(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (1, 3, H', W') normalised, resized, zero-padded to the size multiple; resized (2,)
+        and original (2,) int64 (height, width)."""
+        transform = self.model.transform
+        x = image.to(torch.float32) / 255 if self.input_dtype == "uint8" else image.to(torch.float32)
+        x = (x - transform.image_mean) / transform.image_std
+        original_hw = torch._shape_as_tensor(image)[1:]
+        hw = original_hw.to(torch.float64)
+        # Float64 throughout, as the eager path's Python floats, so sizes round identically.
+        limits = torch.tensor([float(transform.min_size[-1]), float(transform.max_size)], dtype=torch.float64)
+        scale = torch.min(limits / torch.stack([hw.min(), hw.max()]))
+        resized_hw = torch.floor(hw * scale).to(torch.int64)
+        x = F.interpolate(x[None], size=(resized_hw[0], resized_hw[1]), mode="bilinear", align_corners=False)
+        stride = transform.size_divisible
+        padded_hw = torch.div(resized_hw + (stride - 1), stride, rounding_mode="floor") * stride
+        pad = padded_hw - resized_hw
+        x = F.pad(x, (0, pad[1], 0, pad[0]))
+        if self.model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, resized_hw, original_hw
+
+    def propose(self, features: list[Tensor], tensor: Tensor, resized_hw: Tensor) -> Tensor:
+        """features: per level (1, C, H, W) -> proposals (P, 4) xyxy, best first."""
+        rpn = self.model.rpn
+        generator = rpn.anchor_generator
+        padded_hw = torch._shape_as_tensor(tensor)[-2:]
+        boxes, scores, levels = [], [], []
+        for level, (feature, cell) in enumerate(zip(features, generator.cell_anchors)):
+            logits, deltas = rpn.head([feature])
+            anchors = generator.grid_anchors(cell, torch._shape_as_tensor(feature)[-2:], padded_hw,
+                                             feature.device, deltas.dtype)
+            objectness = rpn.head.objectness_score(logits)[0]
+            k = torch.clamp(torch._shape_as_tensor(objectness)[0], max=rpn.pre_nms_top_n["test"])
+            top_scores, top = objectness.topk(k)
+            boxes.append(rpn.box_coder.decode(deltas[0, top], anchors[top])[:, 0, :])
+            scores.append(torch.sigmoid(top_scores))
+            levels.append(torch.full_like(top, level))
+        boxes = clip_boxes(torch.cat(boxes)[None], resized_hw[None])[0]
+        scores, levels = torch.cat(scores), torch.cat(levels)
+        keep = torch.where(is_large_enough(boxes, MIN_PROPOSAL_SIZE) & (scores >= rpn.score_thresh))[0]
+        boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+        kept = batched_nms(boxes, scores, levels, rpn.nms_thresh)[: rpn.post_nms_top_n["test"]]
+        return boxes[kept]
+
+    def detect(self, features: dict[str, Tensor], proposals: Tensor, resized_hw: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """proposals: (P, 4) -> boxes (N, 4) in resized pixels, scores (N,), labels (N,)."""
+        heads = self.model.roi_heads
+        rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
+        pooled = heads.box_roi_pool(features, rois, resized_hw[None])
+        class_logits, deltas = heads.box_predictor(heads.box_head(pooled))
+        num_classes = class_logits.shape[-1]
+        pred_boxes = clip_boxes(heads.box_coder.decode(deltas, proposals)[None], resized_hw[None])[0][:, 1:]
+        scores = F.softmax(class_logits, dim=-1)[:, 1:]
+        keep = (scores > heads.score_thresh) & is_large_enough(pred_boxes, MIN_DETECTION_SIZE)
+        flat = torch.where(keep.reshape(-1))[0]
+        labels = torch.remainder(flat, num_classes - 1) + 1
+        boxes = pred_boxes.reshape(-1, 4)[flat]
+        scores = scores.reshape(-1)[flat]
+        kept = batched_nms(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_img]
+        return boxes[kept], scores[kept], labels[kept]

@@ -1,0 +1,115 @@
+"""An exported file proves itself: it must detect what the torch model detects.
+
+Checked on several images including two sizes and a portrait one, so that a size frozen into
+the graph at trace time shows up as a failure rather than as wrong boxes in production.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..eval.agreement import Agreement, compare_detections
+from .runtime import ExportedDetector, ExportError
+
+BOX_TOLERANCE = 1e-2        # pixels, on matched detections above the score threshold
+SCORE_TOLERANCE = 1e-3
+MIN_AGREEMENT_MAP50 = 0.999
+
+
+@dataclass
+class Verification:
+    """agreement: detections compared; sizes: (height, width) of the images checked; torch_ms,
+    exported_ms: median per-image latency of eager torch and of the exported file."""
+
+    agreement: Agreement
+    sizes: list[tuple[int, int]]
+    torch_ms: float
+    exported_ms: float
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement.passes(BOX_TOLERANCE, SCORE_TOLERANCE, MIN_AGREEMENT_MAP50)
+
+
+def check_images(sources: list[str] | None, dataset_cfg: dict | None, count: int = 3) -> list[Tensor]:
+    """(3, H, W) uint8 images for the check: from ``sources``, else the checkpoint's validation
+    data when it is on this machine, else synthetic shapes; plus a portrait crop of the first and
+    that crop turned landscape, so the set always holds several sizes and both orientations."""
+    images = _real_images(sources, dataset_cfg, count)
+    if not images:
+        from ..data.shapes import draw_image
+
+        rng = np.random.default_rng(0)
+        images = [torch.from_numpy(np.asarray(draw_image(rng, 320)[0])).permute(2, 0, 1) for _ in range(count)]
+    side = min(images[0].shape[-2:])
+    portrait = images[0][:, :side, : max(side * 2 // 3, 1)]
+    return images + [portrait.contiguous(), portrait.transpose(1, 2).contiguous()]
+
+
+def _real_images(sources: list[str] | None, dataset_cfg: dict | None, count: int) -> list[Tensor]:
+    from ..data.images import read_rgb
+
+    paths: list[Path] = []
+    if sources:
+        from ..predict.sources import expand_sources
+
+        paths = expand_sources(sources)[0][:count]
+    elif dataset_cfg:
+        from omegaconf import OmegaConf
+
+        from ..data.load import load_dataset
+
+        try:
+            loaded = load_dataset(OmegaConf.create(dataset_cfg), ("val",))
+            paths = [Path(r.path) for r in loaded.splits["val"][:count]]
+        except Exception:   # data not on this machine, moved, or unreadable: fall back
+            paths = []
+    images = []
+    for path in paths:
+        try:
+            images.append(torch.from_numpy(read_rgb(path)).permute(2, 0, 1).contiguous())
+        except Exception:
+            continue
+    return images
+
+
+def _timed(fn, images: list[Tensor]) -> tuple[list[dict], float]:
+    fn(images[0])   # warm-up: first-call allocations and graph optimisation
+    outputs, times = [], []
+    for image in images:
+        start = time.perf_counter()
+        outputs.append(fn(image))
+        times.append(time.perf_counter() - start)
+    return outputs, statistics.median(times) * 1000
+
+
+def verify_export(model: torch.nn.Module, exported: ExportedDetector, images: list[Tensor]) -> Verification:
+    """Run the eager model and the exported file on the same images, one at a time, and compare."""
+    device = next(model.parameters()).device
+    model.eval()
+
+    def eager(image: Tensor) -> dict:
+        with torch.inference_mode():
+            return {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+
+    reference, torch_ms = _timed(eager, images)
+    def run_exported(image: Tensor) -> dict:
+        try:
+            return exported.detect([image])[0]
+        except Exception as err:   # onnxruntime and TorchScript raise their own error types
+            height, width = image.shape[-2:]
+            raise ExportError(f"the exported graph failed on a {width}x{height} image: "
+                              f"{str(err).strip().splitlines()[-1][:300]}") from err
+
+    candidate, exported_ms = _timed(run_exported, images)
+    agreement = compare_detections(reference, candidate, len(exported.class_names), exported.score_threshold,
+                                   SCORE_TOLERANCE)
+    sizes = [tuple(int(v) for v in image.shape[-2:]) for image in images]
+    return Verification(agreement, sizes, torch_ms, exported_ms)
