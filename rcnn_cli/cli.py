@@ -153,7 +153,7 @@ def _default_eval_dir(weights: Path) -> Path:
 @app.command()
 def predict(
     sources: Annotated[list[str], typer.Argument(help="images, folders, globs, .txt lists or videos")],
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth or .onnx")] = ...,
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx or .torchscript")] = ...,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc (repeatable)")] = ["json"],  # noqa: B006
     conf: Annotated[str, typer.Option("--conf", help="score threshold, or thresholds.json from rcnn eval")] = "0.25",

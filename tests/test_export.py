@@ -1,0 +1,162 @@
+"""`rcnn export`: ONNX and TorchScript files of the whole detector that detect what eager torch
+detects on real images of several sizes, that `rcnn predict` runs, and that refuse to be written
+when they disagree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+from conftest import bccd_images, facemask_images, run_rcnn
+
+from rcnn_cli.api import Detector, to_chw_tensor
+from rcnn_cli.eval.agreement import compare_detections
+from rcnn_cli.export.exporters import write_onnx
+from rcnn_cli.export.runtime import OnnxDetector
+from rcnn_cli.export.verify import check_images, verify_export
+
+
+@pytest.fixture(scope="module")
+def real_images(tmp_path_factory):
+    """Two BCCD (640x480) and two facemask pictures (other sizes), in one folder."""
+    folder = tmp_path_factory.mktemp("export-images")
+    for image in bccd_images(2) + facemask_images(2):
+        shutil.copy(image, folder / image.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, real_images):
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    out = tiny_run / "export" / "tiny.onnx"
+    result = run_rcnn("export", "--weights", str(weights), "--onnx", "--torchscript", "--out", str(out),
+                      "--images", str(real_images), cwd=tiny_run.parent.parent)
+    return weights, out, result
+
+
+def test_both_formats_are_written_after_passing_their_parity_check(exported):
+    _, out, result = exported
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("parity ok") == 2, result.stderr
+    assert out.is_file() and out.with_suffix(".torchscript").is_file()
+    assert not list(out.parent.glob("*unverified*"))
+    # the check covered several sizes and a portrait image, and compared real detections
+    sizes = result.stderr.split("checked on ")[1].split("(")[1].split(")")[0].split(", ")
+    dims = [tuple(int(v) for v in s.split("x")) for s in sizes]
+    assert len(set(dims)) >= 3 and any(h > w for w, h in dims) and any(w > h for w, h in dims)
+    matched = int(result.stderr.split(" detections matched")[0].split()[-1].split("/")[0])
+    assert matched > 0
+
+
+def test_onnx_file_carries_class_names_and_takes_any_size(exported):
+    _, out, _ = exported
+    model = onnx.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["class_names"]) == ["circle", "square", "triangle"]
+    image_input = model.graph.input[0].type.tensor_type
+    assert image_input.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param for d in image_input.shape.dim] == ["", "height", "width"]
+
+
+def test_predict_with_the_onnx_file_gives_the_checkpoints_json(exported, real_images, tmp_path):
+    weights, out, _ = exported
+    results = {}
+    # batch size 1: in a batch, images are padded to the largest one, which moves weak detections
+    for name, source in (("ckpt", weights), ("onnx", out), ("torchscript", out.with_suffix(".torchscript"))):
+        run = run_rcnn("predict", str(real_images), "--weights", str(source), "--out", str(tmp_path / name),
+                       "--conf", "0.05", "--no-draw", "--batch-size", "1", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        results[name] = json.loads((tmp_path / name / "predictions.json").read_text())
+    assert sum(len(r["detections"]) for r in results["ckpt"]) > 0
+    for name in ("onnx", "torchscript"):
+        for ours, theirs in zip(results["ckpt"], results[name]):
+            assert ours["image"] == theirs["image"]
+            assert len(ours["detections"]) == len(theirs["detections"]), name
+            for a, b in zip(ours["detections"], theirs["detections"]):
+                assert a["label"] == b["label"]
+                assert np.allclose(a["box"], b["box"], atol=0.02) and abs(a["score"] - b["score"]) < 1e-3
+
+
+def test_torchvision_resnet50_weights_export_with_parity(tmp_path):
+    """A torchvision fasterrcnn_resnet50_fpn file (seeded random weights, nothing downloaded)."""
+    torch.manual_seed(0)
+    reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    torch.save(reference.state_dict(), tmp_path / "tv_r50.pth")
+    detector = Detector.load(tmp_path / "tv_r50.pth", min_size=320, max_size=480, box_score_thresh=0.02)
+    images = check_images([str(p) for p in bccd_images(1) + facemask_images(1)], None, count=2)
+    path = write_onnx(detector, tmp_path / "tv_r50.onnx", images[0])
+    result = verify_export(detector.model, OnnxDetector(path), images)
+    assert result.agreement.compared > 0
+    assert result.passed, result.agreement
+
+
+def test_the_parity_check_fails_on_shifted_or_missing_detections():
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 60.0], [100.0, 80.0, 150.0, 120.0]])
+    reference = [{"boxes": boxes, "scores": torch.tensor([0.9, 0.6]), "labels": torch.tensor([1, 2])}]
+    swapped = [{"boxes": boxes.flip(0), "scores": torch.tensor([0.6, 0.9]), "labels": torch.tensor([2, 1])}]
+    assert compare_detections(reference, swapped, 2, 0.05).passes(1e-2, 1e-3, 0.999)
+    shifted = [{**reference[0], "boxes": boxes + torch.tensor([0.0, 0.0, 0.05, 0.0])}]
+    result = compare_detections(reference, shifted, 2, 0.05)
+    assert result.max_box_diff == pytest.approx(0.05, abs=1e-5) and not result.passes(1e-2, 1e-3, 0.999)
+    missing = [{k: v[:1] for k, v in reference[0].items()}]
+    result = compare_detections(reference, missing, 2, 0.05)
+    assert result.unmatched == 1 and not result.passes(1e-2, 1e-3, 0.999)
+
+
+def test_a_graph_with_a_frozen_size_is_caught(tmp_path):
+    """A plain trace of the eager batched model freezes the sample's size; the check must see it."""
+    detector = Detector(model="resnet18_fpn", num_classes=3, min_size=160, max_size=256, box_score_thresh=0.0,
+                        fpn_channels=64, representation_size=128)
+    images = check_images([str(p) for p in bccd_images(1)], None, count=1)
+
+    class Frozen(OnnxDetector):
+        def __init__(self):
+            self.class_names, self.category_ids = ["a", "b"], None
+            self.input_dtype, self.score_threshold = "uint8", 0.0
+            self.sample = images[0]
+
+        def run_one(self, image):
+            # what a frozen graph does: resizes every input as if it had the sample's shape
+            resized = torch.nn.functional.interpolate(image[None].float(), size=self.sample.shape[-2:])[0]
+            out = detector.model([resized.to(torch.uint8)])[0]
+            scale = torch.tensor([image.shape[2] / self.sample.shape[2], image.shape[1] / self.sample.shape[1]] * 2)
+            return out["boxes"] * scale, out["scores"], out["labels"]
+
+    result = verify_export(detector.model, Frozen(), images)
+    assert result.agreement.compared > 0 and not result.passed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights", "missing.ckpt"], "no such file"),
+    (["--weights", "{weights}", "--input-dtype", "int16"], "--input-dtype int16"),
+    (["--weights", "{weights}", "min_size"], "key=value"),
+])
+def test_bad_export_arguments_are_one_line_exit_2(tiny_run, tmp_path, args, message):
+    weights = str(tiny_run / "checkpoints" / "best.ckpt")
+    result = run_rcnn("export", *[a.format(weights=weights) for a in args], cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_corrupt_onnx_file_is_one_line_for_predict(tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07not really a model")
+    image = tmp_path / "a.jpg"
+    shutil.copy(bccd_images(1)[0], image)
+    result = run_rcnn("predict", str(image), "--weights", str(tmp_path / "broken.onnx"), cwd=tmp_path)
+    assert result.returncode == 2 and "not a readable ONNX model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_uint8_and_float_inputs_give_the_same_detections():
+    images = [to_chw_tensor(str(bccd_images(1)[0]))]
+    as_float = [images[0].float() / 255]
+    torch.manual_seed(0)
+    detector = Detector(model="resnet18_fpn", num_classes=3, min_size=160, max_size=256, box_score_thresh=0.0,
+                        fpn_channels=64, representation_size=128)
+    with torch.inference_mode():
+        a, b = detector.model(images)[0], detector.model(as_float)[0]
+    assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"])
