@@ -162,12 +162,15 @@ def predict(
     every: Annotated[int, typer.Option("--every", help="videos: use every N-th frame")] = 1,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="do not write annotated pictures")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1")] = "cpu",
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="auto (folded BN), fp32 (exact) or int8 (CPU, calibrated on the first 16 inputs); "
+        "default: the checkpoint's model.precision")] = None,
 ) -> None:
     """Detect objects in images and videos; writes annotated pictures and prediction files."""
     from .predict.cli_run import predict_command
 
     code = predict_command(sources, weights, out, fmt, conf, classes, batch_size, every, not no_draw, device,
-                           console, fail)
+                           console, fail, precision)
     raise typer.Exit(code)
 
 

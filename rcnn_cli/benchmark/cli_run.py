@@ -9,6 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from rich.table import Table
 
+from ..model.quantize import CALIBRATION_IMAGES
+from .machine import precision_advice
 from .run import benchmark
 
 
@@ -36,9 +38,12 @@ def print_result(console, result: dict) -> None:
     table = Table(title=f"{result['model']} at min_size {result['min_size']} on {result['machine']['cpu']} "
                         f"({result['machine']['cores']} cores, flags {', '.join(result['machine']['cpu_flags'])})",
                   title_justify="left")
-    for column in ("", "torchvision", "ours", "ours (fast path)"):
-        table.add_column(column, justify="right")
-    names = ("torchvision", "ours", "ours_fast")
+    names = [n for n in ("torchvision", "ours", "ours_fast", "ours_int8") if n in inference]
+    headers = {"torchvision": "torchvision", "ours": "ours", "ours_fast": "ours (fast path)", "ours_int8": "ours (int8)"}
+    table.add_column("", justify="right")
+    for name in names:
+        table.add_column(headers[name], justify="right")
+    untrained = ["-"] * (len(names) - 3)
     table.add_row("latency, batch 1 (ms/img)", *[f"{inference[n]['latency_batch1']['median_s'] * 1000:.0f}" for n in names])
     table.add_row("  quartiles", *[f"{inference[n]['latency_batch1']['q1_s'] * 1000:.0f}-"
                                    f"{inference[n]['latency_batch1']['q3_s'] * 1000:.0f}" for n in names])
@@ -48,16 +53,19 @@ def print_result(console, result: dict) -> None:
     if "training" in result:
         train = result["training"]
         table.add_row(f"train step, batch {train['ours']['batch']} (s)",
-                      *[f"{train[n]['train_step']['median_s']:.2f}" for n in ("torchvision", "ours")], "-")
-        table.add_row("train speed-up", "1.00x", f"{result['speedup_vs_torchvision']['train_step']:.2f}x", "-")
+                      *[f"{train[n]['train_step']['median_s']:.2f}" for n in ("torchvision", "ours")], "-", *untrained)
+        table.add_row("train speed-up", "1.00x", f"{result['speedup_vs_torchvision']['train_step']:.2f}x", "-", *untrained)
     table.add_row("peak RSS (MB)", *[f"{inference[n]['peak_rss_mb']:.0f}" for n in names])
     agreement = result["agreement_map50"]
     console.print(table)
+
     def shown(value):
         return "n/a (no detections to compare)" if value is None else f"{value:.4f}"
 
+    int8 = (f", int8 vs fp32 {shown(agreement['int8_vs_fp32'])} (calibrated on {result['int8_calibration_images']} "
+            "images)") if "int8_vs_fp32" in agreement else ""
     console.print(f"agreement mAP50: ours vs torchvision {shown(agreement['ours_vs_torchvision'])}, "
-                  f"fast path vs fp32 {shown(agreement['fast_vs_fp32'])}", highlight=False)
+                  f"fast path vs fp32 {shown(agreement['fast_vs_fp32'])}{int8}", highlight=False)
 
 
 def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console) -> dict:
@@ -65,8 +73,11 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
     if not images:
         raise ValueError("no images to benchmark on")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train)
+    calibration = load_images(cfg, images_source, max(count, CALIBRATION_IMAGES))[0]
+    result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train,
+                       calibration=calibration)
     print_result(console, result)
+    console.print(precision_advice(), highlight=False)
     if json_path:
         from ..training.run import write_json
 

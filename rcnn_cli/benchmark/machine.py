@@ -50,3 +50,14 @@ def machine_info() -> dict:
         "torchvision": torchvision.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def precision_advice() -> str:
+    """One line: which reduced precision this CPU runs natively, so users pick model.precision."""
+    flags = cpu_flags()
+    bf16 = ("native bf16 (" + ", ".join(sorted({"avx512_bf16", "amx_bf16"} & flags)) + ")" if has_native_bf16()
+            else "no native bf16 (bf16 would be emulated and slower; not used)")
+    vnni = sorted({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
+    int8 = (f"int8 dot products ({', '.join(vnni)})" if vnni
+            else "int8 through AVX2 kernels (no VNNI)" if "avx2" in flags else "no int8 SIMD")
+    return f"this CPU: {bf16}; {int8}. model.precision=int8 quantizes the backbone (see the int8 column)."

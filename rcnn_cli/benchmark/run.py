@@ -1,5 +1,5 @@
-"""Side-by-side timing of our detector, its inference fast path, and torchvision's detector with
-the same weights, on the same images, in the same process."""
+"""Side-by-side timing of our detector, its inference fast paths (folded BatchNorm; int8), and
+torchvision's detector with the same weights, on the same images, in the same process."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..eval.agreement import agreement_map50
 from ..model.factory import create_detector
 from ..model.fast import optimize_for_inference
+from ..model.quantize import ENGINE, quantize_int8
 from .machine import machine_info
 
 TORCHVISION_BUILDERS = {
@@ -130,9 +131,17 @@ def training_figures(models: dict[str, nn.Module], images: list[torch.Tensor], t
     return figures
 
 
+def int8_available() -> bool:
+    return ENGINE in torch.backends.quantized.supported_engines and not torch.cuda.is_available()
+
+
 def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dict], batch: int = 4,
-              repeats: int = 3, warmup: int = 1, train: bool = True) -> dict[str, Any]:
+              repeats: int = 3, warmup: int = 1, train: bool = True,
+              calibration: list[torch.Tensor] | None = None) -> dict[str, Any]:
+    """calibration: images for the int8 column's activation ranges (default: the timed images)."""
     models = build_models(cfg)
+    if int8_available():
+        models["ours_int8"] = quantize_int8(copy.deepcopy(models["ours"]), calibration or images)
     result: dict[str, Any] = {"machine": machine_info(), "model": cfg.get("name", cfg["backbone"]),
                               "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images)}
     result["inference"] = inference_figures(models, images, batch, repeats, warmup)
@@ -141,9 +150,13 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
         exact = [models["ours"]([image])[0] for image in floats]
         fast = [models["ours_fast"]([image])[0] for image in floats]
         theirs = [models["torchvision"]([image])[0] for image in floats]
+        int8 = [models["ours_int8"]([image])[0] for image in floats] if "ours_int8" in models else None
     num_classes = models["ours"].roi_heads.box_predictor.cls_score.out_features - 1
     result["agreement_map50"] = {"ours_vs_torchvision": agreement_map50(theirs, exact, num_classes),
                                  "fast_vs_fp32": agreement_map50(exact, fast, num_classes)}
+    if int8 is not None:
+        result["agreement_map50"]["int8_vs_fp32"] = agreement_map50(exact, int8, num_classes)
+        result["int8_calibration_images"] = len(calibration or images)
     tv = result["inference"]["torchvision"]["latency_batch1"]["median_s"]
     result["speedup_vs_torchvision"] = {
         name: tv / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..model.quantize import CALIBRATION_IMAGES
 from .runner import PredictOptions, lowest_threshold, read_conf, run
 from .sources import expand_sources
 from .writers import write_outputs
@@ -14,31 +15,50 @@ from .writers import write_outputs
 FORMATS = ("json", "csv", "coco", "voc")
 
 
-def load_detector(weights: Path, device: str, score_floor: float):
+def load_detector(weights: Path, device: str, score_floor: float, precision: str | None = None,
+                  calibration_paths: list = ()):
     """(detect function, class names, category ids or None) for a checkpoint, a torchvision file, or
-    an exported .onnx / .torchscript file."""
+    an exported .onnx / .torchscript file. precision: auto | fp32 | int8 (None: the checkpoint's
+    ``model.precision``); int8 calibrates on ``calibration_paths``."""
     from ..export.runtime import EXPORTED_SUFFIXES, load_exported
 
     if weights.suffix.lower() in EXPORTED_SUFFIXES:
+        if precision not in (None, "auto"):
+            raise ValueError(f"--precision {precision}: an exported file runs as it was exported")
         exported = load_exported(weights, device)
         return exported.detect, exported.class_names, exported.category_ids
-    import torch
-
     from ..api import Detector
+    from ..model.fast import prepare_for_inference
 
     detector = Detector.load(weights, device=device, box_score_thresh=min(score_floor, 0.05))
-    if detector.config.get("precision", "auto") != "fp32":
-        # BatchNorm folded + channels_last: 1.18x on resnet50_fpn at 800 px on 2 CPU cores, same
-        # detections (rcnn benchmark, agreement mAP50 1.0); model.precision=fp32 keeps exact mode.
-        from ..model.fast import optimize_for_inference
-
-        optimize_for_inference(detector.model)
+    precision = precision or detector.config.get("precision", "auto")
+    calibration = []
+    if precision == "int8":
+        if device != "cpu":
+            raise ValueError("--precision int8 runs on the CPU; use --device cpu")
+        calibration = _readable_images(calibration_paths)
+    # auto: BatchNorm folded + channels_last, 1.18x on resnet50_fpn at 800 px on 2 CPU cores with
+    # the same detections (rcnn benchmark, agreement mAP50 1.0); fp32 keeps the exact model.
+    prepare_for_inference(detector.model, precision, calibration)
 
     def detect(images):
         with torch.inference_mode():
             return detector.model([image.to(detector.device) for image in images])
 
     return detect, detector.class_names, detector.metadata.get("category_ids")
+
+
+def _readable_images(paths) -> list[torch.Tensor]:
+    """(3, H, W) uint8 of each path that decodes; the others are reported later by the run."""
+    from ..data.images import read_rgb
+
+    images = []
+    for path in paths:
+        try:
+            images.append(torch.from_numpy(read_rgb(path)).permute(2, 0, 1))
+        except Exception:  # noqa: BLE001 - any undecodable file is skipped here and reported by run()
+            continue
+    return images
 
 
 def free_folder(base: Path) -> Path:
@@ -49,7 +69,7 @@ def free_folder(base: Path) -> Path:
 
 
 def predict_command(sources, weights, out, formats, conf, classes, batch_size, every, draw, device,
-                    console, fail) -> int:
+                    console, fail, precision: str | None = None) -> int:
     from ..export.runtime import ExportError
     from ..model.weights import WeightsError
 
@@ -67,8 +87,9 @@ def predict_command(sources, weights, out, formats, conf, classes, batch_size, e
     if not images and not videos:
         fail("no images or videos found in " + ", ".join(sources) + (f" ({problems[0]})" if problems else ""))
     try:
-        detect, class_names, category_ids = load_detector(weights, device, lowest_threshold(threshold))
-    except (WeightsError, ExportError) as err:
+        detect, class_names, category_ids = load_detector(weights, device, lowest_threshold(threshold), precision,
+                                                          images[:CALIBRATION_IMAGES])
+    except (WeightsError, ExportError, ValueError) as err:
         fail(str(err))
     wanted = [c.strip() for c in classes.split(",")] if classes else None
     if wanted and (missing := [c for c in wanted if c not in class_names]):

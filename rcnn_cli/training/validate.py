@@ -49,6 +49,8 @@ def evaluate_checkpoint(cfg: DictConfig, weights: Path, out_dir: Path, dataset_o
     if meta.get("class_names") and list(meta["class_names"]) != list(datamodule.class_names):
         raise EvalSetupError(f"{weights} was trained on classes {meta['class_names']} but the data has "
                              f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
+    if cfg.model.get("precision") == "int8":
+        quantize_for_eval(cfg, detector.model, datamodule)
     module = DetectorModule(detector, cfg.optim, meta)
     trainer = build_trainer(cfg, None, training=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -69,3 +71,20 @@ def evaluate_checkpoint(cfg: DictConfig, weights: Path, out_dir: Path, dataset_o
         category_ids = datamodule.category_ids or list(range(1, len(datamodule.class_names) + 1))
         write_json(predictions_path, coco_results([p for _, p, _ in evaluated], image_ids, category_ids))
     return EvalResult(report, out_dir, len(module.evaluated_all))
+
+
+
+def quantize_for_eval(cfg: DictConfig, model, datamodule) -> None:
+    """``model.precision=int8``: calibrate on training images (validation ones when there are
+    none), so the score says what int8 costs on data the ranges were not fitted to."""
+    import torch
+
+    from ..data.images import read_rgb
+    from ..model.fast import prepare_for_inference
+    from ..model.quantize import CALIBRATION_IMAGES
+
+    if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu":
+        raise EvalSetupError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
+    records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
+    images = [torch.from_numpy(read_rgb(r.path)).permute(2, 0, 1) for r in records]
+    prepare_for_inference(model, "int8", images)
