@@ -201,6 +201,7 @@ def benchmark_cmd(
     repeats: Annotated[int, typer.Option("--repeats", help="timed repetitions")] = 3,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up runs")] = 1,
     no_train: Annotated[bool, typer.Option("--no-train", help="skip the training-step timing")] = False,
+    scaling: Annotated[bool, typer.Option("--scaling", help="also time sizes 320-1024 x 300-2000 proposals")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="write all figures as JSON")] = None,
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
@@ -209,7 +210,7 @@ def benchmark_cmd(
 
     cfg = compose(overrides, config_dir)
     try:
-        benchmark_command(cfg, images, count, batch, repeats, warmup, not no_train, json_path, console)
+        benchmark_command(cfg, images, count, batch, repeats, warmup, not no_train, json_path, console, scaling)
     except (DatasetError, ValueError) as err:
         fail(str(err))
 

@@ -20,7 +20,12 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "b.json").read_text())
     assert {"cpu", "cores", "torch", "cpu_flags"} <= set(result["machine"])
-    for name in ("torchvision", "ours", "ours_fast"):
+    names = ["torchvision", "ours", "ours_fast"]
+    if "x86" in torch.backends.quantized.supported_engines:
+        names.append("ours_int8")
+        assert "int8_vs_fp32" in result["agreement_map50"] and result["int8_calibration_images"] >= 2
+        assert "this CPU:" in out.stdout + out.stderr
+    for name in names:
         figures = result["inference"][name]
         assert figures["latency_batch1"]["median_s"] > 0 and figures["throughput_images_per_s"] > 0
         assert result["speedup_vs_torchvision"][name] > 0
@@ -40,3 +45,16 @@ def test_folded_batchnorm_detects_what_the_exact_model_detects(tiny_run):
     assert sum(len(e["boxes"]) for e in exact) > 0
     truth = [{"boxes": e["boxes"], "labels": e["labels"]} for e in exact]
     assert coco_metrics(fast, truth, 3)["map_50"] >= 0.98
+
+
+def test_scaling_rows_cover_every_size_and_proposal_count_and_restore_the_model(monkeypatch):
+    from rcnn_cli.benchmark import run
+
+    monkeypatch.setattr(run, "SCALING_SIZES", (64, 128))
+    monkeypatch.setattr(run, "SCALING_PROPOSALS", (10, 50))
+    model = Detector(model="resnet18_fpn", num_classes=3, min_size=96, max_size=96, fpn_channels=64).model.eval()
+    image = torch.randint(0, 255, (3, 90, 120), dtype=torch.uint8)
+    rows = run.scaling_figures(model, [image], repeats=1, warmup=0)
+    assert [(r["min_size"], r["proposals"]) for r in rows] == [(64, 10), (64, 50), (128, 10), (128, 50)]
+    assert all(r["latency_batch1"]["median_s"] > 0 for r in rows)
+    assert model.transform.min_size == (96,) and model.rpn.post_nms_top_n["test"] == 1000

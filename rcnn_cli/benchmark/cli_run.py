@@ -68,15 +68,31 @@ def print_result(console, result: dict) -> None:
                   f"fast path vs fp32 {shown(agreement['fast_vs_fp32'])}{int8}", highlight=False)
 
 
-def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console) -> dict:
+def print_scaling(console, rows: list[dict]) -> None:
+    sizes = sorted({row["min_size"] for row in rows})
+    proposals = sorted({row["proposals"] for row in rows})
+    table = Table(title="fast path, batch-1 latency (ms/img) by input size and proposals", title_justify="left")
+    table.add_column("min_size", justify="right")
+    for count in proposals:
+        table.add_column(f"{count} proposals", justify="right")
+    cells = {(row["min_size"], row["proposals"]): row["latency_batch1"]["median_s"] * 1000 for row in rows}
+    for size in sizes:
+        table.add_row(str(size), *[f"{cells[size, count]:.0f}" for count in proposals])
+    console.print(table)
+
+
+def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console,
+                      scaling: bool = False) -> dict:
     images, targets = load_images(cfg, images_source, count)
     if not images:
         raise ValueError("no images to benchmark on")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     calibration = load_images(cfg, images_source, max(count, CALIBRATION_IMAGES))[0]
     result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train,
-                       calibration=calibration)
+                       calibration=calibration, scaling=scaling)
     print_result(console, result)
+    if scaling:
+        print_scaling(console, result["scaling"])
     console.print(precision_advice(), highlight=False)
     if json_path:
         from ..training.run import write_json

@@ -131,13 +131,38 @@ def training_figures(models: dict[str, nn.Module], images: list[torch.Tensor], t
     return figures
 
 
+SCALING_SIZES = (320, 512, 800, 1024)
+SCALING_PROPOSALS = (300, 1000, 2000)
+
+
+def scaling_figures(model: nn.Module, images: list[torch.Tensor], repeats: int, warmup: int) -> list[dict]:
+    """Batch-1 latency of ``model`` (changed in place, then restored) per input size (the short
+    side; the long-side cap keeps torchvision's 800:1333 ratio) and post-NMS proposal count."""
+    floats = as_float(images)
+    transform, rpn = model.transform, model.rpn
+    saved = (transform.min_size, transform.max_size, dict(rpn.post_nms_top_n))
+    rows = []
+    try:
+        for size in SCALING_SIZES:
+            transform.min_size, transform.max_size = (size,), round(size * 1333 / 800)
+            for proposals in SCALING_PROPOSALS:
+                rpn.post_nms_top_n["test"] = proposals
+                with torch.inference_mode():
+                    times = timed(lambda: [model([image]) for image in floats], repeats, warmup)
+                rows.append({"min_size": size, "proposals": proposals,
+                             "latency_batch1": spread([t / len(floats) for t in times])})
+    finally:
+        transform.min_size, transform.max_size, rpn.post_nms_top_n = saved
+    return rows
+
+
 def int8_available() -> bool:
     return ENGINE in torch.backends.quantized.supported_engines and not torch.cuda.is_available()
 
 
 def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dict], batch: int = 4,
               repeats: int = 3, warmup: int = 1, train: bool = True,
-              calibration: list[torch.Tensor] | None = None) -> dict[str, Any]:
+              calibration: list[torch.Tensor] | None = None, scaling: bool = False) -> dict[str, Any]:
     """calibration: images for the int8 column's activation ranges (default: the timed images)."""
     models = build_models(cfg)
     if int8_available():
@@ -160,6 +185,8 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
     tv = result["inference"]["torchvision"]["latency_batch1"]["median_s"]
     result["speedup_vs_torchvision"] = {
         name: tv / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}
+    if scaling:
+        result["scaling"] = scaling_figures(models["ours_fast"], images, repeats, warmup)
     if train and targets:
         result["training"] = training_figures(models, images[:batch], targets[:batch], repeats, warmup)
         t = result["training"]
