@@ -164,9 +164,10 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
               repeats: int = 3, warmup: int = 1, train: bool = True,
               calibration: list[torch.Tensor] | None = None, scaling: bool = False) -> dict[str, Any]:
     """calibration: images for the int8 column's activation ranges (default: the timed images)."""
+    calibration = calibration or images
     models = build_models(cfg)
     if int8_available():
-        models["ours_int8"] = quantize_int8(copy.deepcopy(models["ours"]), calibration or images)
+        models["ours_int8"] = quantize_int8(copy.deepcopy(models["ours"]), calibration)
     result: dict[str, Any] = {"machine": machine_info(), "model": cfg.get("name", cfg["backbone"]),
                               "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images)}
     result["inference"] = inference_figures(models, images, batch, repeats, warmup)
@@ -181,7 +182,7 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
                                  "fast_vs_fp32": agreement_map50(exact, fast, num_classes)}
     if int8 is not None:
         result["agreement_map50"]["int8_vs_fp32"] = agreement_map50(exact, int8, num_classes)
-        result["int8_calibration_images"] = len(calibration or images)
+        result["int8_calibration_images"] = len(calibration)
     tv = result["inference"]["torchvision"]["latency_batch1"]["median_s"]
     result["speedup_vs_torchvision"] = {
         name: tv / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -57,6 +58,23 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"{path}: larger than {MAX_PIXELS:,} pixels; refusing to decode") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: unreadable or truncated image ({err})") from None
+
+
+def read_chw(path: str | Path) -> torch.Tensor:
+    """(3, H, W) uint8 RGB tensor of an image file, as ``read_rgb`` decodes it."""
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
+
+
+def read_decodable_chw(paths) -> list[torch.Tensor]:
+    """``read_chw`` of each path that decodes; the others are skipped (for side uses such as
+    calibration or check images, where the main run reports unreadable files)."""
+    images = []
+    for path in paths:
+        try:
+            images.append(read_chw(path))
+        except ImageReadError:
+            continue
+    return images
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

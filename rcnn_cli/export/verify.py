@@ -54,7 +54,7 @@ def check_images(sources: list[str] | None, dataset_cfg: dict | None, count: int
 
 
 def _real_images(sources: list[str] | None, dataset_cfg: dict | None, count: int) -> list[Tensor]:
-    from ..data.images import read_rgb
+    from ..data.images import read_decodable_chw
 
     paths: list[Path] = []
     if sources:
@@ -71,13 +71,7 @@ def _real_images(sources: list[str] | None, dataset_cfg: dict | None, count: int
             paths = [Path(r.path) for r in loaded.splits["val"][:count]]
         except Exception:   # data not on this machine, moved, or unreadable: fall back
             paths = []
-    images = []
-    for path in paths:
-        try:
-            images.append(torch.from_numpy(read_rgb(path)).permute(2, 0, 1).contiguous())
-        except Exception:
-            continue
-    return images
+    return [image.contiguous() for image in read_decodable_chw(paths)]
 
 
 def _timed(fn, images: list[Tensor]) -> tuple[list[dict], float]:
@@ -100,6 +94,7 @@ def verify_export(model: torch.nn.Module, exported: ExportedDetector, images: li
             return {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
 
     reference, torch_ms = _timed(eager, images)
+
     def run_exported(image: Tensor) -> dict:
         try:
             return exported.detect([image])[0]

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.datamodule import worker_count
 from ..data.draw import draw_boxes
-from ..data.images import ImageReadError, read_rgb
+from ..data.images import ImageReadError, read_chw
 from .sources import video_frames
 
 # A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
@@ -69,7 +69,7 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            return index, torch.from_numpy(read_rgb(self.paths[index])).permute(2, 0, 1), None
+            return index, read_chw(self.paths[index]), None
         except ImageReadError as err:
             return index, None, str(err)
 

@@ -73,18 +73,17 @@ def evaluate_checkpoint(cfg: DictConfig, weights: Path, out_dir: Path, dataset_o
     return EvalResult(report, out_dir, len(module.evaluated_all))
 
 
-
 def quantize_for_eval(cfg: DictConfig, model, datamodule) -> None:
     """``model.precision=int8``: calibrate on training images (validation ones when there are
     none), so the score says what int8 costs on data the ranges were not fitted to."""
     import torch
 
-    from ..data.images import read_rgb
+    from ..data.images import read_chw
     from ..model.fast import prepare_for_inference
     from ..model.quantize import CALIBRATION_IMAGES
 
     if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu":
         raise EvalSetupError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
     records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
-    images = [torch.from_numpy(read_rgb(r.path)).permute(2, 0, 1) for r in records]
+    images = [read_chw(r.path) for r in records]
     prepare_for_inference(model, "int8", images)
