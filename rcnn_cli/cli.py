@@ -163,8 +163,9 @@ def predict(
     no_draw: Annotated[bool, typer.Option("--no-draw", help="do not write annotated pictures")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1")] = "cpu",
     precision: Annotated[str | None, typer.Option(
-        "--precision", help="auto (folded BN), fp32 (exact) or int8 (CPU, calibrated on the first 16 inputs); "
-        "default: the checkpoint's model.precision")] = None,
+        "--precision", help="auto (folded BN; bf16 where the hardware runs it natively and faster), fp32 "
+        "(exact), bf16, or int8 (CPU, calibrated on the first 16 inputs); default: the checkpoint's "
+        "model.precision")] = None,
 ) -> None:
     """Detect objects in images and videos; writes annotated pictures and prediction files."""
     from .predict.cli_run import predict_command

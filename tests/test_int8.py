@@ -22,7 +22,7 @@ def shapes_images(tiny_run, start, count):
 
 
 def test_int8_quantizes_the_backbone_and_rpn_conv_and_still_detects(tiny_run):
-    """Agreement with fp32 (>= 0.98 mAP50) is asserted on trained weights in
+    """Agreement with fp32 (>= 0.98 mAP50) on trained weights is asserted in
     test_training_signal.py::test_overfits_one_bccd_image; this tiny model is too weak for that."""
     detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", box_score_thresh=0.05)
     images = shapes_images(tiny_run, 0, 4)
@@ -57,5 +57,5 @@ def test_predict_int8_runs_and_bad_precision_is_one_line(tiny_run, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(json.loads((tmp_path / "p" / "predictions.json").read_text())) == 4
     bad = run_rcnn("predict", *images, "--weights", weights, "--precision", "int4", cwd=tmp_path)
-    assert bad.returncode == 2 and "use one of auto, fp32, int8" in bad.stderr
+    assert bad.returncode == 2 and "use one of auto, fp32, bf16, int8" in bad.stderr
     assert "Traceback" not in bad.stderr

@@ -36,8 +36,10 @@ def print_result(console, result: dict) -> None:
     table = Table(title=f"{result['model']} at min_size {result['min_size']} on {result['machine']['cpu']} "
                         f"({result['machine']['cores']} cores, flags {', '.join(result['machine']['cpu_flags'])})",
                   title_justify="left")
-    names = [n for n in ("torchvision", "ours", "ours_fast", "ours_int8") if n in inference]
-    headers = {"torchvision": "torchvision", "ours": "ours", "ours_fast": "ours (fast path)", "ours_int8": "ours (int8)"}
+    names = [n for n in ("torchvision", "ours", "ours_fast", "ours_bf16", "ours_int8") if n in inference]
+    headers = {"torchvision": "torchvision", "ours": "ours (fp32)", "ours_fast": "ours (folded)",
+               "ours_bf16": "ours (bf16)", "ours_int8": "ours (int8)"}
+    headers[result["auto"]] += " = auto"
     table.add_column("", justify="right")
     for name in names:
         table.add_column(headers[name], justify="right")
@@ -61,16 +63,17 @@ def print_result(console, result: dict) -> None:
     def shown(value):
         return "n/a (no detections to compare)" if value is None else f"{value:.4f}"
 
+    bf16 = f", bf16 vs fp32 {shown(agreement['bf16_vs_fp32'])}" if "bf16_vs_fp32" in agreement else ""
     int8 = (f", int8 vs fp32 {shown(agreement['int8_vs_fp32'])} (calibrated on {result['int8_calibration_images']} "
             "images)") if "int8_vs_fp32" in agreement else ""
     console.print(f"agreement mAP50: ours vs torchvision {shown(agreement['ours_vs_torchvision'])}, "
-                  f"fast path vs fp32 {shown(agreement['fast_vs_fp32'])}{int8}", highlight=False)
+                  f"folded vs fp32 {shown(agreement['fast_vs_fp32'])}{bf16}{int8}", highlight=False)
 
 
 def print_scaling(console, rows: list[dict]) -> None:
     sizes = sorted({row["min_size"] for row in rows})
     proposals = sorted({row["proposals"] for row in rows})
-    table = Table(title="fast path, batch-1 latency (ms/img) by input size and proposals", title_justify="left")
+    table = Table(title="model.precision=auto, batch-1 latency (ms/img) by input size and proposals", title_justify="left")
     table.add_column("min_size", justify="right")
     for count in proposals:
         table.add_column(f"{count} proposals", justify="right")

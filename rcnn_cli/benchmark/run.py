@@ -1,4 +1,4 @@
-"""Side-by-side timing of our detector, its inference fast paths (folded BatchNorm; int8), and
+"""Side-by-side timing of our detector, its inference fast paths (folded BatchNorm; bf16; int8), and
 torchvision's detector with the same weights, on the same images, in the same process."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ..eval.agreement import agreement_map50
 from ..model.factory import create_detector
-from ..model.fast import optimize_for_inference
+from ..model.fast import optimize_for_inference, to_bfloat16
+from ..model.hardware import bf16_pays_off, bf16_speedup
 from ..model.quantize import ENGINE, quantize_int8
 from .machine import machine_info
 
@@ -57,14 +58,22 @@ def torchvision_twin(cfg: dict[str, Any], num_classes: int, state: dict[str, tor
 
 
 def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0) -> dict[str, nn.Module]:
-    """{"torchvision", "ours", "ours_fast"} with identical (seeded random or loaded) weights."""
+    """{"torchvision", "ours", "ours_fast", and "ours_bf16" where bf16 is native} with identical
+    (seeded random or loaded) weights."""
     torch.manual_seed(seed)
     cfg = {**cfg, "norm": "frozen_bn", "num_classes": cfg.get("num_classes") or num_classes}
     if cfg.get("backbone") == "resnet18_fpn" and cfg.get("fpn_channels", 256) != 256:
         raise ValueError("torchvision's resnet18 FPN has 256 channels; benchmark with model.fpn_channels=256")
     ours = create_detector(cfg).model.eval()
     theirs = torchvision_twin(cfg, ours.roi_heads.box_predictor.cls_score.out_features, ours.state_dict()).eval()
-    return {"torchvision": theirs, "ours": ours, "ours_fast": optimize_for_inference(copy.deepcopy(ours))}
+    models = {"torchvision": theirs, "ours": ours, "ours_fast": optimize_for_inference(copy.deepcopy(ours))}
+    if bf16_speedup(device_type(ours)) > 0:   # native bf16 only
+        models["ours_bf16"] = to_bfloat16(optimize_for_inference(copy.deepcopy(ours)))
+    return models
+
+
+def device_type(model: nn.Module) -> str:
+    return next(model.parameters()).device.type
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
@@ -172,22 +181,23 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
                               "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images)}
     result["inference"] = inference_figures(models, images, batch, repeats, warmup)
     with torch.inference_mode():
-        floats = as_float(images)
-        exact = [models["ours"]([image])[0] for image in floats]
-        fast = [models["ours_fast"]([image])[0] for image in floats]
-        theirs = [models["torchvision"]([image])[0] for image in floats]
-        int8 = [models["ours_int8"]([image])[0] for image in floats] if "ours_int8" in models else None
+        outputs = {name: [model([image])[0] for image in as_float(images)] for name, model in models.items()}
     num_classes = models["ours"].roi_heads.box_predictor.cls_score.out_features - 1
-    result["agreement_map50"] = {"ours_vs_torchvision": agreement_map50(theirs, exact, num_classes),
-                                 "fast_vs_fp32": agreement_map50(exact, fast, num_classes)}
-    if int8 is not None:
-        result["agreement_map50"]["int8_vs_fp32"] = agreement_map50(exact, int8, num_classes)
+    exact = outputs["ours"]
+    result["agreement_map50"] = {"ours_vs_torchvision": agreement_map50(outputs["torchvision"], exact, num_classes)}
+    for name, label in (("ours_fast", "fast_vs_fp32"), ("ours_bf16", "bf16_vs_fp32"), ("ours_int8", "int8_vs_fp32")):
+        if name in outputs:
+            result["agreement_map50"][label] = agreement_map50(exact, outputs[name], num_classes)
+    if "ours_int8" in models:
         result["int8_calibration_images"] = len(calibration)
     tv = result["inference"]["torchvision"]["latency_batch1"]["median_s"]
     result["speedup_vs_torchvision"] = {
         name: tv / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}
+    # What model.precision=auto runs here: the bf16 column where the probe says bf16 pays.
+    auto = "ours_bf16" if "ours_bf16" in models and bf16_pays_off(device_type(models["ours"])) else "ours_fast"
+    result["auto"] = auto
     if scaling:
-        result["scaling"] = scaling_figures(models["ours_fast"], images, repeats, warmup)
+        result["scaling"] = scaling_figures(models[auto], images, repeats, warmup)
     if train and targets:
         result["training"] = training_figures(models, images[:batch], targets[:batch], repeats, warmup)
         t = result["training"]

@@ -1,14 +1,20 @@
-"""Inference fast path: BatchNorm folded into the convolution before it, channels_last memory
-layout. Same fp32 arithmetic up to float rounding; ``model.precision=fp32`` skips it."""
+"""Inference fast paths. Folded: BatchNorm folded into the convolution before it, channels_last
+memory layout, the same fp32 arithmetic up to float rounding. bf16: the folded model with the
+convolutions (backbone + FPN, RPN head) and the box head's fully connected layers in bf16, where
+the hardware runs bf16 natively; proposals, RoI pooling, box decoding and NMS stay fp32.
+``model.precision=fp32`` skips all of it."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
+
+from .hardware import bf16_pays_off
 
 NORM_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -58,23 +64,74 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
     return model
 
 
-PRECISIONS = ("auto", "fp32", "int8")
+class Bfloat16(nn.Module):
+    """``module`` with bf16 weights: float tensors going in are cast to bf16, and the outputs
+    (a tensor, or a list/dict of them) cast to ``output_dtype`` (None leaves them in bf16 for a
+    consumer that casts them itself, e.g. the RoI pooler)."""
+
+    def __init__(self, module: nn.Module, output_dtype: torch.dtype | None = torch.float32):
+        super().__init__()
+        self.module = module.to(torch.bfloat16)
+        self.output_dtype = output_dtype
+        if hasattr(module, "out_channels"):
+            self.out_channels = module.out_channels
+
+    def forward(self, *inputs):
+        outputs = self.module(*[_cast(x, torch.bfloat16) for x in inputs])
+        return outputs if self.output_dtype is None else _cast(outputs, self.output_dtype)
+
+
+def _cast(value, dtype: torch.dtype):
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return OrderedDict((k, _cast(v, dtype)) for k, v in value.items())
+    return value
+
+
+def to_bfloat16(model: nn.Module) -> nn.Module:
+    """The heavy layers in bf16, in place: backbone + FPN (features stay bf16 into the RPN head),
+    the RPN's convs (logits and deltas come back fp32 before anchors are decoded) and the box
+    head (pooled regions in, fp32 region features out to the class and box predictor)."""
+    model.backbone = Bfloat16(model.backbone, output_dtype=None)
+    head = model.rpn.head
+    head.conv = Bfloat16(head.conv, output_dtype=None)
+    head.cls_logits, head.bbox_pred = Bfloat16(head.cls_logits), Bfloat16(head.bbox_pred)
+    model.roi_heads.box_head = Bfloat16(model.roi_heads.box_head)
+    model.precision = "bf16"
+    return model
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 def prepare_for_inference(model: nn.Module, precision: str = "auto",
-                          calibration_images: Sequence[torch.Tensor] = ()) -> nn.Module:
-    """The model set up for ``model.precision``, in place.
+                          calibration_images: Sequence[torch.Tensor] = (), device_type: str | None = None
+                          ) -> nn.Module:
+    """The model set up for ``model.precision``, in place; ``model.precision`` then names what
+    was chosen (fp32, folded, bf16 or int8).
 
-    auto: BatchNorm folded + channels_last (same detections, faster); fp32: the exact eager model;
-    int8: quantized backbone and RPN conv, calibrated on ``calibration_images`` (per image
-    (3, H, W), the kind of picture the model will see).
+    auto: folded (BatchNorm in the convs, channels_last: same detections, faster), plus bf16 when
+    a short probe measures it at least 1.3x faster than fp32 on this device (CPUs with
+    avx512_bf16/AMX, recent GPUs); fp32: the exact eager model; bf16: folded + bf16 whatever the
+    hardware; int8: quantized backbone and RPN conv, calibrated on ``calibration_images`` (per
+    image (3, H, W), the kind of picture the model will see). device_type: where the model will
+    run, for auto's probe (default: where its parameters are now).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"model.precision={precision}: use one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
+        model.precision = "fp32"
         return model.eval()
     if precision == "int8":
         from .quantize import quantize_int8
 
         return quantize_int8(model, calibration_images)
-    return optimize_for_inference(model)
+    optimize_for_inference(model)
+    model.precision = "folded"
+    device_type = device_type or next(model.parameters()).device.type
+    if precision == "bf16" or bf16_pays_off(device_type):
+        to_bfloat16(model)
+    return model

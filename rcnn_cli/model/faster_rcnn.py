@@ -39,6 +39,7 @@ class FasterRCNN(nn.Module):
         self.rpn = rpn
         self.roi_heads = roi_heads
         self.channels_last = False     # set by fast.optimize_for_inference
+        self.precision = "fp32"        # what fast.prepare_for_inference chose
 
     def forward(self, images: list[Tensor], targets: list[Detection] | None = None):
         """images: per image (3, H, W) uint8 or float in [0, 1]; targets: per image ``boxes``

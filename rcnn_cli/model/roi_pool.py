@@ -61,7 +61,9 @@ class MultiScaleRoIPool(nn.Module):
         return out
 
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        rois = rois.to(feature.dtype)
+        # Features come to the regions' precision, never the other way: a bf16 x2 of 800 is only
+        # good to 4 px. The kernels read NCHW, so a channels_last map is converted here, once.
+        feature = feature.to(dtype=rois.dtype, memory_format=torch.contiguous_format)
         if self.pool_type == "roipool":
             return roi_pool(feature, rois, self.output_size, spatial_scale=scale)
         return roi_align(feature, rois, self.output_size, spatial_scale=scale,

@@ -17,16 +17,17 @@ FORMATS = ("json", "csv", "coco", "voc")
 
 def load_detector(weights: Path, device: str, score_floor: float, precision: str | None = None,
                   calibration_paths: list = ()):
-    """(detect function, class names, category ids or None) for a checkpoint, a torchvision file, or
-    an exported .onnx / .torchscript file. precision: auto | fp32 | int8 (None: the checkpoint's
-    ``model.precision``); int8 calibrates on ``calibration_paths``."""
+    """(detect function, class names, category ids or None, what it runs as, e.g. "auto: bf16")
+    for a checkpoint, a torchvision file, or an exported .onnx / .torchscript file. precision:
+    auto | fp32 | bf16 | int8 (None: the checkpoint's ``model.precision``); int8 calibrates on
+    ``calibration_paths``."""
     from ..export.runtime import EXPORTED_SUFFIXES, load_exported
 
     if weights.suffix.lower() in EXPORTED_SUFFIXES:
         if precision not in (None, "auto"):
             raise ValueError(f"--precision {precision}: an exported file runs as it was exported")
         exported = load_exported(weights, device)
-        return exported.detect, exported.class_names, exported.category_ids
+        return exported.detect, exported.class_names, exported.category_ids, weights.suffix.lower()[1:]
     from ..api import Detector
     from ..model.fast import prepare_for_inference
 
@@ -39,15 +40,16 @@ def load_detector(weights: Path, device: str, score_floor: float, precision: str
         from ..data.images import read_decodable_chw
 
         calibration = read_decodable_chw(calibration_paths)
-    # auto: BatchNorm folded + channels_last, 1.18x on resnet50_fpn at 800 px on 2 CPU cores with
-    # the same detections (rcnn benchmark, agreement mAP50 1.0); fp32 keeps the exact model.
+    # auto: BatchNorm folded + channels_last (same detections), and bf16 where a probe measures it
+    # faster (see README, "Speed"); fp32 keeps the exact model.
     prepare_for_inference(detector.model, precision, calibration)
 
     def detect(images):
         with torch.inference_mode():
             return detector.model([image.to(detector.device) for image in images])
 
-    return detect, detector.class_names, detector.metadata.get("category_ids")
+    runs_as = detector.model.precision if precision == detector.model.precision else f"{precision}: {detector.model.precision}"
+    return detect, detector.class_names, detector.metadata.get("category_ids"), runs_as
 
 
 def free_folder(base: Path) -> Path:
@@ -76,7 +78,7 @@ def predict_command(sources, weights, out, formats, conf, classes, batch_size, e
     if not images and not videos:
         fail("no images or videos found in " + ", ".join(sources) + (f" ({problems[0]})" if problems else ""))
     try:
-        detect, class_names, category_ids = load_detector(weights, device, lowest_threshold(threshold), precision,
+        detect, class_names, category_ids, runs_as = load_detector(weights, device, lowest_threshold(threshold), precision,
                                                           images[:CALIBRATION_IMAGES])
     except (WeightsError, ExportError, ValueError) as err:
         fail(str(err))
@@ -104,6 +106,6 @@ def predict_command(sources, weights, out, formats, conf, classes, batch_size, e
         console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)
     rate = len(result.results) / result.seconds if result.seconds else 0.0
-    console.print(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s; "
+    console.print(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({runs_as}); "
                   f"results in {out} ({', '.join(p.name for p in written)})", highlight=False)
     return 1 if problems or result.failures else 0

@@ -49,8 +49,7 @@ def evaluate_checkpoint(cfg: DictConfig, weights: Path, out_dir: Path, dataset_o
     if meta.get("class_names") and list(meta["class_names"]) != list(datamodule.class_names):
         raise EvalSetupError(f"{weights} was trained on classes {meta['class_names']} but the data has "
                              f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
-    if cfg.model.get("precision") == "int8":
-        quantize_for_eval(cfg, detector.model, datamodule)
+    prepare_for_eval(cfg, detector.model, datamodule)
     module = DetectorModule(detector, cfg.optim, meta)
     trainer = build_trainer(cfg, None, training=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -73,17 +72,25 @@ def evaluate_checkpoint(cfg: DictConfig, weights: Path, out_dir: Path, dataset_o
     return EvalResult(report, out_dir, len(module.evaluated_all))
 
 
-def quantize_for_eval(cfg: DictConfig, model, datamodule) -> None:
-    """``model.precision=int8``: calibrate on training images (validation ones when there are
-    none), so the score says what int8 costs on data the ranges were not fitted to."""
+def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
+    """Scores the model as ``model.precision`` runs it (see model/fast.py), so that eval tells what
+    a precision costs. int8 calibrates on training images (validation ones when there are none):
+    the score then says what int8 costs on data the ranges were not fitted to."""
     import torch
 
     from ..data.images import read_chw
     from ..model.fast import prepare_for_inference
     from ..model.quantize import CALIBRATION_IMAGES
 
-    if torch.cuda.is_available() and cfg.trainer.get("accelerator") != "cpu":
-        raise EvalSetupError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
-    records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
-    images = [read_chw(r.path) for r in records]
-    prepare_for_inference(model, "int8", images)
+    precision = cfg.model.get("precision", "auto")
+    on_gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator") not in ("cpu",)
+    images = []
+    if precision == "int8":
+        if on_gpu:
+            raise EvalSetupError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
+        records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
+        images = [read_chw(r.path) for r in records]
+    try:
+        prepare_for_inference(model, precision, images, device_type="cuda" if on_gpu else "cpu")
+    except ValueError as err:
+        raise EvalSetupError(str(err)) from None
