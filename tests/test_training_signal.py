@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -11,7 +12,9 @@ from torchvision.io import read_image
 from torchvision.ops import box_iou
 
 from rcnn_cli.config import model_config
+from rcnn_cli.eval.agreement import agreement_map50
 from rcnn_cli.model import create_detector
+from rcnn_cli.model.fast import prepare_for_inference
 
 CLASSES = ["Platelets", "RBC", "WBC"]
 LOSS_NAMES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
@@ -62,6 +65,14 @@ def test_images_without_boxes_train_as_pure_background():
     assert torch.isfinite(losses["loss_objectness"]) and losses["loss_classifier"] > 0
 
 
+def finds_every_object(found: dict, target: dict) -> bool:
+    """Every labelled box has a detection of its class scoring >= 0.5 at IoU >= 0.5."""
+    confident = found["scores"] >= 0.5
+    iou = box_iou(target["boxes"], found["boxes"][confident])
+    same_label = target["labels"][:, None] == found["labels"][confident][None, :]
+    return bool(((iou >= 0.5) & same_label).any(dim=1).all())
+
+
 @pytest.mark.slow
 def test_overfits_one_bccd_image():
     """resnet18_fpn from scratch on one image (5 RBC + 1 WBC) for 90 steps, ~100 s on one core."""
@@ -85,7 +96,21 @@ def test_overfits_one_bccd_image():
     model.eval()
     with torch.inference_mode():
         found = model([image])[0]
-    confident = found["scores"] >= 0.5
-    iou = box_iou(target["boxes"], found["boxes"][confident])
-    same_label = target["labels"][:, None] == found["labels"][confident][None, :]
-    assert ((iou >= 0.5) & same_label).any(dim=1).all(), f"best IoUs {iou.max(dim=1).values.tolist()}"
+    assert finds_every_object(found, target), "fp32 misses a labelled cell"
+
+    # The reduced-precision paths must pass the same check on these trained weights, and bf16 must
+    # reproduce fp32's clear detections (>= 0.7; lower ones here are overlapping duplicates whose
+    # NMS outcome flips with any rounding: 0.96 when they are included). int8 finds every cell
+    # too but moves boxes more on this one-image model (agreement about 0.75); on the trained
+    # BCCD model both agree at >= 0.99 (README, "Speed").
+    clear = [{key: value[found["scores"] >= 0.7] for key, value in found.items()}]
+    calibration = [image] + [bccd_sample(stem)[0] for stem in ("BloodImage_00001", "BloodImage_00010")]
+    paths = ["bf16"] + (["int8"] if "x86" in torch.backends.quantized.supported_engines else [])
+    for precision in paths:
+        reduced = prepare_for_inference(copy.deepcopy(model), precision, calibration)
+        with torch.inference_mode():
+            detections = reduced([image])
+        assert finds_every_object(detections[0], target), precision
+        if precision == "bf16":
+            agreement = agreement_map50(clear, detections, len(CLASSES))
+            assert agreement >= 0.98, f"bf16: agreement mAP50 {agreement:.3f} with fp32"
