@@ -52,21 +52,49 @@ def torchvision_twin(cfg: dict[str, Any], num_classes: int, state: dict[str, tor
     else:
         raise ValueError(f"no torchvision twin for {name}; benchmark one of resnet18_fpn, "
                          + ", ".join(TORCHVISION_BUILDERS))
+    freeze_batchnorm(model.backbone)   # as ours: frozen statistics, so training compares like with like
     target = model.state_dict()
     model.load_state_dict({k: v for k, v in state.items() if k in target}, strict=True)
     return model
 
 
-def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0) -> dict[str, nn.Module]:
-    """{"torchvision", "ours", "ours_fast", and "ours_bf16" where bf16 is native} with identical
-    (seeded random or loaded) weights."""
-    torch.manual_seed(seed)
-    cfg = {**cfg, "norm": "frozen_bn", "num_classes": cfg.get("num_classes") or num_classes}
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Every nn.BatchNorm2d -> FrozenBatchNorm2d, in place (torchvision's builders use trainable
+    BatchNorm when given no pretrained weights)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(parent, name, FrozenBatchNorm2d(child.num_features, eps=child.eps))
+
+
+def twin_problem(cfg: dict[str, Any]) -> str | None:
+    """Why torchvision has no detector equal to ``cfg`` (None when it has one)."""
     if cfg.get("backbone") == "resnet18_fpn" and cfg.get("fpn_channels", 256) != 256:
-        raise ValueError("torchvision's resnet18 FPN has 256 channels; benchmark with model.fpn_channels=256")
-    ours = create_detector(cfg).model.eval()
-    theirs = torchvision_twin(cfg, ours.roi_heads.box_predictor.cls_score.out_features, ours.state_dict()).eval()
-    models = {"torchvision": theirs, "ours": ours, "ours_fast": optimize_for_inference(copy.deepcopy(ours))}
+        return f"torchvision's resnet18 FPN has 256 channels, this model {cfg['fpn_channels']}"
+    if cfg.get("backbone") not in (*TORCHVISION_BUILDERS, "resnet18_fpn"):
+        return f"torchvision has no Faster R-CNN with a {cfg.get('backbone')} backbone"
+    return None
+
+
+def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0) -> dict[str, nn.Module]:
+    """{"torchvision" (where it has the same detector), "ours", "ours_fast", and "ours_bf16" where
+    bf16 is native} with identical weights: seeded random, or ``cfg["weights"]`` (then the class
+    count comes from the file)."""
+    torch.manual_seed(seed)
+    cfg = {**cfg, "norm": "frozen_bn", "num_classes": cfg.get("num_classes") or (None if cfg.get("weights")
+                                                                                 else num_classes)}
+    loaded = create_detector(cfg)
+    ours, cfg = loaded.model.eval(), loaded.config     # resolved: class count, trainable layers
+    models = {"ours": ours}
+    if twin_problem(cfg) is None:
+        classes = ours.roi_heads.box_predictor.cls_score.out_features
+        theirs = torchvision_twin(cfg, classes, ours.state_dict()).eval()
+        # The same layers train in both, or the training step compares different amounts of work.
+        trains = {name: p.requires_grad for name, p in ours.named_parameters()}
+        for name, p in theirs.named_parameters():
+            p.requires_grad_(trains[name])
+        models = {"torchvision": theirs, **models}
+    models["ours_fast"] = optimize_for_inference(copy.deepcopy(ours))
     if bf16_speedup(device_type(ours)) > 0:   # native bf16 only
         models["ours_bf16"] = to_bfloat16(optimize_for_inference(copy.deepcopy(ours)))
     return models
@@ -184,23 +212,29 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
         outputs = {name: [model([image])[0] for image in as_float(images)] for name, model in models.items()}
     num_classes = models["ours"].roi_heads.box_predictor.cls_score.out_features - 1
     exact = outputs["ours"]
-    result["agreement_map50"] = {"ours_vs_torchvision": agreement_map50(outputs["torchvision"], exact, num_classes)}
+    result["agreement_map50"] = {}
+    if "torchvision" in outputs:
+        result["agreement_map50"]["ours_vs_torchvision"] = agreement_map50(outputs["torchvision"], exact, num_classes)
     for name, label in (("ours_fast", "fast_vs_fp32"), ("ours_bf16", "bf16_vs_fp32"), ("ours_int8", "int8_vs_fp32")):
         if name in outputs:
             result["agreement_map50"][label] = agreement_map50(exact, outputs[name], num_classes)
     if "ours_int8" in models:
         result["int8_calibration_images"] = len(calibration)
-    tv = result["inference"]["torchvision"]["latency_batch1"]["median_s"]
-    result["speedup_vs_torchvision"] = {
-        name: tv / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}
+    # Speed-ups are against torchvision, or against our own exact fp32 where it has no twin.
+    result["baseline"] = "torchvision" if "torchvision" in models else "ours"
+    result["no_torchvision_twin"] = twin_problem(cfg)
+    base = result["inference"][result["baseline"]]["latency_batch1"]["median_s"]
+    result["speedup"] = {
+        name: base / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}
+    result["bf16_probe_speedup"] = bf16_speedup(device_type(models["ours"]))
     # What model.precision=auto runs here: the bf16 column where the probe says bf16 pays.
     auto = "ours_bf16" if "ours_bf16" in models and bf16_pays_off(device_type(models["ours"])) else "ours_fast"
     result["auto"] = auto
     if scaling:
         result["scaling"] = scaling_figures(models[auto], images, repeats, warmup)
-    if train and targets:
+    if train and targets and "torchvision" in models:
         result["training"] = training_figures(models, images[:batch], targets[:batch], repeats, warmup)
         t = result["training"]
-        result["speedup_vs_torchvision"]["train_step"] = (t["torchvision"]["train_step"]["median_s"]
+        result["speedup"]["train_step"] = (t["torchvision"]["train_step"]["median_s"]
                                                           / t["ours"]["train_step"]["median_s"])
     return result
