@@ -20,7 +20,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "b.json").read_text())
     assert {"cpu", "cores", "torch", "cpu_flags"} <= set(result["machine"])
-    names = ["torchvision", "ours", "ours_fast"]
+    names = ["torchvision", "ours", "ours_fast"] + (["ours_bf16"] if result["bf16_probe_speedup"] > 0 else [])
     if "x86" in torch.backends.quantized.supported_engines:
         names.append("ours_int8")
         assert "int8_vs_fp32" in result["agreement_map50"] and result["int8_calibration_images"] >= 2
@@ -29,7 +29,10 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
         figures = result["inference"][name]
         assert figures["latency_batch1"]["median_s"] > 0 and figures["throughput_images_per_s"] > 0
         assert result["speedup"][name] > 0
-    assert result["training"]["ours"]["train_step"]["median_s"] > 0
+    for name in ("torchvision", "ours", "ours_auto"):
+        assert result["training"][name]["train_step"]["median_s"] > 0
+    assert result["speedup"]["train_step"] > 0 and result["speedup"]["train_step_auto"] > 0
+    assert result["auto"] in names + ["ours_bf16"] and result["baseline"] == "torchvision"
     # same weights, same images: our detections are torchvision's
     assert result["agreement_map50"]["ours_vs_torchvision"] > 0.99
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_rcnn
+from conftest import TINY_TRAIN, run_rcnn
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.agreement import agreement_map50
@@ -69,3 +69,47 @@ def test_eval_scores_the_precision_asked_for_and_refuses_an_unknown_one(tiny_run
                    cwd=tiny_run.parent.parent)
     assert bad.returncode == 2 and "use one of auto, fp32, bf16, int8" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_python_api_set_precision_reports_what_it_chose(tiny_run, monkeypatch):
+    monkeypatch.setattr(fast, "bf16_pays_off", lambda device_type: False)
+    detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt")
+    assert detector.model.precision == "fp32"
+    assert detector.set_precision("auto") == "folded"
+    assert len(detector.predict(shapes_images(tiny_run, 1))) == 1
+    with pytest.raises(ValueError, match="use one of"):
+        Detector.load(tiny_run / "checkpoints" / "best.ckpt").set_precision("fp8")
+
+
+@pytest.mark.parametrize("pays_off, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_trainer_precision_auto_trains_in_bf16_only_where_it_pays(monkeypatch, pays_off, expected):
+    from rcnn_cli.training import run
+
+    monkeypatch.setattr(hardware, "bf16_pays_off", lambda device_type: pays_off)
+    assert run.training_precision("auto", "cpu") == expected
+    assert run.training_precision("16-mixed", "cpu") == "16-mixed"     # an explicit choice is kept
+
+
+def test_boxes_are_decoded_in_fp32_from_bf16_deltas():
+    """Under bf16 autocast the heads give bf16 deltas; decoding them against bf16 references
+    would put an 800 px box edge on a 4 px grid."""
+    from rcnn_cli.model.box_coder import BoxCoder
+
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    references = torch.tensor([[701.3, 402.7, 799.1, 517.9]])
+    exact = coder.decode(torch.zeros(1, 4), references)
+    from_bf16 = coder.decode(torch.zeros(1, 4, dtype=torch.bfloat16), references)
+    assert from_bf16.dtype == torch.float32
+    assert torch.allclose(from_bf16, exact, atol=1e-3)
+
+
+def test_bf16_mixed_training_validates_and_saves_fp32_detections(tmp_path):
+    """Validation under bf16 autocast once handed bf16 scores to the metric (a crash after the
+    first epoch); detections must come out fp32 whatever the autocast."""
+    out = run_rcnn("train", *TINY_TRAIN, "trainer.precision=bf16-mixed", "trainer.max_epochs=1",
+                   "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "run_dir=runs/bf16", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "precision: bf16-mixed" in out.stdout + out.stderr
+    detector = Detector.load(tmp_path / "runs" / "bf16" / "checkpoints" / "last.ckpt")
+    found = detector.predict(torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8))
+    assert found["scores"].dtype == torch.float32

@@ -14,9 +14,9 @@ from .machine import precision_advice
 from .run import benchmark
 
 
-def load_images(cfg, source: str | None, count: int) -> tuple[list[torch.Tensor], list[dict]]:
+def load_images(cfg, source: str | None, count: int, split: str = "val") -> tuple[list[torch.Tensor], list[dict]]:
     """``count`` images (uint8 (3, H, W)) and their targets: from ``source`` (folder or glob; no
-    targets) or from the configured dataset's validation split."""
+    targets) or from the configured dataset's ``split``."""
     from ..data.images import read_chw
 
     if source:
@@ -25,7 +25,7 @@ def load_images(cfg, source: str | None, count: int) -> tuple[list[torch.Tensor]
         return [read_chw(p) for p in expand_sources([source])[0][:count]], []
     from ..data.load import load_dataset
 
-    records = load_dataset(cfg.dataset, ("val",)).splits["val"][:count]
+    records = load_dataset(cfg.dataset, (split,)).splits[split][:count]
     images = [read_chw(r.path) for r in records]
     targets = [{"boxes": torch.from_numpy(r.boxes), "labels": torch.from_numpy(r.labels) % 91} for r in records]
     return images, targets
@@ -49,13 +49,6 @@ def print_result(console, result: dict) -> None:
     table.add_row(f"throughput, batch {inference['ours']['batch']} (img/s)",
                   *[f"{inference[n]['throughput_images_per_s']:.2f}" for n in names])
     table.add_row(f"speed-up vs {headers[result['baseline']]}", *[f"{result['speedup'][n]:.2f}x" for n in names])
-    if "training" in result:
-        train = result["training"]
-        table.add_row(f"train step, batch {train['ours']['batch']} (s)",
-                      *[f"{train[n]['train_step']['median_s']:.2f}" for n in ("torchvision", "ours")],
-                      *["-"] * (len(names) - 2))
-        table.add_row("train speed-up", "1.00x", f"{result['speedup']['train_step']:.2f}x",
-                      *["-"] * (len(names) - 2))
     table.add_row("peak RSS (MB)", *[f"{inference[n]['peak_rss_mb']:.0f}" for n in names])
     agreement = result["agreement_map50"]
     console.print(table)
@@ -70,6 +63,13 @@ def print_result(console, result: dict) -> None:
             "images)") if "int8_vs_fp32" in agreement else ""
     twin = (f"ours vs torchvision {shown(agreement['ours_vs_torchvision'])}, "
             if "ours_vs_torchvision" in agreement else "")
+    if "training" in result:
+        train, speedup = result["training"], result["speedup"]
+        step = {name: train[name]["train_step"]["median_s"] for name in train}
+        console.print(f"training step, batch {train['ours']['batch']}: torchvision fp32 {step['torchvision']:.2f} s; "
+                      f"ours fp32 {step['ours']:.2f} s ({speedup['train_step']:.2f}x); ours as rcnn train runs it "
+                      f"({train['ours_auto']['precision']}, channels_last) {step['ours_auto']:.2f} s "
+                      f"({speedup['train_step_auto']:.2f}x)", highlight=False)
     console.print(f"agreement mAP50: {twin}folded vs fp32 {shown(agreement['fast_vs_fp32'])}{bf16}{int8}",
                   highlight=False)
 
@@ -87,11 +87,23 @@ def print_scaling(console, rows: list[dict]) -> None:
     console.print(table)
 
 
+def calibration_images(cfg) -> list[torch.Tensor]:
+    """Up to 16 training images of the dataset ([] when it has no training split)."""
+    from ..data.errors import DatasetError
+
+    try:
+        return load_images(cfg, None, CALIBRATION_IMAGES, "train")[0]
+    except DatasetError:
+        return []
+
+
 def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console,
                       scaling: bool = False) -> dict:
-    # One read serves both: the first ``count`` images are timed, up to 16 calibrate int8.
-    calibration, targets = load_images(cfg, images_source, max(count, CALIBRATION_IMAGES))
-    images, targets = calibration[:count], targets[:count]
+    images, targets = load_images(cfg, images_source, count)
+    # int8's ranges come from training images, as in rcnn eval, so that the agreement is measured
+    # on images calibration did not see; with --images SRC the first 16 of those calibrate.
+    calibration = (calibration_images(cfg) if not images_source
+                   else load_images(cfg, images_source, CALIBRATION_IMAGES)[0]) or images
     if not images:
         raise ValueError("no images to benchmark on")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

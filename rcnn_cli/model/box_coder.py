@@ -45,8 +45,11 @@ class BoxCoder:
 
         Returns (..., k, 4) xyxy boxes.
         """
-        references = references.to(deltas.dtype)
-        deltas = deltas.reshape(deltas.shape[:-1] + (-1, 4))
+        # At least fp32: under bf16 autocast the deltas come in bf16, and a bf16 x2 of 800 px is
+        # only good to 4 px.
+        dtype = torch.promote_types(deltas.dtype, torch.float32)
+        references = references.to(dtype)
+        deltas = deltas.to(dtype).reshape(deltas.shape[:-1] + (-1, 4))
         wx, wy, ww, wh = self.weights
         widths = (references[..., 2] - references[..., 0])[..., None]
         heights = (references[..., 3] - references[..., 1])[..., None]

@@ -79,3 +79,11 @@ def bf16_speedup(device_type: str = "cpu") -> float:
 
 def bf16_pays_off(device_type: str = "cpu") -> bool:
     return bf16_speedup(device_type) >= BF16_MIN_SPEEDUP
+
+
+def training_autocast_dtype(device_type: str) -> torch.dtype | None:
+    """Mixed precision for training on ``device_type``: bf16 where it pays (see ``bf16_speedup``),
+    fp16 on other GPUs (with a gradient scaler), none (fp32) on other CPUs."""
+    if bf16_pays_off(device_type):
+        return torch.bfloat16
+    return torch.float16 if device_type == "cuda" else None

@@ -102,7 +102,7 @@ class RoIHeads(nn.Module):
         class_logits, deltas = self._predict(features, image, boxes, image_sizes)
         num_classes = class_logits.shape[-1]
         pred_boxes = clip_boxes(self.box_coder.decode(deltas, boxes), image_sizes[image])[:, 1:]
-        scores = F.softmax(class_logits, dim=-1)[:, 1:]
+        scores = F.softmax(class_logits.float(), dim=-1)[:, 1:]   # fp32 scores under autocast too
         keep = (scores > self.score_thresh) & is_large_enough(pred_boxes, MIN_DETECTION_SIZE)
         roi, cls = keep.nonzero(as_tuple=True)
         flat_boxes, flat_scores, labels, flat_image = pred_boxes[roi, cls], scores[roi, cls], cls + 1, image[roi]

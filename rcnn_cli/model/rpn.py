@@ -55,11 +55,11 @@ class RegionProposalNetwork(nn.Module):
         """
         logits, deltas = self.head(features)
         anchors = self.anchor_generator([tuple(f.shape[-2:]) for f in features], padded_shape,
-                                        device=logits.device, dtype=deltas.dtype)
+                                        device=logits.device, dtype=torch.promote_types(deltas.dtype, torch.float32))
         level_sizes = [f.shape[-2] * f.shape[-1] * k
                        for f, k in zip(features, self.anchor_generator.num_anchors_per_location())]
         boxes = self.box_coder.decode(deltas.detach(), anchors)[..., 0, :]
-        scores = self.head.objectness_score(logits.detach())
+        scores = self.head.objectness_score(logits.detach().float())   # bf16 logits would tie in top-k
         proposals = self.select_proposals(boxes, scores, level_sizes, image_sizes)
         losses = self.losses(logits, deltas, anchors, targets) if targets is not None else {}
         return proposals, losses
