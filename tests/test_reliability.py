@@ -79,5 +79,6 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     interrupted = tmp_path / "runs" / "i" / "checkpoints" / "interrupted.ckpt"
+    assert interrupted.exists(), stderr[-3000:]
     assert torch.load(interrupted, weights_only=True)["rcnn_cli"]["class_names"] == ["circle", "square", "triangle"]
     assert "Traceback" not in stderr and "resume=" in stderr

@@ -12,7 +12,7 @@ from torchvision.io import read_image
 from torchvision.ops import box_iou
 
 from rcnn_cli.config import model_config
-from rcnn_cli.eval.agreement import agreement_map50
+from rcnn_cli.eval.coco import coco_metrics
 from rcnn_cli.model import create_detector
 from rcnn_cli.model.fast import prepare_for_inference
 
@@ -98,12 +98,12 @@ def test_overfits_one_bccd_image():
         found = model([image])[0]
     assert finds_every_object(found, target), "fp32 misses a labelled cell"
 
-    # The reduced-precision paths must pass the same check on these trained weights, and bf16 must
-    # reproduce fp32's clear detections (>= 0.7; lower ones here are overlapping duplicates whose
-    # NMS outcome flips with any rounding: 0.96 when they are included). int8 finds every cell
-    # too but moves boxes more on this one-image model (agreement about 0.75); on the trained
-    # BCCD model both agree at >= 0.99 (README, "Speed").
-    clear = [{key: value[found["scores"] >= 0.7] for key, value in found.items()}]
+    # Accuracy must not move with precision: on these trained weights bf16 and int8 find every
+    # labelled cell, and their AP50 against the labels is within 0.5 points of fp32's. (Output-vs-
+    # output agreement is not asserted here: this one-image model's overlapping duplicates make it
+    # depend on the thread count, 0.96 to 1.0; on the trained BCCD model it is 0.997 for bf16 and
+    # 0.990 for int8, README "Speed".)
+    fp32_ap50 = coco_metrics([found], [target], len(CLASSES))["map_50"]
     calibration = [image] + [bccd_sample(stem)[0] for stem in ("BloodImage_00001", "BloodImage_00010")]
     paths = ["bf16"] + (["int8"] if "x86" in torch.backends.quantized.supported_engines else [])
     for precision in paths:
@@ -111,6 +111,5 @@ def test_overfits_one_bccd_image():
         with torch.inference_mode():
             detections = reduced([image])
         assert finds_every_object(detections[0], target), precision
-        if precision == "bf16":
-            agreement = agreement_map50(clear, detections, len(CLASSES))
-            assert agreement >= 0.98, f"bf16: agreement mAP50 {agreement:.3f} with fp32"
+        ap50 = coco_metrics(detections, [target], len(CLASSES))["map_50"]
+        assert ap50 >= fp32_ap50 - 0.005, f"{precision}: AP50 {ap50:.3f} against fp32's {fp32_ap50:.3f}"
