@@ -69,7 +69,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    args = [sys.executable, "-m", "rcnn_cli.cli", "train", *TINY_TRAIN, "trainer.max_epochs=5", "run_dir=runs/i"]
+    # Far more epochs than the test waits for: with bf16-mixed, 5 tiny epochs once ended before
+    # the signal was acted on.
+    args = [sys.executable, "-m", "rcnn_cli.cli", "train", *TINY_TRAIN, "trainer.max_epochs=100", "run_dir=runs/i"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "runs" / "i" / "checkpoints" / "last.ckpt"
