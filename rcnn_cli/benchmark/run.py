@@ -6,8 +6,6 @@ from __future__ import annotations
 import copy
 import resource
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,8 +17,8 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ..eval.agreement import agreement_map50
 from ..model.factory import create_detector
-from ..model.fast import optimize_for_inference, to_bfloat16
-from ..model.hardware import bf16_pays_off, bf16_speedup, training_autocast_dtype
+from ..model.fast import optimize_for_inference, to_bfloat16, use_channels_last
+from ..model.hardware import bf16_pays_off, bf16_speedup, timed, training_autocast_dtype
 from ..model.quantize import ENGINE, quantize_int8
 from .machine import machine_info
 
@@ -104,21 +102,6 @@ def device_type(model: nn.Module) -> str:
     return next(model.parameters()).device.type
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def spread(times: list[float]) -> dict[str, float]:
     quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {"median_s": statistics.median(times), "q1_s": quartiles[0], "q3_s": quartiles[2], "runs": len(times)}
@@ -159,8 +142,7 @@ def training_figures(models: dict[str, nn.Module], images: list[torch.Tensor], t
     for name in ("torchvision", "ours", "ours_auto"):
         model = copy.deepcopy(models[name.removesuffix("_auto")]).train()
         if name == "ours_auto":
-            model.backbone.to(memory_format=torch.channels_last)
-            model.channels_last = True
+            use_channels_last(model)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
         dtype = autocast if name == "ours_auto" else None
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,17 +45,21 @@ def has_native_bf16() -> bool:
     return bool(set(NATIVE_BF16_FLAGS) & cpu_flags())
 
 
-def _fastest_seconds(fn, repeats: int = 5) -> float:
-    """Best of ``repeats`` after a warm-up: the least disturbed by other work on the machine."""
-    fn()    # warm-up: oneDNN picks and caches its kernel on the first call
+def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (the first call
+    lets oneDNN pick and cache its kernels), with the GPU synchronised around each."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
 
 
 @functools.cache
@@ -71,9 +77,10 @@ def bf16_speedup(device_type: str = "cpu") -> float:
     x = torch.rand(1, 256, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
     conv = conv.to(memory_format=torch.channels_last)
     with torch.inference_mode():
-        fp32 = _fastest_seconds(lambda: conv(x))
+        # best of 5: the run least disturbed by other work on the machine
+        fp32 = min(timed(lambda: conv(x), repeats=5, warmup=1))
         conv, x = conv.to(torch.bfloat16), x.to(torch.bfloat16)
-        bf16 = _fastest_seconds(lambda: conv(x))
+        bf16 = min(timed(lambda: conv(x), repeats=5, warmup=1))
     return fp32 / bf16
 
 

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..model.factory import create_detector, read_checkpoint
+from ..model.fast import use_channels_last
 from ..model.hardware import training_autocast_dtype
 from .callbacks import PlotMetrics, SaveOnInterrupt
 from .checkpoint_io import AtomicCheckpointIO
@@ -59,15 +60,19 @@ def global_batch_size(cfg: DictConfig) -> int:
             * int(cfg.trainer.accumulate_grad_batches))
 
 
+def trainer_device_type(accelerator: str) -> str:
+    """``cuda`` or ``cpu``: where a Trainer with ``trainer.accelerator`` will put the model."""
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
 def training_precision(precision: str, accelerator: str) -> str:
     """Lightning's precision for ``trainer.precision``; ``auto`` is bf16-mixed where a probe
     measures bf16 convs faster on the device that will train (CPUs with avx512_bf16/AMX, recent
     GPUs), 16-mixed on other GPUs, 32-true on other CPUs."""
     if precision != "auto":
         return precision
-    device_type = "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
     return {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[
-        training_autocast_dtype(device_type)]
+        training_autocast_dtype(trainer_device_type(accelerator))]
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True) -> L.Trainer:
@@ -154,8 +159,7 @@ def _fit(cfg: DictConfig, run_dir: Path, say) -> TrainResult:
         say(f"note: {note}")
     # channels_last: the same fp32 cost, and what makes reduced-precision convs fast (resnet18_fpn
     # at 800 px, batch 2, 2 cores with AMX: bf16-mixed step 4.6 s NCHW, 3.3 s channels_last).
-    detector.model.backbone.to(memory_format=torch.channels_last)
-    detector.model.channels_last = True
+    use_channels_last(detector.model)
     module = DetectorModule(detector, cfg.optim, checkpoint_metadata(cfg, detector, datamodule),
                             global_batch=global_batch_size(cfg), image_paths=image_paths(datamodule))
     _write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

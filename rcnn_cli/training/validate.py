@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..model.factory import create_detector, read_checkpoint
 from .module import DetectorModule
-from .run import build_trainer, write_json
+from .run import build_trainer, trainer_device_type, write_json
 
 
 class EvalSetupError(ValueError):
@@ -76,21 +76,19 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
     """Scores the model as ``model.precision`` runs it (see model/fast.py), so that eval tells what
     a precision costs. int8 calibrates on training images (validation ones when there are none):
     the score then says what int8 costs on data the ranges were not fitted to."""
-    import torch
-
     from ..data.images import read_chw
     from ..model.fast import prepare_for_inference
     from ..model.quantize import CALIBRATION_IMAGES
 
     precision = cfg.model.get("precision", "auto")
-    on_gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator") not in ("cpu",)
+    device_type = trainer_device_type(cfg.trainer.get("accelerator", "auto"))
     images = []
     if precision == "int8":
-        if on_gpu:
+        if device_type != "cpu":
             raise EvalSetupError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
         records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
         images = [read_chw(r.path) for r in records]
     try:
-        prepare_for_inference(model, precision, images, device_type="cuda" if on_gpu else "cpu")
+        prepare_for_inference(model, precision, images, device_type=device_type)
     except ValueError as err:
         raise EvalSetupError(str(err)) from None
