@@ -12,66 +12,71 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from .config import model_config
-from .model import create_detector, read_checkpoint
-from .model.weights import guess_model_name
+from .runtime.predictor import Predictor, load_predictor, prepare_model
+from .settings import resolve
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 
 
 class Detector:
-    """A Faster R-CNN with its class names, ready to predict.
+    """A Faster R-CNN with its class names, ready to predict. Settings follow the same rule as the
+    command line (``settings.resolve``): the checkpoint's stored config, then ``model``, then the
+    keyword overrides; device and precision default to the config's ``auto``, as ``rcnn predict``.
 
     Args:
         model: preset name (``resnet18_fpn``, ``resnet50_fpn``, ``resnet50_fpn_v2``,
             ``mobilenet_v3_large_fpn``, ``mobilenet_v3_large_320_fpn``, ``vgg16``).
         num_classes: classes including background (torchvision's convention).
         class_names: names of labels 1..C (sets num_classes when that is not given).
-        device: ``cpu``, ``cuda``, ``cuda:1``...
+        device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
+        precision: ``auto``, ``fp32`` (exact), ``bf16`` or ``int8`` (see ``set_precision``).
         **overrides: any ``model`` config key, e.g. ``min_size=512, box_score_thresh=0.3``.
     """
 
     def __init__(self, model: str = "resnet18_fpn", num_classes: int | None = None,
-                 class_names: Sequence[str] | None = None, device: str = "cpu", **overrides: Any):
-        cfg = model_config(model, **({"num_classes": num_classes} if num_classes else {}), **overrides)
-        self._setup(create_detector(cfg, list(class_names) if class_names else None), device)
+                 class_names: Sequence[str] | None = None, device: str | None = None,
+                 precision: str | None = None, **overrides: Any):
+        values = _values(overrides, device, precision, num_classes=num_classes)
+        settings = resolve("predict", [f"model={model}"], values)
+        self._setup(load_predictor(settings.cfg, class_names=list(class_names) if class_names else None))
 
     @classmethod
-    def load(cls, weights: str | Path, model: str | None = None, device: str = "cpu",
-             **overrides: Any) -> Detector:
-        """Load a project checkpoint or a torchvision ``fasterrcnn_*`` state_dict file.
+    def load(cls, weights: str | Path, model: str | None = None, device: str | None = None,
+             precision: str | None = None, **overrides: Any) -> Detector:
+        """Load a project checkpoint, a torchvision ``fasterrcnn_*`` state_dict file, or an exported
+        ``.onnx`` / ``.torchscript`` file.
 
         The architecture comes from the checkpoint (project files) or from ``model`` / the file's
-        keys (torchvision files); ``overrides`` change runtime settings such as thresholds.
+        keys (torchvision files); ``overrides`` change settings such as thresholds.
         """
-        checkpoint = read_checkpoint(str(weights))
-        state, meta = checkpoint
-        if meta.get("model") and model is None:
-            cfg = {**meta["model"], **overrides}
-        else:
-            cfg = dict(model_config(model or guess_model_name(state) or "resnet50_fpn", **overrides))
-        cfg["weights"] = str(weights)
+        settings = resolve("predict", [f"model={model}"] if model else [],
+                           _values(overrides, device, precision), weights=weights)
         self = cls.__new__(cls)
-        self._setup(create_detector(cfg, checkpoint=checkpoint), device)
+        self._setup(load_predictor(settings.cfg, settings.checkpoint))
+        self.notes = settings.notes + self.notes
         return self
 
-    def _setup(self, loaded, device: str) -> None:
-        self.model = loaded.model.to(device).eval()
-        self.class_names = loaded.class_names
-        self.config = loaded.config
-        self.notes = loaded.notes
-        self.metadata = loaded.metadata      # what a project checkpoint stored (category ids, data config)
-        self.device = torch.device(device)
+    def _setup(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+        self.model = predictor.model
+        self.class_names = predictor.class_names
+        self.config = predictor.config
+        self.notes = predictor.notes
+        self.metadata = predictor.metadata   # what a project checkpoint stored (category ids, data config)
+        self.device = predictor.device
+
+    @property
+    def runs_as(self) -> str:
+        """What runs: ``fp32``, ``auto: folded``, ``auto: bf16``, ``int8``, ``onnx``..."""
+        return self._predictor.runs_as
 
     def set_precision(self, precision: str = "auto", calibration: Sequence[ImageLike] = ()) -> str:
         """Run faster from now on, as ``rcnn predict --precision`` does: ``auto`` (folded BatchNorm,
         plus bf16 where this machine measures it faster), ``bf16``, ``int8`` (CPU; ``calibration``:
-        8-16 of your images) or ``fp32`` (exact; the state after loading). Returns what was chosen.
-        One way: reload the detector to go back to exact fp32."""
-        from .model.fast import prepare_for_inference
-
+        8-16 of your images) or ``fp32``. Returns what was chosen. One way: load the detector again
+        with ``precision="fp32"`` to go back to the exact model."""
         images = [to_chw_tensor(image) for image in calibration]
-        prepare_for_inference(self.model, precision, images, device_type=self.device.type)
+        self._predictor.runs_as = prepare_model(self.model, precision, images, self.device)
         return self.model.precision
 
     @torch.inference_mode()
@@ -86,12 +91,22 @@ class Detector:
         items = [images] if single else list(images)
         results = []
         for start in range(0, len(items), batch_size):
-            batch = [to_chw_tensor(item).to(self.device) for item in items[start:start + batch_size]]
-            for detection in self.model(batch):
+            batch = [to_chw_tensor(item) for item in items[start:start + batch_size]]
+            for detection in self._predictor.detect(batch):
                 detection = {k: v.cpu() for k, v in detection.items()}
                 detection["names"] = [self.class_names[i - 1] for i in detection["labels"].tolist()]
                 results.append(detection)
         return results[0] if single else results
+
+
+def _values(overrides: dict[str, Any], device: str | None, precision: str | None, **model: Any) -> dict[str, Any]:
+    """Keyword arguments as settings values; None means "the config's own" (not an override)."""
+    values = {f"model.{key}": value for key, value in {**overrides, **model}.items() if value is not None}
+    if device is not None:
+        values["device"] = device
+    if precision is not None:
+        values["model.precision"] = precision
+    return values
 
 
 def to_chw_tensor(image: ImageLike) -> Tensor:

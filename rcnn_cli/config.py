@@ -1,84 +1,57 @@
-"""Composes the shipped Hydra config tree (``rcnn_cli/conf``, also reachable as ``conf/``)."""
+"""Composes the shipped Hydra config tree (``rcnn_cli/conf``, also reachable as ``conf/``) from
+group choices. Which settings win is decided in ``settings.resolve``, not here."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf import DictConfig
+
+from .schema import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
-
-class ConfigError(ValueError):
-    """A user's override or config that cannot be used; the message is one line for the user."""
+__all__ = ["CONF_DIR", "ConfigError", "compose_groups", "config_groups", "load_config", "model_config"]
 
 
-def config_groups() -> dict[str, list[str]]:
-    """Group name -> available options, e.g. {"model": ["mobilenet_v3_large_fpn", ...]}."""
-    groups = {}
-    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
-        groups[group.name] = sorted(f.stem for f in group.glob("*.yaml") if not f.stem.startswith("_"))
-    return groups
+def config_groups(config_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """Group name -> available options, e.g. {"model": ["mobilenet_v3_large_fpn", ...]}; a user's
+    ``--config-dir`` adds its own options (``DIR/model/mine.yaml`` -> ``model=mine``)."""
+    groups: dict[str, set[str]] = {}
+    for root in [CONF_DIR] + ([Path(config_dir)] if config_dir else []):
+        for group in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
+            names = {f.stem for f in group.glob("*.yaml") if not f.stem.startswith("_")}
+            groups.setdefault(group.name, set()).update(names)
+    return {name: sorted(options) for name, options in sorted(groups.items())}
 
 
-def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
-    """The resolved root config with ``key=value`` overrides applied.
-
-    config_dir: a user's folder of extra configs (searched before the shipped ones).
-    Raises ConfigError with one readable line when an override names no key or option.
-    """
-    overrides = list(overrides)
+def compose_groups(groups: Mapping[str, Any], config_dir: str | Path | None = None) -> DictConfig:
+    """The root config with these group choices (``{"model": "resnet50_fpn"}``) and nothing else."""
+    overrides = [f"{group}={value}" for group, value in groups.items()]
     if config_dir is not None:
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             return compose(config_name="config", overrides=overrides)
-    except (ConfigCompositionException, MissingConfigException, ConfigKeyError) as err:
-        raise ConfigError(_explain(err, overrides)) from None
+    except (ConfigCompositionException, MissingConfigException) as err:
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
 
 
-def model_config(name: str, **overrides) -> DictConfig:
-    """The ``model`` group's preset ``name`` with keyword overrides merged in."""
-    cfg = load_config([f"model={name}"]).model
-    unknown = sorted(set(overrides) - set(cfg.keys()))
-    if unknown:
-        raise ConfigError(f"unknown model option(s) {', '.join(unknown)}; "
-                          f"{_nearest_hint(unknown[0], list(cfg.keys()))}")
-    return OmegaConf.merge(cfg, overrides)
+def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """The resolved config of a fresh run with ``key=value`` overrides (``settings.resolve``'s rule)."""
+    from .settings import resolve
+
+    return resolve("config", overrides, config_dir=config_dir).cfg
 
 
-def _explain(err: Exception, overrides: list[str]) -> str:
-    """One line: what was wrong and the nearest valid choices."""
-    text = str(err).strip().splitlines()[0]
-    groups = config_groups()
-    for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key in groups and value not in groups[key]:
-            return f"unknown {key} {value!r}; {_nearest_hint(value, groups[key])}"
-    for override in overrides:
-        key = override.lstrip("+~").partition("=")[0]
-        if f"'{key}'" in text or key in text:
-            parent, _, leaf = key.rpartition(".")
-            keys = _keys_under(parent)
-            return f"unknown config key {key!r}; {_nearest_hint(leaf, keys)}"
-    return text
+def model_config(name: str, **overrides: Any) -> DictConfig:
+    """The ``model`` preset ``name`` with keyword overrides (``min_size=512``) applied by the same rule."""
+    from .settings import resolve
+
+    return resolve("config", [f"model={name}"], {f"model.{k}": v for k, v in overrides.items()}).cfg.model
 
 
-def _keys_under(parent: str) -> list[str]:
-    try:
-        node = load_config().get(parent) if parent else load_config()
-    except ConfigError:
-        return []
-    return list(node.keys()) if isinstance(node, DictConfig) else []
-
-
-def _nearest_hint(word: str, choices: list[str]) -> str:
-    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    if near:
-        return "did you mean " + " or ".join(near) + "?"
-    return "valid: " + ", ".join(choices)

@@ -9,7 +9,7 @@ from conftest import run_rcnn
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.coco import coco_metrics
-from rcnn_cli.model.fast import fold_batchnorm, optimize_for_inference
+from rcnn_cli.runtime.fast import fold_batchnorm, optimize_for_inference
 
 
 def test_quick_benchmark_writes_every_figure(tmp_path):

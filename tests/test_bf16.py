@@ -14,8 +14,8 @@ from conftest import TINY_TRAIN, run_rcnn
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.agreement import agreement_map50
-from rcnn_cli.model import fast, hardware
-from rcnn_cli.model.fast import Bfloat16, prepare_for_inference
+from rcnn_cli.runtime import fast, hardware
+from rcnn_cli.runtime.fast import Bfloat16, prepare_for_inference
 
 
 def shapes_images(tiny_run, count):

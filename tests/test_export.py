@@ -17,7 +17,7 @@ from conftest import bccd_images, facemask_images, run_rcnn
 from rcnn_cli.api import Detector, to_chw_tensor
 from rcnn_cli.eval.agreement import compare_detections
 from rcnn_cli.export.exporters import write_onnx
-from rcnn_cli.export.runtime import OnnxDetector
+from rcnn_cli.runtime.exported import OnnxDetector
 from rcnn_cli.export.verify import check_images, verify_export
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import TINY_TRAIN, run_rcnn
 
-from rcnn_cli.training.checkpoint_io import atomic_torch_save
+from rcnn_cli.files import torch_save as atomic_torch_save
 
 QUICK = [*TINY_TRAIN, "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1"]
 

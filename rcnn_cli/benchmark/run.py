@@ -17,9 +17,9 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ..eval.agreement import agreement_map50
 from ..model.factory import create_detector
-from ..model.fast import optimize_for_inference, to_bfloat16, use_channels_last
-from ..model.hardware import bf16_pays_off, bf16_speedup, timed, training_autocast_dtype
-from ..model.quantize import ENGINE, quantize_int8
+from ..runtime.fast import optimize_for_inference, to_bfloat16, use_channels_last
+from ..runtime.hardware import bf16_pays_off, bf16_speedup, timed, training_autocast_dtype
+from ..runtime.quantize import ENGINE, quantize_int8
 from .machine import machine_info
 
 TORCHVISION_BUILDERS = {
@@ -39,13 +39,13 @@ def torchvision_twin(cfg: dict[str, Any], num_classes: int, state: dict[str, tor
     """torchvision's detector for the same config, loaded with our weights."""
     kwargs = {key: (list(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key])
               for key in SHARED_KEYS if key in cfg}
-    kwargs["bbox_reg_weights"] = tuple(kwargs.get("bbox_reg_weights") or (10.0, 10.0, 5.0, 5.0))
+    kwargs["bbox_reg_weights"] = tuple(kwargs["bbox_reg_weights"])
     name = cfg["backbone"]
     if name in TORCHVISION_BUILDERS:
         model = TORCHVISION_BUILDERS[name](weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
     elif name == "resnet18_fpn":
         backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, norm_layer=FrozenBatchNorm2d,
-                                       trainable_layers=cfg.get("trainable_backbone_layers") or 3)
+                                       trainable_layers=cfg["trainable_backbone_layers"])
         model = TorchvisionFasterRCNN(backbone, num_classes=num_classes, **kwargs)
     else:
         raise ValueError(f"no torchvision twin for {name}; benchmark one of resnet18_fpn, "
@@ -67,10 +67,10 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 def twin_problem(cfg: dict[str, Any]) -> str | None:
     """Why torchvision has no detector equal to ``cfg`` (None when it has one)."""
-    if cfg.get("backbone") == "resnet18_fpn" and cfg.get("fpn_channels", 256) != 256:
+    if cfg["backbone"] == "resnet18_fpn" and cfg["fpn_channels"] != 256:
         return f"torchvision's resnet18 FPN has 256 channels, this model {cfg['fpn_channels']}"
-    if cfg.get("backbone") not in (*TORCHVISION_BUILDERS, "resnet18_fpn"):
-        return f"torchvision has no Faster R-CNN with a {cfg.get('backbone')} backbone"
+    if cfg["backbone"] not in (*TORCHVISION_BUILDERS, "resnet18_fpn"):
+        return f"torchvision has no Faster R-CNN with a {cfg['backbone']} backbone"
     return None
 
 
@@ -79,8 +79,7 @@ def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0) -> d
     bf16 is native} with identical weights: seeded random, or ``cfg["weights"]`` (then the class
     count comes from the file)."""
     torch.manual_seed(seed)
-    cfg = {**cfg, "norm": "frozen_bn", "num_classes": cfg.get("num_classes") or (None if cfg.get("weights")
-                                                                                 else num_classes)}
+    cfg = {**cfg, "norm": "frozen_bn", "num_classes": cfg["num_classes"] or (None if cfg["weights"] else num_classes)}
     loaded = create_detector(cfg)
     ours, cfg = loaded.model.eval(), loaded.config     # resolved: class count, trainable layers
     models = {"ours": ours}

@@ -9,7 +9,6 @@ torch's. Opset 17: RoiAlign with half-pixel modes (16+) and a release every runt
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..runtime.exported import TORCHSCRIPT_META
 from .graph import SingleImageDetector
 
 OPSET = 17
@@ -25,7 +25,6 @@ OUTPUT_NAMES = ["boxes", "scores", "labels"]
 # Any image height and width; any number of detections.
 DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
                 "scores": {0: "detections"}, "labels": {0: "detections"}}
-TORCHSCRIPT_META = "rcnn_meta.json"
 
 
 def export_metadata(detector, input_dtype: str) -> dict[str, str]:
@@ -38,7 +37,7 @@ def export_metadata(detector, input_dtype: str) -> dict[str, str]:
         "class_names": json.dumps(list(detector.class_names)),
         "category_ids": json.dumps(detector.metadata.get("category_ids")),
         "input_dtype": input_dtype,
-        "score_threshold": str(cfg.get("box_score_thresh", 0.05)),
+        "score_threshold": str(cfg["box_score_thresh"]),
         "model": json.dumps({k: cfg[k] for k in ("backbone", "min_size", "max_size") if k in cfg}),
     }
 
@@ -64,36 +63,27 @@ def _quiet_trace():
 
 def write_onnx(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8",
                opset: int = OPSET) -> Path:
-    """Export to ``path`` (written whole or not at all). sample: (3, H, W) image of input_dtype."""
+    """Export to ``path`` (callers write through ``files.atomic_path``). sample: (3, H, W) image of
+    input_dtype."""
     import onnx
 
     graph = traceable(detector, input_dtype)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with _quiet_trace(), torch.no_grad():
-            torch.onnx.export(graph, (sample,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES)
-        proto = onnx.load(str(tmp))
-        for key, value in export_metadata(detector, input_dtype).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _quiet_trace(), torch.no_grad():
+        torch.onnx.export(graph, (sample,), str(path), dynamo=False, opset_version=opset,
+                          input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES)
+    proto = onnx.load(str(path))
+    for key, value in export_metadata(detector, input_dtype).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
     return path
 
 
 def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8") -> Path:
     """Traced TorchScript module; metadata in the archive's extra file ``rcnn_meta.json``."""
     graph = traceable(detector, input_dtype)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with _quiet_trace(), torch.no_grad():
-            traced = torch.jit.trace(graph, (sample,), check_trace=False)
-            extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(export_metadata(detector, input_dtype))}
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _quiet_trace(), torch.no_grad():
+        traced = torch.jit.trace(graph, (sample,), check_trace=False)
+        extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(export_metadata(detector, input_dtype))}
+        torch.jit.save(traced, str(path), _extra_files=extra)
     return path

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..eval.agreement import Agreement, compare_detections
-from .runtime import ExportedDetector, ExportError
+from ..runtime.exported import ExportedDetector, ExportError
 
 BOX_TOLERANCE = 1e-2        # pixels, on matched detections above the score threshold
 SCORE_TOLERANCE = 1e-3

@@ -48,31 +48,31 @@ def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None
     """
     cfg = dict(cfg)
     state, meta = None, {}
-    if cfg.get("weights"):
+    if cfg["weights"]:
         state, meta = checkpoint or read_checkpoint(cfg["weights"])
     if not finetune:
         class_names = class_names or meta.get("class_names")
     num_classes = _resolve_num_classes(cfg, class_names, state)
-    pretrained = bool(state is not None or cfg.get("backbone_weights"))
-    cfg["norm"] = _resolve_norm(cfg.get("norm", "auto"), state, pretrained)
-    if cfg.get("trainable_backbone_layers") is None:
+    pretrained = bool(state is not None or cfg["backbone_weights"])
+    cfg["norm"] = _resolve_norm(cfg["norm"], state, pretrained)
+    if cfg["trainable_backbone_layers"] is None:
         cfg["trainable_backbone_layers"] = (PRETRAINED_TRAINABLE_LAYERS if pretrained
                                             else MAX_TRAINABLE_LAYERS[cfg["backbone"]])
     cfg["num_classes"] = num_classes
     model = build_model(cfg, num_classes)
     notes: list[str] = []
-    if cfg.get("backbone_weights"):
+    if cfg["backbone_weights"]:
         backbone_state = read_weights_file(cfg["backbone_weights"])
         load_backbone_weights(model, backbone_state, cfg["backbone"], cfg["backbone_weights"])
     if state is not None:
-        notes += load_detector_weights(model, state, cfg.get("name", cfg["backbone"]), cfg["backbone"],
+        notes += load_detector_weights(model, state, cfg["name"], cfg["backbone"],
                                        reinit_predictor=finetune)
     names = list(class_names) if class_names else _default_names(num_classes)
     return LoadedDetector(model, names, cfg, notes, meta)
 
 
 def _resolve_num_classes(cfg: Mapping[str, Any], class_names: list[str] | None, state) -> int:
-    if cfg.get("num_classes"):
+    if cfg["num_classes"]:
         return int(cfg["num_classes"])
     if class_names:
         return len(class_names) + 1

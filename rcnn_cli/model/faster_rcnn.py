@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .anchors import AnchorGenerator
-from .backbones import MAX_TRAINABLE_LAYERS, build_backbone
+from .backbones import build_backbone
 from .box_head import BoxPredictor, ConvFCHead, TwoMLPHead
 from .roi_heads import RoIHeads
 from .roi_pool import MultiScaleRoIPool
@@ -76,23 +76,21 @@ class FasterRCNN(nn.Module):
 
 
 def build_model(cfg: Mapping[str, Any], num_classes: int) -> FasterRCNN:
-    """Builds the detector a ``model`` config describes (keys are torchvision's argument names).
+    """Builds the detector a complete ``model`` config describes (keys are torchvision's argument
+    names; every default is in conf/model/_faster_rcnn.yaml). ``norm`` and
+    ``trainable_backbone_layers`` must be decided already (``factory.create_detector`` applies the
+    pretrained rule).
 
     num_classes counts the background, as in torchvision (91 for COCO).
     """
-    name = cfg["backbone"]
-    trainable = cfg.get("trainable_backbone_layers")
-    if trainable is None:
-        trainable = MAX_TRAINABLE_LAYERS.get(name, 5)
-    norm = cfg.get("norm", "bn")
-    backbone = build_backbone(name, "bn" if norm == "auto" else norm, trainable, cfg.get("fpn_channels", 256))
+    backbone = build_backbone(cfg["backbone"], cfg["norm"], cfg["trainable_backbone_layers"], cfg["fpn_channels"])
 
     anchor_generator = AnchorGenerator(
         tuple(tuple(level) for level in cfg["anchor_sizes"]),
         tuple(tuple(cfg["aspect_ratios"]) for _ in cfg["anchor_sizes"]),
     )
     rpn_head = RPNHead(backbone.out_channels, anchor_generator.num_anchors_per_location()[0],
-                       conv_depth=cfg.get("rpn_conv_depth", 1), objectness=cfg.get("rpn_objectness", "sigmoid"))
+                       conv_depth=cfg["rpn_conv_depth"], objectness=cfg["rpn_objectness"])
     rpn = RegionProposalNetwork(
         anchor_generator, rpn_head,
         fg_iou_thresh=cfg["rpn_fg_iou_thresh"], bg_iou_thresh=cfg["rpn_bg_iou_thresh"],
@@ -102,11 +100,11 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> FasterRCNN:
         nms_thresh=cfg["rpn_nms_thresh"], score_thresh=cfg["rpn_score_thresh"],
     )
 
-    output_size = cfg.get("roi_output_size", 7)
-    roi_pool = MultiScaleRoIPool(list(cfg["roi_featmap_names"]), output_size, cfg.get("roi_sampling_ratio", 2),
-                                 pool_type=cfg.get("roi_pool", "roialign"))
+    output_size = cfg["roi_output_size"]
+    roi_pool = MultiScaleRoIPool(list(cfg["roi_featmap_names"]), output_size, cfg["roi_sampling_ratio"],
+                                 pool_type=cfg["roi_pool"])
     pooled_shape = (backbone.out_channels, output_size, output_size)
-    if cfg.get("box_head", "two_mlp") == "conv_fc":
+    if cfg["box_head"] == "conv_fc":
         box_head: nn.Module = ConvFCHead(pooled_shape, [256] * 4, [cfg["representation_size"]])
     else:
         box_head = TwoMLPHead(pooled_shape[0] * output_size * output_size, cfg["representation_size"])
@@ -114,10 +112,10 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> FasterRCNN:
         roi_pool, box_head, BoxPredictor(box_head.out_features, num_classes),
         fg_iou_thresh=cfg["box_fg_iou_thresh"], bg_iou_thresh=cfg["box_bg_iou_thresh"],
         batch_size_per_image=cfg["box_batch_size_per_image"], positive_fraction=cfg["box_positive_fraction"],
-        bbox_reg_weights=tuple(cfg.get("bbox_reg_weights") or (10.0, 10.0, 5.0, 5.0)),
+        bbox_reg_weights=tuple(cfg["bbox_reg_weights"]),
         score_thresh=cfg["box_score_thresh"], nms_thresh=cfg["box_nms_thresh"],
         detections_per_img=cfg["box_detections_per_img"],
     )
     transform = ImageTransform(cfg["min_size"], cfg["max_size"], list(cfg["image_mean"]), list(cfg["image_std"]),
-                               cfg.get("size_divisible", 32))
+                               cfg["size_divisible"])
     return FasterRCNN(transform, backbone, rpn, roi_heads)

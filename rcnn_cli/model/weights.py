@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import RcnnError
+
 # Metadata key this project stores in its checkpoints (class names, model and data config).
 META_KEY = "rcnn_cli"
 PREDICTOR_PREFIX = "roi_heads.box_predictor."
 
 
-class WeightsError(ValueError):
+class WeightsError(RcnnError, ValueError):
     """A weights file that cannot be used; the message is one line for the user."""
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from ..files import save_figure
 
 PLOTTED = {"losses": ("train/loss_epoch", "val/loss"), "mAP": ("val/map", "val/map_50")}
 
@@ -62,10 +63,8 @@ def plot_metrics_csv(csv_path: Path, png_path: Path) -> None:
         if axis.lines:
             axis.legend(fontsize=8)
     figure.tight_layout()
-    temp = png_path.with_suffix(".tmp.png")
-    figure.savefig(temp, dpi=90)
+    save_figure(figure, png_path)
     plt.close(figure)
-    os.replace(temp, png_path)
 
 
 class SaveOnInterrupt(OnExceptionCheckpoint):

@@ -9,14 +9,16 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from ..errors import JobFailed
 from ..model.factory import LoadedDetector
 from ..model.weights import META_KEY
-from .optim import build_optimizer, build_scheduler, scaled_lr
+from .optim import REFERENCE_BATCH, build_optimizer, build_scheduler, scaled_lr
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(JobFailed):
     """A loss became NaN or infinite; the message names the loss terms and the images."""
 
 
@@ -28,13 +30,13 @@ class DetectorModule(L.LightningModule):
     """
 
     def __init__(self, detector: LoadedDetector, optim_cfg: Mapping[str, Any], metadata: dict[str, Any],
-                 global_batch: int = 1, image_paths: Mapping[str, list[str]] | None = None):
+                 batch_size: int = 1, image_paths: Mapping[str, list[str]] | None = None):
         super().__init__()
         self.model = detector.model
         self.class_names = detector.class_names
         self.optim_cfg = dict(optim_cfg)
         self.metadata = metadata            # stored in every checkpoint under META_KEY
-        self.global_batch = global_batch
+        self.batch_size = batch_size        # per device; the global batch is known once a Trainer runs
         self.image_paths = image_paths or {}  # split -> paths, to name images in error messages
         self.evaluated: list[tuple[int, dict, dict]] = []   # (index, prediction, target) this epoch
         self.last_report = None
@@ -60,8 +62,19 @@ class DetectorModule(L.LightningModule):
                 "lower optim.lr or set trainer.gradient_clip_val (the weights from before this step, all finite, "
                 "are in checkpoints/interrupted.ckpt)")
 
+    def global_batch(self) -> int:
+        """Images per optimizer step over every process: what the learning rate is scaled to. Asked of
+        the Trainer itself, so every form of trainer.devices (4, -1, auto, [0,1], "0,1") and nodes count."""
+        trainer = self.trainer
+        return self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
     def configure_optimizers(self):
-        lr = scaled_lr(self.optim_cfg, self.global_batch)
+        global_batch = self.global_batch()
+        lr = scaled_lr(self.optim_cfg, global_batch)
+        how = ("optim.lr" if self.optim_cfg.get("lr") is not None else
+               f"optim.base_lr {float(self.optim_cfg['base_lr']):g} per {REFERENCE_BATCH} images, scaled")
+        rank_zero_info(f"learning rate {lr:g} ({how}; global batch {global_batch} = {self.batch_size} per device "
+                       f"x {self.trainer.world_size} processes x {self.trainer.accumulate_grad_batches} accumulated)")
         optimizer = build_optimizer(self.model, self.optim_cfg, lr)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = build_scheduler(optimizer, self.optim_cfg, total)

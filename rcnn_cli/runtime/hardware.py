@@ -94,3 +94,15 @@ def training_autocast_dtype(device_type: str) -> torch.dtype | None:
     if bf16_pays_off(device_type):
         return torch.bfloat16
     return torch.float16 if device_type == "cuda" else None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The ``device`` setting as a torch device: ``auto`` is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from ..errors import UsageError
+
+        raise UsageError(f"device={name}: this machine has no CUDA GPU; use device=auto or device=cpu")
+    return device

@@ -14,10 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import RcnnError
+
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
+TORCHSCRIPT_META = "rcnn_meta.json"     # the metadata file inside an exported .torchscript
 
 
-class ExportError(Exception):
+class ExportError(RcnnError):
     """An exported file that cannot be read, with what to do about it."""
 
 
@@ -80,8 +83,6 @@ class TorchScriptDetector(ExportedDetector):
     """An exported ``.torchscript`` file (traced graph, no Python model code needed)."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        from .exporters import TORCHSCRIPT_META
-
         path = Path(path)
         extra = {TORCHSCRIPT_META: ""}
         try:

@@ -1,17 +1,24 @@
-"""The ``rcnn benchmark`` command body: images, run, table, JSON."""
+"""``rcnn benchmark``: our detector (fp32, folded, bf16, int8) and torchvision's with the same
+weights, timed side by side on the same images; table and JSON."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from rich.table import Table
 
-from ..model.quantize import CALIBRATION_IMAGES
-from .machine import precision_advice
-from .run import benchmark
+from ..benchmark.machine import precision_advice
+from ..benchmark.run import benchmark
+from ..errors import UsageError
+from ..files import write_json
+from ..runtime.quantize import CALIBRATION_IMAGES
+from ..settings import resolve
+from . import console as stderr_console
+from . import stdout
 
 
 def load_images(cfg, source: str | None, count: int, split: str = "val") -> tuple[list[torch.Tensor], list[dict]]:
@@ -43,7 +50,8 @@ def print_result(console, result: dict) -> None:
     table.add_column("", justify="right")
     for name in names:
         table.add_column(headers[name], justify="right")
-    table.add_row("latency, batch 1 (ms/img)", *[f"{inference[n]['latency_batch1']['median_s'] * 1000:.0f}" for n in names])
+    table.add_row("latency, batch 1 (ms/img)",
+                  *[f"{inference[n]['latency_batch1']['median_s'] * 1000:.0f}" for n in names])
     table.add_row("  quartiles", *[f"{inference[n]['latency_batch1']['q1_s'] * 1000:.0f}-"
                                    f"{inference[n]['latency_batch1']['q3_s'] * 1000:.0f}" for n in names])
     table.add_row(f"throughput, batch {inference['ours']['batch']} (img/s)",
@@ -77,7 +85,8 @@ def print_result(console, result: dict) -> None:
 def print_scaling(console, rows: list[dict]) -> None:
     sizes = sorted({row["min_size"] for row in rows})
     proposals = sorted({row["proposals"] for row in rows})
-    table = Table(title="model.precision=auto, batch-1 latency (ms/img) by input size and proposals", title_justify="left")
+    table = Table(title="model.precision=auto, batch-1 latency (ms/img) by input size and proposals",
+                  title_justify="left")
     table.add_column("min_size", justify="right")
     for count in proposals:
         table.add_column(f"{count} proposals", justify="right")
@@ -97,6 +106,32 @@ def calibration_images(cfg) -> list[torch.Tensor]:
         return []
 
 
+@dataclass
+class BenchmarkOptions:
+    overrides: list[str] = field(default_factory=list)
+    config_dir: Path | None = None
+    weights: Path | None = None
+    images: str | None = None
+    count: int = 4
+    batch: int = 4
+    repeats: int = 3
+    warmup: int = 1
+    train: bool = True
+    scaling: bool = False
+    json_path: Path | None = None
+
+
+def run(options: BenchmarkOptions) -> dict:
+    settings = resolve("benchmark", options.overrides, weights=options.weights, config_dir=options.config_dir)
+    for note in settings.notes:
+        stderr_console.print(f"note: {note}", highlight=False)
+    try:
+        return benchmark_command(settings.cfg, options.images, options.count, options.batch, options.repeats,
+                                 options.warmup, options.train, options.json_path, stdout, options.scaling)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console,
                       scaling: bool = False) -> dict:
     images, targets = load_images(cfg, images_source, count)
@@ -114,8 +149,6 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
         print_scaling(console, result["scaling"])
     console.print(precision_advice(), highlight=False)
     if json_path:
-        from ..training.run import write_json
-
         write_json(Path(json_path), result)
         console.print(f"written to {json_path}", highlight=False)
     return result

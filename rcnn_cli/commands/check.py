@@ -1,0 +1,80 @@
+"""``rcnn data check``: counts, sizes, every data problem, duplicates and leakage, printed and as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from ..data.check import build_report, draw_samples
+from ..data.load import load_dataset
+from ..files import write_json
+from ..settings import resolve
+from . import stdout
+
+
+@dataclass
+class CheckOptions:
+    overrides: list[str] = field(default_factory=list)
+    config_dir: Path | None = None
+    json_path: Path | None = None
+    show: int = 0
+    out: Path = Path("runs/data-check")
+
+
+def run(options: CheckOptions) -> int:
+    """Print the report (and write it as JSON); 0 usable, 1 strict with problems. Unusable data
+    raises DatasetError (exit 2)."""
+    cfg = resolve("check", options.overrides, config_dir=options.config_dir).cfg
+    # Every problem is reported here, strict or not; strict only decides the exit code.
+    loaded = load_dataset(OmegaConf.merge(cfg.dataset, {"strict": False}), ("train", "val", "test"))
+    report = build_report(loaded)
+    print_report(stdout, report)
+    if options.json_path:
+        write_json(options.json_path, report)
+        stdout.print(f"report written to {options.json_path}", highlight=False)
+    if options.show:
+        written = draw_samples(loaded, options.show, options.out)
+        stdout.print(f"{len(written)} pictures with boxes in {options.out}", highlight=False)
+    return 1 if cfg.dataset.strict and report["problems"] else 0
+
+
+def print_report(console: Console, report: dict[str, Any]) -> None:
+    splits = report["splits"]
+    table = Table(title=f"{report['images']} images, {report['boxes']} boxes", title_justify="left")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    table.add_column("all", justify="right")
+    for name, total in report["classes"].items():
+        table.add_row(name, *[str(splits[s]["classes"][name]) for s in splits], str(total))
+    table.add_row("[dim]images[/]", *[str(splits[s]["images"]) for s in splits], str(report["images"]))
+    table.add_row("[dim]empty images[/]", *[str(splits[s]["empty_images"]) for s in splits],
+                  str(report["empty_images"]))
+    console.print(table)
+    sizes, boxes = report["image_size"], report["box_sizes"]
+    console.print(f"image sizes {sizes['min'][0]}x{sizes['min'][1]} to {sizes['max'][0]}x{sizes['max'][1]}; "
+                  f"boxes small (<32²) {boxes['small']}, medium {boxes['medium']}, large (≥96²) {boxes['large']}",
+                  highlight=False)
+    if report["problems"]:
+        problems = Table(title="problems found (and what was done)", title_justify="left")
+        for column in ("problem", "count", "policy", "first files"):
+            problems.add_column(column, overflow="fold")
+        for p in report["problems"]:
+            problems.add_row(p["kind"], str(p["count"]), p["policy"], "\n".join(p["examples"][:3]))
+        console.print(problems)
+    else:
+        console.print("[green]no problems found[/]")
+    for key, title in (("duplicates", "pair(s) of duplicate images within a split"),
+                       ("leakage", "pair(s) of duplicate images across splits (leakage)")):
+        if report[key]:
+            console.print(f"[yellow]{len(report[key])} {title}[/], e.g. "
+                          + "; ".join(f"{d['kind']}: {d['a']} = {d['b']}" for d in report[key][:3]), highlight=False)
+    for note in report["notes"]:
+        console.print(f"note: {note}", highlight=False)
+
+

@@ -1,0 +1,130 @@
+"""``rcnn eval``: a checkpoint on its validation split (or the data named), with the full report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from rich.table import Table
+
+from ..errors import UsageError
+from ..files import write_json
+from ..settings import Settings, resolve
+from . import say, stdout
+
+
+@dataclass
+class EvalOptions:
+    weights: Path
+    overrides: list[str] = field(default_factory=list)
+    config_dir: Path | None = None
+    json_path: Path | None = None
+    predictions: Path | None = None
+    out: Path | None = None
+
+
+@dataclass
+class EvalResult:
+    report: Any                 # rcnn_cli.eval.EvalReport (None on ranks other than 0)
+    out_dir: Path
+    num_images: int
+    cfg: DictConfig | None = None
+
+
+def run(options: EvalOptions) -> EvalResult:
+    if not Path(options.weights).is_file():
+        raise UsageError(f"--weights {options.weights}: no such file")
+    settings = resolve("eval", options.overrides, weights=options.weights, config_dir=options.config_dir)
+    for note in settings.notes:
+        say(f"note: {note}")
+    out = options.out or default_eval_dir(Path(options.weights))
+    result = evaluate(settings, out, options.json_path, options.predictions)
+    if result.report is not None:
+        print_report(result)
+    return result
+
+
+def default_eval_dir(weights: Path) -> Path:
+    """runs/x/checkpoints/best.ckpt -> runs/x/eval; anything else -> runs/eval-<stem>."""
+    if weights.parent.name == "checkpoints":
+        return weights.parent.parent / "eval"
+    return Path("runs") / f"eval-{weights.stem}"
+
+
+def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
+             predictions_path: Path | None = None) -> EvalResult:
+    from ..data.datamodule import DetectionDataModule
+    from ..eval import coco_results
+    from ..model.factory import create_detector
+    from ..training.module import DetectorModule
+    from ..training.trainer import build_trainer
+
+    cfg = settings.cfg
+    datamodule = DetectionDataModule(cfg)
+    datamodule.setup("validate")
+    detector = create_detector(cfg.model, checkpoint=settings.checkpoint)
+    stored = (settings.checkpoint[1] if settings.checkpoint else {}).get("class_names")
+    if stored and list(stored) != list(datamodule.class_names):
+        raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
+                         f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
+    prepare_for_eval(cfg, detector.model, datamodule)
+    module = DetectorModule(detector, cfg.optim, settings.checkpoint[1] if settings.checkpoint else {})
+    trainer = build_trainer(cfg, None, training=False)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    if trainer.global_rank != 0:
+        return EvalResult(None, out_dir, 0, cfg)
+    report = module.last_report
+    summary = report.summary()
+    write_json(out_dir / "metrics.json", summary)
+    if json_path:
+        write_json(json_path, summary)
+    write_json(out_dir / "thresholds.json", report.thresholds())
+    report.save_plots(out_dir)
+    if predictions_path:
+        records = datamodule.records("val")
+        evaluated = module.evaluated_all
+        image_ids = [records[index].source_id for index, _, _ in evaluated]
+        category_ids = datamodule.category_ids or list(range(1, len(datamodule.class_names) + 1))
+        write_json(predictions_path, coco_results([p for _, p, _ in evaluated], image_ids, category_ids))
+    return EvalResult(report, out_dir, len(module.evaluated_all), cfg)
+
+
+def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
+    """Scores the model as ``model.precision`` runs it (see runtime/fast.py), so that eval tells what
+    a precision costs. int8 calibrates on training images (validation ones when there are none):
+    the score then says what int8 costs on data the ranges were not fitted to."""
+    import torch
+
+    from ..data.images import read_chw
+    from ..runtime.predictor import prepare_model
+    from ..runtime.quantize import CALIBRATION_IMAGES
+    from ..training.trainer import trainer_device_type
+
+    device = torch.device(trainer_device_type(cfg.trainer.accelerator))
+    images = []
+    if cfg.model.precision == "int8":
+        if device.type != "cpu":
+            raise UsageError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
+        records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
+        images = [read_chw(r.path) for r in records]
+    prepare_model(model, cfg.model.precision, images, device)
+
+
+EVAL_ROWS = (("map", "AP @[.5:.95] (COCO)"), ("map_50", "AP50"), ("map_75", "AP75"), ("map_small", "AP small"),
+             ("map_medium", "AP medium"), ("map_large", "AP large"), ("mar_100", "AR@100"),
+             ("voc07_map50", "VOC07 AP50 (11-point)"), ("voc_map50", "VOC AP50 (all points)"))
+
+
+def print_report(result: EvalResult) -> None:
+    summary = result.report.summary()
+    stdout.print(result.report.table())
+    table = Table(title=f"{result.num_images} images", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, title in EVAL_ROWS:
+        if key in summary:
+            table.add_row(title, "n/a" if summary[key] < 0 else f"{summary[key]:.4f}")
+    stdout.print(table)
+    stdout.print(f"plots, metrics.json and thresholds.json in {result.out_dir}", highlight=False)

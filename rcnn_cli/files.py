@@ -1,0 +1,76 @@
+"""Every file the toolkit writes goes through here: written whole or not at all (temp file beside
+the target, flushed to disk, renamed over it), and run folders numbered one way."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temp path beside ``path`` to write to; after the block it is synced and renamed
+    over ``path``, so readers see the old file or the new one, never half of one. On an error
+    (or Ctrl-C) the temp file is removed and ``path`` is untouched.
+
+    The temp name keeps the suffix (``.best.1a2b.tmp.onnx``): writers that pick the format by
+    suffix (matplotlib, PIL, onnx) still work, and a leftover is recognisable.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(handle)
+    try:
+        yield Path(temp)
+        _sync(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _sync(path: str) -> None:
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as temp:
+        temp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(data, indent=indent))
+
+
+def save_figure(figure, path: str | Path, dpi: int = 90) -> None:
+    """A matplotlib figure as PNG (or whatever ``path``'s suffix says), atomically."""
+    with atomic_path(path) as temp:
+        figure.savefig(temp, dpi=dpi)
+
+
+def torch_save(obj: Any, path: str | Path) -> None:
+    """torch.save, atomically: a crash mid-write leaves the previous checkpoint intact."""
+    import torch
+
+    with atomic_path(path) as temp, open(temp, "wb") as file:
+        torch.save(obj, file)
+
+
+def numbered_folder(base: str | Path) -> Path:
+    """``base`` if free, else ``base-2``, ``base-3``... (as Ultralytics numbers its runs)."""
+    base = Path(base)
+    candidate, n = base, 2
+    while candidate.exists():
+        candidate, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return candidate

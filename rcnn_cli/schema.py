@@ -1,0 +1,162 @@
+"""Types and allowed values of the config keys. Defaults live once, in ``conf/``; this module only
+says what a value may be, so that a typo is one line naming the nearest valid choice instead of a
+silently built default.
+
+A key listed in ``RULES`` is checked against its rule; any other key must keep the type of its
+default (an int where the default is an int, a list where it is a list; ints pass for floats).
+A key whose default is ``null`` must be listed here (``tests/test_settings.py`` checks that every
+``model.*`` and ``dataset.*`` key of every preset is covered one way or the other).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .errors import UsageError
+
+
+class ConfigError(UsageError, ValueError):
+    """A user's override or config that cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    types: tuple[type, ...]                  # accepted Python types (after YAML parsing)
+    choices: tuple[Any, ...] = ()            # allowed values, when the set is closed
+    nullable: bool = False
+    low: float | None = None                 # inclusive bounds for numbers
+    high: float | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed, or None."""
+        if value is None:
+            return None if self.nullable else "must be set"
+        if isinstance(value, bool) and bool not in self.types:
+            return f"must be {_describe(self.types)}"
+        if not isinstance(value, self.types):
+            return f"must be {_describe(self.types)}"
+        if self.choices and value not in self.choices:
+            return "must be one of " + ", ".join(map(str, self.choices))
+        numbers = [value] if isinstance(value, (int, float)) else (value if isinstance(value, list) else [])
+        for number in numbers:
+            if isinstance(number, (int, float)) and not isinstance(number, bool):
+                if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+                    return f"must be in [{self.low}, {self.high}]"
+        return None
+
+
+def _describe(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+INT, FLOAT, TEXT, LIST = (int,), (int, float), (str,), (list,)
+FRACTION = Rule(FLOAT, low=0.0, high=1.0)
+
+RULES: dict[str, Rule] = {
+    # model: architecture
+    "model.backbone": Rule(TEXT, ("resnet18_fpn", "resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_large_fpn",
+                                  "vgg16")),
+    "model.num_classes": Rule(INT, nullable=True, low=2),
+    "model.weights": Rule(TEXT, nullable=True),
+    "model.backbone_weights": Rule(TEXT, nullable=True),
+    "model.trainable_backbone_layers": Rule(INT, nullable=True, low=0, high=6),
+    "model.norm": Rule(TEXT, ("auto", "frozen_bn", "bn")),
+    "model.precision": Rule(TEXT, ("auto", "fp32", "bf16", "int8")),
+    "model.min_size": Rule((int, list), low=1),      # a list: multi-scale training (one drawn per batch)
+    "model.rpn_objectness": Rule(TEXT, ("sigmoid", "softmax")),
+    "model.roi_pool": Rule(TEXT, ("roialign", "roipool")),
+    "model.box_head": Rule(TEXT, ("two_mlp", "conv_fc")),
+    "model.rpn_nms_thresh": FRACTION, "model.box_nms_thresh": FRACTION,
+    "model.rpn_fg_iou_thresh": FRACTION, "model.rpn_bg_iou_thresh": FRACTION,
+    "model.box_fg_iou_thresh": FRACTION, "model.box_bg_iou_thresh": FRACTION,
+    "model.rpn_positive_fraction": FRACTION, "model.box_positive_fraction": FRACTION,
+    "model.box_score_thresh": FRACTION, "model.rpn_score_thresh": FRACTION,
+    "model.box_detections_per_img": Rule(INT, low=1),
+    # dataset
+    "dataset.format": Rule(TEXT, ("voc", "coco", "yolo", "shapes")),
+    "dataset.class_names": Rule(LIST, nullable=True),
+    "dataset.root": Rule((str, list), nullable=True),   # a list of VOC roots: 07+12
+    "dataset.num_workers": Rule((int, str), nullable=False, low=0),
+    "dataset.val_fraction": FRACTION,
+    "dataset.batch_size": Rule(INT, low=1),
+    # the rest of the config
+    "optim.name": Rule(TEXT, ("sgd", "adamw")),
+    "optim.schedule": Rule(TEXT, ("multistep", "cosine", "constant")),
+    "optim.lr": Rule(FLOAT, nullable=True, low=0),
+    "trainer.precision": Rule(TEXT, ("auto", "32-true", "bf16-mixed", "16-mixed", "32", "bf16", "16")),
+    "trainer.accelerator": Rule(TEXT, ("auto", "cpu", "gpu", "cuda", "mps")),
+    "callbacks.checkpoint.mode": Rule(TEXT, ("max", "min")),
+    "device": Rule(TEXT),
+}
+# Keys whose default is null and whose value is free text or a path (nothing more to check).
+FREE = ("dataset.name", "dataset.train_split", "dataset.val_split", "dataset.test_split", "dataset.images",
+        "dataset.annotations", "dataset.train_json", "dataset.train_images", "dataset.val_json",
+        "dataset.val_images", "dataset.test_json", "dataset.test_images")
+for _key in FREE:
+    RULES.setdefault(_key, Rule(TEXT, nullable=True))
+
+
+SECTIONS = ("model", "dataset", "optim", "trainer", "callbacks")
+
+
+def check(cfg: DictConfig, defaults: DictConfig) -> None:
+    """Raises ConfigError for the first ``model.*`` / ``dataset.*`` / listed value that breaks its rule.
+
+    defaults: the same config before the user's values, for keys typed by their default.
+    """
+    plain_defaults = dict(_leaves(defaults, SECTIONS))
+    for key, value in _leaves(cfg, SECTIONS):
+        rule = RULES.get(key)
+        if key == "dataset.num_workers" and value != "auto" and not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r}: must be auto or an integer")
+        if rule is None:
+            default = plain_defaults.get(key)
+            if default is None:
+                continue
+            rule = Rule((int, float) if isinstance(default, float) else (type(default),))
+        problem = rule.problem(value)
+        if problem:
+            near = _nearest(str(value), [str(c) for c in rule.choices]) if rule.choices else ""
+            raise ConfigError(f"{key}={value!r}: {problem}" + (f" (did you mean {near}?)" if near else ""))
+    check_value("device", OmegaConf.select(cfg, "device", default="auto"))
+
+
+def check_value(key: str, value: Any) -> None:
+    if key == "device" and not (value in ("auto", "cpu", "cuda", "mps") or str(value).startswith("cuda:")):
+        raise ConfigError(f"device={value!r}: must be auto (the GPU when there is one), cpu, cuda or cuda:N")
+
+
+def _leaves(cfg: DictConfig, sections: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for section in sections:
+        yield from _walk(plain.get(section) or {}, section)
+
+
+def _walk(node: dict, prefix: str) -> Iterator[tuple[str, Any]]:
+    for key, value in node.items():
+        path = f"{prefix}.{key}"
+        if isinstance(value, dict) and path not in RULES:
+            yield from _walk(value, path)
+        else:
+            yield path, value
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    return " or ".join(difflib.get_close_matches(word, choices, n=2, cutoff=0.4))
+
+
+def nearest_hint(word: str, choices: list[str]) -> str:
+    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    if near:
+        return "did you mean " + " or ".join(near) + "?"
+    return "valid: " + ", ".join(choices)
+
+
+def is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, ListConfig))

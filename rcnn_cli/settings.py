@@ -1,0 +1,219 @@
+"""The one rule that decides the settings of every command and of the Python API.
+
+    shipped defaults (conf/)  <  the checkpoint's stored config  <  presets named on the command
+    line (model=..., dataset=..., experiment=...)  <  key=value typed by the user
+
+the last winning. ``rcnn train`` (fresh and ``resume=``), ``eval``, ``predict``, ``export``,
+``benchmark``, ``config show`` and ``Detector.load`` all call ``resolve``; none merges settings its
+own way. What the stored config brings depends on the command: a resumed run gets all of it (it is
+the same run); the other commands get what describes the model and its data (``model``,
+``dataset``, ``augment``, ``optim``) but run on this machine's trainer and device settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .config import compose_groups, config_groups
+from .schema import ConfigError, check, nearest_hint
+
+# What a checkpoint's stored config gives a command that is not resuming the run.
+STORED_SECTIONS = ("model", "dataset", "augment", "optim")
+# Model keys a resumed run may change: they act at inference only, not on what is trained.
+RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
+                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights")
+# Keys that, changed on resume, would not continue the run but start another one.
+FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
+EXPORTED_SUFFIXES = (".onnx", ".torchscript")
+
+
+@dataclass
+class Settings:
+    cfg: DictConfig                                   # the resolved config
+    checkpoint: tuple[dict, dict] | None = None       # (state_dict, metadata) of the weights, read once
+    notes: list[str] = field(default_factory=list)    # what the rule decided that the user should see
+
+
+def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None,
+            weights: str | Path | None = None, config_dir: str | Path | None = None) -> Settings:
+    """The settings ``command`` runs with.
+
+    overrides: Hydra-style strings (``model=resnet50_fpn``, ``model.min_size=640``, ``+key=v``).
+    values: the same as already-typed values (``{"model.min_size": [480, 512]}``, the Python API).
+    weights: the checkpoint or weights file the command runs (eval, predict, export, the API); for
+        ``train`` the stored config comes from ``resume=`` instead.
+    """
+    groups, typed = _split(list(overrides), values or {}, config_dir)
+    resume = typed.get("resume") if command == "train" else None
+    source = resume or weights
+    checkpoint, stored, notes = _stored_config(source, command, groups)
+    if stored is None and "model" not in groups and source and _guess_model(checkpoint):
+        groups["model"] = _guess_model(checkpoint)
+        notes.append(f"{Path(str(source)).name} looks like model={groups['model']} (guessed from its keys); "
+                     "name another with model=...")
+    cfg = compose_groups(groups, config_dir)
+    defaults = cfg.copy()
+    if stored is not None:
+        cfg = _layer_stored(cfg, stored, groups, config_dir, resume_all=bool(resume))
+    _apply(cfg, typed)
+    if resume:
+        notes += _resume_changes(stored, cfg, groups)
+    if weights is not None:
+        with open_dict(cfg):
+            cfg.model.weights = str(weights)
+    check(cfg, defaults)
+    return Settings(cfg, checkpoint, notes)
+
+
+def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> tuple[dict[str, str], dict[str, Any]]:
+    """Group choices (``model=x``) apart from typed values (``model.min_size=640``), parsed as Hydra does."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as err:  # hydra's parser errors are long; the first line says enough
+        raise ConfigError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
+    groups, typed = {}, {}
+    known = config_groups(config_dir)
+    for item in parsed:
+        key = item.key_or_group
+        if item.is_sweep_override():
+            raise ConfigError(f"{item.input_line}: a sweep needs `rcnn train --multirun`")
+        if key in known:
+            value = item.value()
+            if value not in known[key]:
+                raise ConfigError(f"unknown {key} {value!r}; {nearest_hint(str(value), known[key])}")
+            groups[key] = value
+        else:
+            typed[("+" if item.is_add() else "") + key] = item.value()
+    for key, value in values.items():
+        typed[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return groups, typed
+
+
+def _stored_config(source, command: str, groups: dict) -> tuple[tuple | None, dict | None, list[str]]:
+    """(checkpoint, the stored config as a plain dict or None, notes)."""
+    if not source:
+        return None, None, []
+    path = Path(str(source))
+    if path.suffix.lower() in EXPORTED_SUFFIXES:
+        return None, None, []
+    from .model.factory import read_checkpoint
+
+    checkpoint = read_checkpoint(str(path))
+    meta = checkpoint[1]
+    if not meta:
+        if command == "train":
+            raise ConfigError(f"resume={path}: not an rcnn checkpoint (no stored run); "
+                              "to start from its weights use model.weights=")
+        return checkpoint, None, []
+    stored = dict(meta.get("config") or {})
+    # The detector's own resolved model config (norm, class count and trainable stages decided
+    # when it was built) describes the weights exactly; older checkpoints stored only this part.
+    stored["model"] = {**(stored.get("model") or {}), **(meta.get("model") or {})}
+    if meta.get("dataset") and not stored.get("dataset"):
+        stored["dataset"] = meta["dataset"]
+    return checkpoint, stored, []
+
+
+def _guess_model(checkpoint) -> str | None:
+    if checkpoint is None:
+        return None
+    from .model.weights import guess_model_name
+
+    return guess_model_name(checkpoint[0])
+
+
+def _layer_stored(cfg: DictConfig, stored: dict, groups: dict, config_dir, resume_all: bool) -> DictConfig:
+    """Defaults < stored < named presets. Keys the stored config has that this version does not
+    know (renamed since) are left out; keys it lacks (added since) keep their defaults."""
+    sections = list(stored) if resume_all else [s for s in STORED_SECTIONS if s in stored]
+    layer = {}
+    for section in sections:
+        if section in groups or section not in cfg:
+            continue        # a preset named on the command line replaces the stored section
+        node = stored[section]
+        layer[section] = _known(node, cfg[section]) if isinstance(cfg[section], DictConfig) else node
+    if resume_all and "model" in layer:
+        layer["model"]["weights"] = None          # Lightning restores the weights themselves
+        layer["model"]["backbone_weights"] = None
+    merged = OmegaConf.merge(cfg, layer)
+    if "experiment" in groups:                    # an experiment is a preset too: its values win
+        merged = OmegaConf.merge(merged, _experiment_layer(groups, config_dir))
+    return merged
+
+
+def _known(node: Any, reference: DictConfig) -> dict:
+    if not isinstance(node, Mapping):
+        return node
+    return {k: v for k, v in node.items() if k in reference}
+
+
+def _experiment_layer(groups: dict, config_dir) -> dict:
+    """What the named experiment sets: the keys where composing with it differs from without it."""
+    with_it = OmegaConf.to_container(compose_groups(groups, config_dir), resolve=True)
+    without = OmegaConf.to_container(compose_groups({k: v for k, v in groups.items() if k != "experiment"},
+                                                    config_dir), resolve=True)
+    return _difference(with_it, without)
+
+
+def _difference(new: dict, old: dict) -> dict:
+    out = {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            inner = _difference(value, old[key])
+            if inner:
+                out[key] = inner
+        elif key not in old or old[key] != value:
+            out[key] = value
+    return out
+
+
+def _apply(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
+    """The user's key=value pairs, each naming an existing key (``+key=`` adds a new one)."""
+    missing = object()
+    for raw_key, value in typed.items():
+        key = raw_key.lstrip("+")
+        if not raw_key.startswith("+") and OmegaConf.select(cfg, key, default=missing) is missing:
+            raise ConfigError(_unknown_key(cfg, key))
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+
+
+def _unknown_key(cfg: DictConfig, key: str) -> str:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    choices = list(node.keys()) if isinstance(node, DictConfig) else list(cfg.keys())
+    if parent and not isinstance(node, DictConfig):
+        return f"unknown config key {key!r}; {nearest_hint(parent, list(cfg.keys()))}"
+    return f"unknown config key {key!r}; {nearest_hint(leaf, [str(c) for c in choices])}"
+
+
+def _resume_changes(stored: dict, cfg: DictConfig, groups: dict) -> list[str]:
+    """One clear error for a change that cannot continue the run; a note for each that can."""
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changes = []
+    for key, old, new in _changed(stored, now):
+        section, _, leaf = key.partition(".")
+        if key in FIXED_ON_RESUME or (section == "model" and leaf not in RUNTIME_MODEL_KEYS):
+            raise ConfigError(f"cannot resume with {key}={new!r}: the run was trained with {old!r}; "
+                              "to train another way from these weights, start a new run with "
+                              f"model.weights={cfg.resume}")
+        if section not in ("resume", "run_dir", "name") and leaf not in ("weights", "backbone_weights"):
+            changes.append(f"{key}: {old!r} -> {new!r}")
+    return [f"resume changes {', '.join(changes)}"] if changes else []
+
+
+def _changed(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in new:
+            if key in old:
+                out += _changed(old[key], new[key], f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
