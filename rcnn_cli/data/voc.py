@@ -61,7 +61,8 @@ def _declared_size(root: ET.Element) -> tuple[int, int] | None:
 
 
 def _image_for(xml_path: Path, filename: str | None, images_dir: Path, log: ProblemLog) -> Path | None:
-    """The image an XML describes: its <filename> in the image folder, else the file with its stem."""
+    """The image an XML describes: its <filename> in the image folder, else the file with its stem,
+    else <filename> as written, unless that leaves the folder (then None, reported)."""
     if filename:
         path = safe_join(images_dir, Path(filename).name if "\\" not in filename else filename)
         if path is None:
@@ -73,7 +74,13 @@ def _image_for(xml_path: Path, filename: str | None, images_dir: Path, log: Prob
         candidate = images_dir / f"{xml_path.stem}{extension}"
         if candidate.is_file():
             return candidate
-    return (images_dir / filename) if filename else images_dir / f"{xml_path.stem}.jpg"
+    if not filename:
+        return images_dir / f"{xml_path.stem}.jpg"
+    # The name as written may hold sub-folders of the image folder, never ../ or an absolute path.
+    path = safe_join(images_dir, filename)
+    if path is None:
+        report(log, "unsafe_path", xml_path, f"filename {filename!r}")
+    return path
 
 
 def read_split_ids(root: Path, split: str) -> list[str]:
