@@ -1,7 +1,9 @@
 """Decoding images the same way everywhere: RGB, EXIF orientation applied.
 
-Labelling tools (LabelImg, CVAT, Roboflow) show photos upright, i.e. with EXIF orientation applied,
-and users draw boxes on what they see; so we apply it too, in training, evaluation and prediction.
+Labelling tools (CVAT, Roboflow) show photos upright, i.e. with EXIF orientation applied, and users
+draw boxes on what they see; so we apply it too, in training, evaluation and prediction. LabelImg
+and a few others label the stored pixels instead: ``sanitize.make_record`` recognises those files by
+their declared size and turns their boxes (``upright_boxes``), so that pixels are decoded one way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Refuse decompression bombs with a message instead of exhausting memory (20000x20000 headers).
 MAX_PIXELS = 12_000 * 12_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ORIENTATION = 0x0112        # the EXIF tag
+SWAPS_SIDES = (5, 6, 7, 8)  # orientations shown turned by 90 degrees: width and height trade places
 
 
 class ImageReadError(ValueError):
@@ -79,15 +83,34 @@ def read_decodable_chw(paths) -> list[torch.Tensor]:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) as decoded (EXIF rotation applied), reading only the header."""
+    width, height, orientation = image_header(path)
+    return (height, width) if orientation in SWAPS_SIDES else (width, height)
+
+
+def image_header(path: str | Path) -> tuple[int, int, int]:
+    """(stored width, stored height, EXIF orientation 1..8) from the header, before any rotation."""
     path = Path(path)
     try:
         with Image.open(path) as opened:
             width, height = opened.size
-            orientation = opened.getexif().get(0x0112, 1)
+            orientation = opened.getexif().get(ORIENTATION, 1)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except Image.DecompressionBombError:
         raise ImageReadError(f"{path}: larger than {MAX_PIXELS:,} pixels; refusing to decode") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: unreadable image header ({err})") from None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return width, height, orientation if orientation in range(1, 9) else 1
+
+
+def upright_boxes(boxes: np.ndarray, orientation: int, width: int, height: int) -> np.ndarray:
+    """(N, 4) xyxy boxes on the stored ``width`` x ``height`` pixels -> the same regions on the
+    picture ``read_rgb`` decodes, i.e. turned as ``ImageOps.exif_transpose`` turns the pixels."""
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    corners = {   # where the stored corners (x1, y1) and (x2, y2) land, per orientation
+        1: (x1, y1, x2, y2), 2: (width - x1, y1, width - x2, y2), 3: (width - x1, height - y1, width - x2, height - y2),
+        4: (x1, height - y1, x2, height - y2), 5: (y1, x1, y2, x2), 6: (height - y1, x1, height - y2, x2),
+        7: (height - y1, width - x1, height - y2, width - x2), 8: (y1, width - x1, y2, width - x2),
+    }[orientation]
+    ax, ay, bx, by = corners
+    return np.stack([np.minimum(ax, bx), np.minimum(ay, by), np.maximum(ax, bx), np.maximum(ay, by)], axis=1)
