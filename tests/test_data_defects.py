@@ -4,6 +4,7 @@ image size limit."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -114,3 +115,51 @@ def test_boxes_on_the_upright_photo_are_kept_as_they_are(tmp_path, bccd_root):
     (record,) = loaded.splits["train"]
     assert (record.width, record.height) == (480, 640) and len(loaded.problems) == 0
     assert record.boxes.tolist() == upright_boxes
+
+
+def dataset_cfg(*overrides: str):
+    return load_config(list(overrides)).dataset
+
+
+def held_out(loaded) -> tuple[int, int]:
+    train, val = ({r.path for r in loaded.splits[s]} for s in ("train", "val"))
+    assert not train & val
+    return len(train), len(val)
+
+
+def test_coco_without_a_val_file_holds_out_val_fraction_of_train(facemask_root):
+    args = ["dataset=coco", f"dataset.train_json={facemask_root}/annotations/custom_train.json",
+            f"dataset.train_images={facemask_root}/train2017"]
+    loaded = load_dataset(dataset_cfg(*args), ("train", "val", "test"))
+    assert held_out(loaded) == (542, 135)                    # 677 images, val_fraction 0.2
+    assert any("135 of 677" in note and "dataset.val_fraction=0.2" in note for note in loaded.notes)
+    only_val = load_dataset(dataset_cfg(*args), ("val",))   # as eval asks for it: the same 135
+    assert [r.path for r in only_val.splits["val"]] == [r.path for r in loaded.splits["val"]]
+    other = load_dataset(dataset_cfg(*args, "dataset.split_seed=1"))
+    assert {r.path for r in other.splits["val"]} != {r.path for r in loaded.splits["val"]}
+
+
+def test_roboflow_export_with_only_a_train_folder_gets_a_val_split(tmp_path, facemask_root):
+    data = json.loads((facemask_root / "annotations" / "custom_train.json").read_text())
+    data["images"] = data["images"][:10]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in {i["id"] for i in data["images"]}]
+    (tmp_path / "train").mkdir()
+    for image in data["images"]:
+        shutil.copy(facemask_root / "train2017" / image["file_name"], tmp_path / "train")
+    (tmp_path / "train" / "_annotations.coco.json").write_text(json.dumps(data))
+    loaded = load_dataset(dataset_cfg("dataset=coco", f"dataset.root={tmp_path}"), ("train", "val", "test"))
+    assert held_out(loaded) == (8, 2) and "test" not in loaded.splits
+    assert len(loaded.problems) == 0
+
+
+def test_yolo_with_only_a_train_folder_gets_a_val_split(tmp_path, bccd_root):
+    (tmp_path / "data.yaml").write_text("names: [Platelets, RBC, WBC]\ntrain: images/train\n")
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    for source in sorted((bccd_root / "JPEGImages").glob("*.jpg"))[:10]:
+        copy = tmp_path / "images" / "train" / source.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, copy)
+        (tmp_path / "labels" / "train" / f"{source.stem}.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    loaded = load_dataset(dataset_cfg("dataset=yolo", f"dataset.root={tmp_path}", "dataset.val_fraction=0.3"))
+    assert held_out(loaded) == (7, 3)
+    assert any("3 of 10" in note and "dataset.split_seed=0" in note for note in loaded.notes)

@@ -8,8 +8,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .errors import DatasetError
 from .images import IMAGE_EXTENSIONS
 from .records import ProblemLog
@@ -117,10 +115,3 @@ def flat_files(images_dir: Path, annotations_dir: Path, log: ProblemLog) -> list
         raise DatasetError(f"dataset.annotations {annotations_dir}: no .xml files found")
     return [f for f in (parse_voc_xml(x, images_dir, log) for x in xmls) if f is not None]
 
-
-def seeded_split(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
-    """(train, val): a fixed shuffle of ``items`` by ``seed``; the same data always splits the same."""
-    order = np.random.default_rng(seed).permutation(len(items))
-    num_val = int(round(len(items) * val_fraction))
-    val = set(order[:num_val].tolist())
-    return [x for i, x in enumerate(items) if i not in val], [x for i, x in enumerate(items) if i in val]
