@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from test_data_formats import voc_xml
 
 from rcnn_cli.config import load_config
 from rcnn_cli.data.dataset import DetectionDataset
+from rcnn_cli.data.images import ImageReadError, image_size, open_image, read_rgb
 from rcnn_cli.data.load import load_dataset
 
 
@@ -163,3 +166,39 @@ def test_yolo_with_only_a_train_folder_gets_a_val_split(tmp_path, bccd_root):
     loaded = load_dataset(dataset_cfg("dataset=yolo", f"dataset.root={tmp_path}", "dataset.val_fraction=0.3"))
     assert held_out(loaded) == (7, 3)
     assert any("3 of 10" in note and "dataset.split_seed=0" in note for note in loaded.notes)
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A valid PNG header claiming ``width`` x ``height`` pixels, with no image data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_just_over_max_image_pixels_is_refused_and_the_rest_loads(tmp_path, bccd_root):
+    over = bccd_copy("BloodImage_00000", tmp_path)                        # 640x480 = 307,200 px
+    under = bccd_copy("BloodImage_00001", tmp_path)
+    Image.open(under).crop((0, 0, 640, 479)).save(under)                 # 306,560 px
+    loaded = flat_voc(tmp_path, "dataset.max_image_pixels=307199")
+    assert [r.path.name for r in loaded.splits["train"]] == ["BloodImage_00001.jpg"]
+    (problem,) = loaded.problems.by_kind()["unreadable_image"]
+    assert problem.file == str(over) and "\n" not in problem.detail
+    assert "307,200 pixels" in problem.detail and "dataset.max_image_pixels=307,199" in problem.detail
+    assert len(flat_voc(tmp_path, "dataset.max_image_pixels=307200").splits["train"]) == 2
+    with pytest.raises(ImageReadError, match="BloodImage_00000.jpg.*max_image_pixels"):
+        read_rgb(over, max_pixels=307199)
+    assert read_rgb(over, max_pixels=307200).shape == (480, 640, 3)
+
+
+def test_the_default_limit_is_the_stated_one_not_twice_it(tmp_path):
+    limit = load_config(["dataset=voc"]).dataset.max_image_pixels
+    assert limit == 12_000 * 12_000
+    # Pillow only warns between its limit and twice that: such a header used to pass as 12001x12000.
+    bomb = png_header(tmp_path / "bomb.png", 12_001, 12_000)
+    for read in (image_size, read_rgb):
+        with pytest.raises(ImageReadError, match=f"bomb.png: 12001x12000 is 144,012,000 pixels, over .*{limit:,}"):
+            read(bomb)
+    with open_image(png_header(tmp_path / "fits.png", 12_000, 12_000)) as opened:   # the limit itself passes
+        assert opened.size == (12_000, 12_000)

@@ -38,7 +38,7 @@ def run_check(cfg, json_path: Path | None = None, show: int = 0, out: Path = Pat
         write_json(json_path, report)
         console.print(f"report written to {json_path}", highlight=False)
     if show:
-        written = draw_samples(loaded, show, out)
+        written = draw_samples(loaded, show, out, cfg.dataset.get("max_image_pixels"))
         console.print(f"{len(written)} pictures with boxes in {out}", highlight=False)
     if cfg.dataset.get("strict") and report["problems"]:
         return 1
@@ -120,7 +120,7 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(temp, path)
 
 
-def draw_samples(loaded: LoadedDataset, count: int, out: Path) -> list[Path]:
+def draw_samples(loaded: LoadedDataset, count: int, out: Path, max_pixels: int | None = None) -> list[Path]:
     """Up to ``count`` images with boxes (train first) drawn with their class names, as
     ``out/<n>_<split>_<stem>.png`` (numbered: file stems repeat across folders and splits)."""
     from .draw import draw_boxes
@@ -133,7 +133,7 @@ def draw_samples(loaded: LoadedDataset, count: int, out: Path) -> list[Path]:
         if len(written) == count:
             break
         try:
-            image = read_rgb(record.path)
+            image = read_rgb(record.path, max_pixels)
         except ImageReadError:      # already in the problems table; draw the next one instead
             continue
         names = [loaded.class_names[int(label) - 1] for label in record.labels]

@@ -116,11 +116,13 @@ def _load_voc(cfg, splits, log: ProblemLog) -> LoadedDataset:
     class_names = list(cfg.class_names) if cfg.get("class_names") else sorted(
         {n for files in by_split.values() for f in files for n in f.names if n})
     label_of = {name: i + 1 for i, name in enumerate(class_names)}
-    records = {split: _voc_records(files, label_of, log) for split, files in by_split.items()}
+    limit = cfg.get("max_image_pixels")
+    records = {split: _voc_records(files, label_of, log, limit) for split, files in by_split.items()}
     return LoadedDataset(class_names, records)
 
 
-def _voc_records(files: list[voc.VocFile], label_of: dict[str, int], log: ProblemLog) -> list[ImageRecord]:
+def _voc_records(files: list[voc.VocFile], label_of: dict[str, int], log: ProblemLog, max_pixels: int | None = None
+                 ) -> list[ImageRecord]:
     records = []
     for parsed in files:
         if parsed.image is None:
@@ -132,7 +134,7 @@ def _voc_records(files: list[voc.VocFile], label_of: dict[str, int], log: Proble
         labels = np.array([label_of[parsed.names[i]] for i in keep], np.int64)
         ignore = np.array([parsed.difficult[i] for i in keep], bool)
         record = make_record(parsed.image, parsed.declared_size, boxes, labels, ignore, log,
-                             parsed.xml.stem, parsed.xml)
+                             parsed.xml.stem, parsed.xml, max_pixels)
         if record is not None:
             records.append(record)
     return records
@@ -148,7 +150,8 @@ def _load_coco(cfg, splits, log: ProblemLog, sources=None) -> LoadedDataset:
     class_names, category_ids = coco.category_table(list(files.values()),
                                                     list(cfg.class_names) if cfg.get("class_names") else None,
                                                     log, notes)
-    records = {split: coco.coco_records(parsed, category_ids, log) for split, parsed in files.items()}
+    limit = cfg.get("max_image_pixels")
+    records = {split: coco.coco_records(parsed, category_ids, log, limit) for split, parsed in files.items()}
     return LoadedDataset(class_names, records, category_ids=category_ids, notes=notes)
 
 

@@ -70,11 +70,11 @@ def safe_join(folder: Path, name: str) -> Path | None:
 
 def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.ndarray, labels: np.ndarray,
                 ignore: np.ndarray, log: ProblemLog, source_id: int | str = "",
-                annotation_file: str | Path | None = None):
+                annotation_file: str | Path | None = None, max_pixels: int | None = None):
     """An ImageRecord after every check, or None when the image itself cannot be used.
 
     declared_size: (width, height) the annotation states, if any. boxes (N, 4) xyxy float,
-    labels (N,) int64 in 1..C, ignore (N,) bool.
+    labels (N,) int64 in 1..C, ignore (N,) bool. max_pixels: dataset.max_image_pixels (None: its default).
     """
     from .images import SWAPS_SIDES, ImageReadError, image_header, upright_boxes
     from .records import ImageRecord
@@ -84,7 +84,7 @@ def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.nda
         report(log, "missing_image", where, f"{path} does not exist")
         return None
     try:
-        stored_width, stored_height, orientation = image_header(path)
+        stored_width, stored_height, orientation = image_header(path, max_pixels)
     except ImageReadError as err:
         report(log, "unreadable_image", path, str(err).split(": ", 1)[-1])
         return None
