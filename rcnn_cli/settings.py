@@ -74,6 +74,8 @@ def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> 
     """Group choices (``model=x``) apart from typed values (``model.min_size=640``), parsed as Hydra does."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    if bare := [o for o in overrides if "=" not in o and not o.startswith("~")]:
+        raise ConfigError(f"{bare[0]!r}: overrides are key=value, e.g. model.box_score_thresh=0.3")
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as err:  # hydra's parser errors are long; the first line says enough

@@ -38,7 +38,7 @@ def run(options: CheckOptions) -> int:
         write_json(options.json_path, report)
         stdout.print(f"report written to {options.json_path}", highlight=False)
     if options.show:
-        written = draw_samples(loaded, options.show, options.out)
+        written = draw_samples(loaded, options.show, options.out, cfg.dataset.max_image_pixels)
         stdout.print(f"{len(written)} pictures with boxes in {options.out}", highlight=False)
     return 1 if cfg.dataset.strict and report["problems"] else 0
 

@@ -52,7 +52,7 @@ def split_summary(records: list[ImageRecord], class_names: list[str]) -> dict[st
             "classes": {name: counts.get(i + 1, 0) for i, name in enumerate(class_names)}}
 
 
-def draw_samples(loaded: LoadedDataset, count: int, out: Path) -> list[Path]:
+def draw_samples(loaded: LoadedDataset, count: int, out: Path, max_pixels: int | None = None) -> list[Path]:
     """Up to ``count`` images with boxes (train first) drawn with their class names, as
     ``out/<n>_<split>_<stem>.png`` (numbered: file stems repeat across folders and splits)."""
     from .draw import draw_boxes
@@ -65,7 +65,7 @@ def draw_samples(loaded: LoadedDataset, count: int, out: Path) -> list[Path]:
         if len(written) == count:
             break
         try:
-            image = read_rgb(record.path)
+            image = read_rgb(record.path, max_pixels)
         except ImageReadError:      # already in the problems table; draw the next one instead
             continue
         names = [loaded.class_names[int(label) - 1] for label in record.labels]

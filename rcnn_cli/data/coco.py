@@ -104,7 +104,8 @@ def category_table(files: list[CocoFile], class_names: list[str] | None, log: Pr
     return [names[c] for c in ids], ids
 
 
-def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog) -> list[ImageRecord]:
+def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_pixels: int | None = None
+                 ) -> list[ImageRecord]:
     label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
     records = []
     for image_id, image in coco.images.items():
@@ -127,7 +128,8 @@ def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog) -> li
             ignore.append(bool(annotation.get("iscrowd", 0)))
         declared = (_int_or_none(image.get("width")), _int_or_none(image.get("height")))
         record = make_record(path, declared if all(declared) else None, np.array(boxes, np.float32),
-                             np.array(labels, np.int64), np.array(ignore, bool), log, image_id, coco.path)
+                             np.array(labels, np.int64), np.array(ignore, bool), log, image_id, coco.path,
+                             max_pixels)
         if record is not None:
             records.append(record)
     return records

@@ -65,14 +65,18 @@ class DetectionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         augment = build_augment(self.cfg.get("augment"), seed=int(self.cfg.get("seed", 0)))
         dataset = DetectionDataset(self.records("train"), augment, train=True,
-                                   use_ignored=bool(self.cfg.dataset.get("use_difficult")))
+                                   use_ignored=bool(self.cfg.dataset.get("use_difficult")),
+                                   max_pixels=self._max_pixels())
         return self._loader(dataset, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(DetectionDataset(self.records("val")), train=False)
+        return self._loader(DetectionDataset(self.records("val"), max_pixels=self._max_pixels()), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(DetectionDataset(self.records("test")), train=False)
+        return self._loader(DetectionDataset(self.records("test"), max_pixels=self._max_pixels()), train=False)
+
+    def _max_pixels(self) -> int | None:
+        return self.cfg.dataset.get("max_image_pixels")
 
     def _loader(self, dataset: DetectionDataset, train: bool) -> DataLoader:
         data = self.cfg.dataset

@@ -20,14 +20,16 @@ class DetectionDataset(Dataset):
 
     train: boxes marked ignore (VOC difficult, COCO crowd) are removed unless ``use_ignored``;
     for evaluation they stay, flagged, so that matching them is neither a hit nor a miss.
+    max_pixels: dataset.max_image_pixels, the limit the records were loaded under (None: its default).
     """
 
     def __init__(self, records: list[ImageRecord], transform=None, train: bool = False,
-                 use_ignored: bool = False):
+                 use_ignored: bool = False, max_pixels: int | None = None):
         self.records = records
         self.transform = transform
         self.train = train
         self.use_ignored = use_ignored
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -35,7 +37,7 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
         record = self.records[index]
         try:
-            image = read_rgb(record.path)
+            image = read_rgb(record.path, self.max_pixels)
         except ImageReadError as err:
             # Raised inside a DataLoader worker: the message must say which file it was.
             raise ImageReadError(f"while loading a batch: {err}") from None

@@ -1,25 +1,67 @@
 """Decoding images the same way everywhere: RGB, EXIF orientation applied.
 
-Labelling tools (LabelImg, CVAT, Roboflow) show photos upright, i.e. with EXIF orientation applied,
-and users draw boxes on what they see; so we apply it too, in training, evaluation and prediction.
+Labelling tools (CVAT, Roboflow) show photos upright, i.e. with EXIF orientation applied, and users
+draw boxes on what they see; so we apply it too, in training, evaluation and prediction. LabelImg
+and a few others label the stored pixels instead: ``sanitize.make_record`` recognises those files by
+their declared size and turns their boxes (``upright_boxes``), so that pixels are decoded one way.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# Refuse decompression bombs with a message instead of exhausting memory (20000x20000 headers).
-MAX_PIXELS = 12_000 * 12_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ORIENTATION = 0x0112        # the EXIF tag
+SWAPS_SIDES = (5, 6, 7, 8)  # orientations shown turned by 90 degrees: width and height trade places
 
 
 class ImageReadError(ValueError):
     """An image that cannot be used; the message is one line naming the file."""
+
+
+@cache
+def default_max_pixels() -> int:
+    """``dataset.max_image_pixels`` as conf/dataset/_base.yaml sets it (the one place the number is
+    written), for images read without a dataset config, such as prediction's."""
+    base = Path(__file__).resolve().parents[1] / "conf" / "dataset" / "_base.yaml"
+    return int(yaml.safe_load(base.read_text())["max_image_pixels"])
+
+
+# Pillow's own (looser) guard stays on for code that calls Image.open itself; open_image's is exact.
+Image.MAX_IMAGE_PIXELS = default_max_pixels()
+
+
+@contextmanager
+def open_image(path: Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """``Image.open`` that refuses images of more than ``max_pixels`` (default: ``default_max_pixels``)
+    from the header, before decoding: decompression bombs get a message, not all the memory.
+
+    Pillow only warns between its limit and twice that, so the check is done here, exactly.
+    """
+    limit = int(max_pixels or default_max_pixels())
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit      # a larger configured limit: Pillow must not refuse first
+    advice = f"over dataset.max_image_pixels={limit:,}; refusing to decode it (raise the limit if it is genuine)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{path}: {advice}") from None
+    with opened:
+        width, height = opened.size
+        if width * height > limit:
+            raise ImageReadError(f"{path}: {width}x{height} is {width * height:,} pixels, {advice}")
+        yield opened
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -39,30 +81,30 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy needs one
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an image file, EXIF orientation applied.
 
     Raises ImageReadError (one line, names the file) for missing, truncated, non-image or
-    oversized files.
+    oversized (more than ``max_pixels``, see ``open_image``) files.
     """
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        with open_image(path, max_pixels) as opened:
             opened.load()
             return to_rgb_array(opened)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image (or a format PIL cannot read)") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(f"{path}: larger than {MAX_PIXELS:,} pixels; refusing to decode") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: unreadable or truncated image ({err})") from None
 
 
-def read_chw(path: str | Path) -> torch.Tensor:
+def read_chw(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
     """(3, H, W) uint8 RGB tensor of an image file, as ``read_rgb`` decodes it."""
-    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
+    return torch.from_numpy(read_rgb(path, max_pixels)).permute(2, 0, 1)
 
 
 def read_decodable_chw(paths) -> list[torch.Tensor]:
@@ -77,17 +119,37 @@ def read_decodable_chw(paths) -> list[torch.Tensor]:
     return images
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
+def image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) as decoded (EXIF rotation applied), reading only the header."""
+    width, height, orientation = image_header(path, max_pixels)
+    return (height, width) if orientation in SWAPS_SIDES else (width, height)
+
+
+def image_header(path: str | Path, max_pixels: int | None = None) -> tuple[int, int, int]:
+    """(stored width, stored height, EXIF orientation 1..8) from the header, before any rotation;
+    ImageReadError for images over ``max_pixels`` as for unreadable ones."""
     path = Path(path)
     try:
-        with Image.open(path) as opened:
+        with open_image(path, max_pixels) as opened:
             width, height = opened.size
-            orientation = opened.getexif().get(0x0112, 1)
+            orientation = opened.getexif().get(ORIENTATION, 1)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(f"{path}: larger than {MAX_PIXELS:,} pixels; refusing to decode") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: unreadable image header ({err})") from None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return width, height, orientation if orientation in range(1, 9) else 1
+
+
+def upright_boxes(boxes: np.ndarray, orientation: int, width: int, height: int) -> np.ndarray:
+    """(N, 4) xyxy boxes on the stored ``width`` x ``height`` pixels -> the same regions on the
+    picture ``read_rgb`` decodes, i.e. turned as ``ImageOps.exif_transpose`` turns the pixels."""
+    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
+    corners = {   # where the stored corners (x1, y1) and (x2, y2) land, per orientation
+        1: (x1, y1, x2, y2), 2: (width - x1, y1, width - x2, y2), 3: (width - x1, height - y1, width - x2, height - y2),
+        4: (x1, height - y1, x2, height - y2), 5: (y1, x1, y2, x2), 6: (height - y1, x1, height - y2, x2),
+        7: (height - y1, width - x1, height - y2, width - x2), 8: (y1, width - x1, y2, width - x2),
+    }[orientation]
+    ax, ay, bx, by = corners
+    return np.stack([np.minimum(ax, bx), np.minimum(ay, by), np.maximum(ax, bx), np.maximum(ay, by)], axis=1)

@@ -23,8 +23,15 @@ def load_dataset(cfg, splits: Sequence[str] = ("train", "val")) -> LoadedDataset
     if fmt not in FORMATS:
         raise DatasetError(f"dataset.format {fmt!r} is not one of {', '.join(FORMATS)}")
     log = ProblemLog()
-    loaded = {"voc": _load_voc, "coco": _load_coco, "yolo": yolo.load_yolo, "shapes": _load_shapes}[fmt](cfg, splits, log)
+    read = {"voc": _load_voc, "coco": _load_coco, "yolo": yolo.load_yolo, "shapes": _load_shapes}[fmt]
+    # Data without a validation split of its own gets one held out of train, by one rule for
+    # every format; train is then read even when only val was asked for.
+    hold_out = "val" in splits and not _has_own_val(cfg, fmt)
+    loaded = read(cfg, tuple(dict.fromkeys([*splits, "train"])) if hold_out else splits, log)
     loaded.problems = log
+    if hold_out:
+        _hold_out_val(loaded, cfg)
+        loaded.splits = {split: records for split, records in loaded.splits.items() if split in splits}
     for split, records in loaded.splits.items():
         loaded.splits[split] = _apply_empty_policy(records, bool(cfg.get("keep_empty", True)), log)
     if not any(loaded.splits.values()):
@@ -48,6 +55,42 @@ def _apply_empty_policy(records: list[ImageRecord], keep_empty: bool, log: Probl
     return kept
 
 
+def _has_own_val(cfg, fmt: str) -> bool:
+    """Whether the configured data has a validation split, judged from the config and folder
+    names only (reading the images is what the readers do)."""
+    if fmt == "voc":
+        return not (cfg.get("images") and cfg.get("annotations")) and bool(cfg.get("val_split"))
+    if fmt == "coco":
+        return "val" in coco.coco_sources(cfg)
+    if fmt == "yolo":
+        root = Path(cfg.root) if cfg.get("root") else None
+        if root is None or not (root / "data.yaml").is_file():
+            return False          # the reader says what is missing
+        return yolo.split_images_dir(root, yolo.read_data_yaml(root), "val") is not None
+    return True                   # shapes writes its own
+
+
+def _hold_out_val(loaded: LoadedDataset, cfg) -> None:
+    """Split ``dataset.val_fraction`` of train off as val, by a fixed shuffle (``dataset.split_seed``),
+    and say so in a note: without val, training reports no mAP and keeps no best checkpoint."""
+    train = loaded.splits.get("train")
+    if train is None:             # e.g. a COCO test file alone: nothing to split
+        return
+    fraction, seed = float(cfg.get("val_fraction") or 0), int(cfg.get("split_seed") or 0)
+    loaded.splits["train"], loaded.splits["val"] = seeded_split(train, fraction, seed)
+    held = len(loaded.splits["val"])
+    loaded.notes.append(f"the data has no validation split: held out {held} of {len(train)} training images "
+                        f"as val (dataset.val_fraction={fraction:g}, dataset.split_seed={seed})")
+
+
+def seeded_split(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val): a fixed shuffle of ``items`` by ``seed``; the same data always splits the same."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    num_val = int(round(len(items) * val_fraction))
+    val = set(order[:num_val].tolist())
+    return [x for i, x in enumerate(items) if i not in val], [x for i, x in enumerate(items) if i in val]
+
+
 def _paths(value) -> list[Path]:
     """One path or a list of them (``dataset.root=[VOC2007,VOC2012]``)."""
     if value is None:
@@ -59,9 +102,7 @@ def _paths(value) -> list[Path]:
 
 def _load_voc(cfg, splits, log: ProblemLog) -> LoadedDataset:
     if cfg.get("images") and cfg.get("annotations"):
-        files = voc.flat_files(Path(cfg.images), Path(cfg.annotations), log)
-        train, val = voc.seeded_split(files, float(cfg.val_fraction), int(cfg.split_seed))
-        by_split = {"train": train, "val": val}
+        by_split = {"train": voc.flat_files(Path(cfg.images), Path(cfg.annotations), log)}   # val: held out
     else:
         roots = _paths(cfg.get("root"))
         if not roots:
@@ -75,11 +116,13 @@ def _load_voc(cfg, splits, log: ProblemLog) -> LoadedDataset:
     class_names = list(cfg.class_names) if cfg.get("class_names") else sorted(
         {n for files in by_split.values() for f in files for n in f.names if n})
     label_of = {name: i + 1 for i, name in enumerate(class_names)}
-    records = {split: _voc_records(files, label_of, log) for split, files in by_split.items()}
+    limit = cfg.get("max_image_pixels")
+    records = {split: _voc_records(files, label_of, log, limit) for split, files in by_split.items()}
     return LoadedDataset(class_names, records)
 
 
-def _voc_records(files: list[voc.VocFile], label_of: dict[str, int], log: ProblemLog) -> list[ImageRecord]:
+def _voc_records(files: list[voc.VocFile], label_of: dict[str, int], log: ProblemLog, max_pixels: int | None = None
+                 ) -> list[ImageRecord]:
     records = []
     for parsed in files:
         if parsed.image is None:
@@ -91,7 +134,7 @@ def _voc_records(files: list[voc.VocFile], label_of: dict[str, int], log: Proble
         labels = np.array([label_of[parsed.names[i]] for i in keep], np.int64)
         ignore = np.array([parsed.difficult[i] for i in keep], bool)
         record = make_record(parsed.image, parsed.declared_size, boxes, labels, ignore, log,
-                             parsed.xml.stem, parsed.xml)
+                             parsed.xml.stem, parsed.xml, max_pixels)
         if record is not None:
             records.append(record)
     return records
@@ -107,7 +150,8 @@ def _load_coco(cfg, splits, log: ProblemLog, sources=None) -> LoadedDataset:
     class_names, category_ids = coco.category_table(list(files.values()),
                                                     list(cfg.class_names) if cfg.get("class_names") else None,
                                                     log, notes)
-    records = {split: coco.coco_records(parsed, category_ids, log) for split, parsed in files.items()}
+    limit = cfg.get("max_image_pixels")
+    records = {split: coco.coco_records(parsed, category_ids, log, limit) for split, parsed in files.items()}
     return LoadedDataset(class_names, records, category_ids=category_ids, notes=notes)
 
 

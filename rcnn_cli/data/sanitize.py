@@ -16,6 +16,7 @@ POLICIES = {
     "missing_image": "skipped the image",
     "unreadable_image": "skipped the image",
     "size_mismatch": "kept the file's size and clipped the boxes to it",
+    "unrotated_annotation": "turned the boxes with the EXIF-rotated image",
     "duplicate_image_id": "kept the first image with that id",
     "unsafe_path": "refused (the path leaves the image folder)",
     "malformed_annotation": "skipped the file",
@@ -69,13 +70,13 @@ def safe_join(folder: Path, name: str) -> Path | None:
 
 def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.ndarray, labels: np.ndarray,
                 ignore: np.ndarray, log: ProblemLog, source_id: int | str = "",
-                annotation_file: str | Path | None = None):
+                annotation_file: str | Path | None = None, max_pixels: int | None = None):
     """An ImageRecord after every check, or None when the image itself cannot be used.
 
     declared_size: (width, height) the annotation states, if any. boxes (N, 4) xyxy float,
-    labels (N,) int64 in 1..C, ignore (N,) bool.
+    labels (N,) int64 in 1..C, ignore (N,) bool. max_pixels: dataset.max_image_pixels (None: its default).
     """
-    from .images import ImageReadError, image_size
+    from .images import SWAPS_SIDES, ImageReadError, image_header, upright_boxes
     from .records import ImageRecord
 
     where = annotation_file or path
@@ -83,14 +84,23 @@ def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.nda
         report(log, "missing_image", where, f"{path} does not exist")
         return None
     try:
-        width, height = image_size(path)
+        stored_width, stored_height, orientation = image_header(path, max_pixels)
     except ImageReadError as err:
         report(log, "unreadable_image", path, str(err).split(": ", 1)[-1])
         return None
-    if declared_size and all(declared_size) and tuple(declared_size) != (width, height):
-        report(log, "size_mismatch", where, f"annotation says {declared_size[0]}x{declared_size[1]}, "
-                                            f"{path.name} is {width}x{height}")
+    turned = orientation in SWAPS_SIDES
+    width, height = (stored_height, stored_width) if turned else (stored_width, stored_height)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    if declared_size and all(declared_size) and tuple(declared_size) != (width, height):
+        if turned and tuple(declared_size) == (stored_width, stored_height):
+            # LabelImg and others label the stored pixels, ignoring EXIF; every reader decodes
+            # the photo upright, so the boxes turn with it here, once, for all of them.
+            boxes = upright_boxes(boxes, orientation, stored_width, stored_height)
+            report(log, "unrotated_annotation", where, f"boxes drawn on the stored {stored_width}x{stored_height} "
+                                                       f"pixels of {path.name} (EXIF orientation {orientation})")
+        else:
+            report(log, "size_mismatch", where, f"annotation says {declared_size[0]}x{declared_size[1]}, "
+                                                f"{path.name} is {width}x{height}")
     keep = clean_boxes(boxes, width, height, where, log)
     return ImageRecord(path, width, height, boxes[keep], np.asarray(labels, np.int64)[keep],
                        np.asarray(ignore, bool)[keep], source_id)

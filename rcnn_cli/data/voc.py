@@ -8,8 +8,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .errors import DatasetError
 from .images import IMAGE_EXTENSIONS
 from .records import ProblemLog
@@ -61,7 +59,8 @@ def _declared_size(root: ET.Element) -> tuple[int, int] | None:
 
 
 def _image_for(xml_path: Path, filename: str | None, images_dir: Path, log: ProblemLog) -> Path | None:
-    """The image an XML describes: its <filename> in the image folder, else the file with its stem."""
+    """The image an XML describes: its <filename> in the image folder, else the file with its stem,
+    else <filename> as written, unless that leaves the folder (then None, reported)."""
     if filename:
         path = safe_join(images_dir, Path(filename).name if "\\" not in filename else filename)
         if path is None:
@@ -73,7 +72,13 @@ def _image_for(xml_path: Path, filename: str | None, images_dir: Path, log: Prob
         candidate = images_dir / f"{xml_path.stem}{extension}"
         if candidate.is_file():
             return candidate
-    return (images_dir / filename) if filename else images_dir / f"{xml_path.stem}.jpg"
+    if not filename:
+        return images_dir / f"{xml_path.stem}.jpg"
+    # The name as written may hold sub-folders of the image folder, never ../ or an absolute path.
+    path = safe_join(images_dir, filename)
+    if path is None:
+        report(log, "unsafe_path", xml_path, f"filename {filename!r}")
+    return path
 
 
 def read_split_ids(root: Path, split: str) -> list[str]:
@@ -110,10 +115,3 @@ def flat_files(images_dir: Path, annotations_dir: Path, log: ProblemLog) -> list
         raise DatasetError(f"dataset.annotations {annotations_dir}: no .xml files found")
     return [f for f in (parse_voc_xml(x, images_dir, log) for x in xmls) if f is not None]
 
-
-def seeded_split(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
-    """(train, val): a fixed shuffle of ``items`` by ``seed``; the same data always splits the same."""
-    order = np.random.default_rng(seed).permutation(len(items))
-    num_val = int(round(len(items) * val_fraction))
-    val = set(order[:num_val].tolist())
-    return [x for i, x in enumerate(items) if i not in val], [x for i, x in enumerate(items) if i in val]

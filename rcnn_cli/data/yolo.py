@@ -96,6 +96,7 @@ def load_yolo(cfg, splits, log: ProblemLog) -> LoadedDataset:
         raise DatasetError(f"dataset.root {root}: folder not found (the folder with data.yaml)")
     data = read_data_yaml(root)
     class_names = class_names_of(data)
+    limit = cfg.get("max_image_pixels")
     records: dict[str, list[ImageRecord]] = {}
     for split in splits:
         images_dir = split_images_dir(root, data, split)
@@ -104,13 +105,13 @@ def load_yolo(cfg, splits, log: ProblemLog) -> LoadedDataset:
         records[split] = []
         for image in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
             try:
-                width, height = image_size(image)
+                width, height = image_size(image, limit)
             except ImageReadError as err:
                 report(log, "unreadable_image", image, str(err).split(": ", 1)[-1])
                 continue
             boxes, labels = read_labels(label_file(image), width, height, len(class_names), log)
             record = make_record(image, None, boxes, labels, np.zeros(len(labels), bool), log, image.stem,
-                                 label_file(image))
+                                 label_file(image), limit)
             if record is not None:
                 records[split].append(record)
     if not records:
