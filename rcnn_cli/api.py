@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 
+from .data.images import read_chw, to_rgb_array
 from .runtime.predictor import Predictor, load_predictor, prepare_model
 from .settings import resolve
 
@@ -110,13 +111,13 @@ def _values(overrides: dict[str, Any], device: str | None, precision: str | None
 
 
 def to_chw_tensor(image: ImageLike) -> Tensor:
-    """Any supported image -> (3, H, W) tensor (uint8, or float as given). Paths are decoded as
-    RGB with their EXIF orientation applied (how photo viewers and labelling tools show them)."""
+    """Any supported image -> (3, H, W) tensor (uint8, or float as given). Paths and PIL images go
+    through the decoder training and ``rcnn predict`` use (EXIF orientation applied, transparency on
+    white, 16-bit scaled), so the same file gives the same pixels on every path."""
     if isinstance(image, (str, Path)):
-        with Image.open(image) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
+        return read_chw(image)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = to_rgb_array(image)
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)

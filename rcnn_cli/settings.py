@@ -56,7 +56,8 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         groups["model"] = _guess_model(checkpoint)
         notes.append(f"{Path(str(source)).name} looks like model={groups['model']} (guessed from its keys); "
                      "name another with model=...")
-    cfg = compose_groups(groups, config_dir)
+    cfg = compose_groups({**_stored_presets(stored, groups, config_dir, resume_all=bool(resume)), **groups},
+                         config_dir)
     defaults = cfg.copy()
     if stored is not None:
         cfg = _layer_stored(cfg, stored, groups, config_dir, resume_all=bool(resume))
@@ -121,6 +122,18 @@ def _stored_config(source, command: str, groups: dict) -> tuple[tuple | None, di
     if meta.get("dataset") and not stored.get("dataset"):
         stored["dataset"] = meta["dataset"]
     return checkpoint, stored, []
+
+
+def _stored_presets(stored: dict | None, groups: dict, config_dir, resume_all: bool) -> dict[str, str]:
+    """The presets the stored run was composed from (its ``model.name``, ``dataset.name``...), so that
+    its sections are laid over their own defaults, not over another preset's."""
+    if stored is None:
+        return {}
+    known = config_groups(config_dir)
+    sections = known if resume_all else STORED_SECTIONS
+    return {section: stored[section]["name"] for section in sections
+            if section not in groups and isinstance(stored.get(section), Mapping)
+            and stored[section].get("name") in known.get(section, ())}
 
 
 def _guess_model(checkpoint) -> str | None:

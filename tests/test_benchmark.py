@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import run_rcnn
+from helpers import run_rcnn
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.coco import coco_metrics

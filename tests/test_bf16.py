@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_TRAIN, run_rcnn
+from helpers import TINY_TRAIN, run_rcnn
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.agreement import agreement_map50

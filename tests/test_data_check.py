@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import BCCD, require_shared, run_rcnn
+from helpers import BCCD, require_shared, run_rcnn
 from PIL import Image
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BCCD
+from helpers import BCCD
 from PIL import Image
 from test_data_formats import voc_xml
 

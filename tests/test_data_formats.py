@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from conftest import BCCD, FACEMASK, require_shared
+from helpers import BCCD, FACEMASK, require_shared
 from PIL import Image
 
 from rcnn_cli.config import load_config

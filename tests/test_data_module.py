@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import BCCD, FACEMASK, require_shared
+from helpers import BCCD, FACEMASK, require_shared
 from lightning.pytorch.accelerators import CPUAccelerator
 from PIL import Image
 from torch.utils.data import DataLoader

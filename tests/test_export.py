@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 import torchvision
-from conftest import bccd_images, facemask_images, run_rcnn
+from helpers import bccd_images, facemask_images, run_rcnn
 
 from rcnn_cli.api import Detector, to_chw_tensor
 from rcnn_cli.eval.agreement import compare_detections

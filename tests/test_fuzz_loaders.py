@@ -11,7 +11,7 @@ import struct
 import zlib
 
 import pytest
-from conftest import BCCD, FACEMASK, require_shared
+from helpers import BCCD, FACEMASK, require_shared
 from PIL import Image
 
 from rcnn_cli.config import load_config

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import bccd_images, run_rcnn
+from helpers import bccd_images, run_rcnn
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.agreement import agreement_map50

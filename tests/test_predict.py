@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from conftest import bccd_images, facemask_images, run_rcnn
+from helpers import bccd_images, facemask_images, run_rcnn
 from PIL import Image
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY_TRAIN, run_rcnn
+from helpers import TINY_TRAIN, run_rcnn
 
 from rcnn_cli.files import torch_save as atomic_torch_save
 

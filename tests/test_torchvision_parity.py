@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import bccd_images, facemask_images
+from helpers import bccd_images, facemask_images
 from torchvision.io import read_image
 from torchvision.ops import FrozenBatchNorm2d
 

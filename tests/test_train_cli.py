@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TRAIN as TINY
-from conftest import run_rcnn as rcnn
+from helpers import TINY_TRAIN as TINY
+from helpers import run_rcnn as rcnn
 
 
 @pytest.fixture(scope="module")

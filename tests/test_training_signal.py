@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
-from conftest import BCCD, require_shared
+from helpers import BCCD, require_shared
 from torchvision.io import read_image
 from torchvision.ops import box_iou
 

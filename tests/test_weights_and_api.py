@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import bccd_images
+from helpers import bccd_images
 from PIL import Image
 
 from rcnn_cli import Detector

@@ -1,0 +1,239 @@
+"""The one settings rule (settings.resolve): checkpoint's stored config < presets < typed values, the
+same for train/resume, eval, predict, export and the Python API; wrong values are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY_TRAIN, compose, run_rcnn
+from omegaconf import OmegaConf
+from PIL import Image
+
+from rcnn_cli import Detector
+from rcnn_cli.config import config_groups
+from rcnn_cli.schema import RULES, ConfigError
+from rcnn_cli.settings import resolve
+
+QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def adamw_bccd_run(tmp_path_factory, bccd_root_module):
+    """One short epoch of a run far from the defaults: bccd, adamw, batch 8, 24 epochs asked for."""
+    from rcnn_cli.commands import train
+
+    work = tmp_path_factory.mktemp("resume")
+    run_dir = work / "runs" / "bccd"
+    overrides = [*TINY_TRAIN, "dataset=bccd", "dataset.batch_size=8", "optim.lr=0.0005", "trainer.max_epochs=1",
+                 f"run_dir={run_dir}", *QUICK]
+    train.run(train.TrainOptions(overrides))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bccd_root_module():
+    from helpers import BCCD, require_shared
+
+    require_shared()
+    return BCCD
+
+
+def test_resume_continues_with_every_stored_setting(adamw_bccd_run):
+    from rcnn_cli.commands import train
+
+    last = adamw_bccd_run / "checkpoints" / "last.ckpt"
+    settings = resolve("train", [f"resume={last}", "trainer.max_epochs=2"])
+    assert settings.notes == ["resume changes trainer.max_epochs: 1 -> 2"]
+    train.train(settings)
+    saved = OmegaConf.load(adamw_bccd_run / "config.yaml")
+    assert (saved.dataset.name, saved.optim.name, saved.dataset.batch_size) == ("bccd", "adamw", 8)
+    assert (saved.optim.lr, saved.model.min_size, saved.trainer.max_epochs) == (0.0005, 128, 2)
+    checkpoint = torch.load(last, weights_only=True, map_location="cpu")
+    assert checkpoint["epoch"] == 1
+    state = next(iter(checkpoint["optimizer_states"][0]["state"].values()))
+    assert "exp_avg" in state                      # AdamW's moments, not SGD's momentum buffer
+
+
+@pytest.mark.parametrize("change, key", [("optim=sgd", "optim.name"), ("model=resnet50_fpn", "model.backbone"),
+                                         ("dataset.class_names=[a,b]", "dataset.class_names")])
+def test_resume_refuses_a_change_that_cannot_continue_the_run(adamw_bccd_run, change, key):
+    last = adamw_bccd_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=f"cannot resume with {key}"):
+        resolve("train", [f"resume={last}", change])
+
+
+def test_eval_and_predict_take_the_checkpoints_settings_then_the_typed_ones(tiny_run):
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    for command in ("eval", "predict", "export"):
+        stored = compose(weights=weights, command=command)
+        assert (stored.model.min_size, stored.dataset.num_images, stored.optim.name) == (128, 48, "adamw")
+        assert stored.model.weights == str(weights)
+        typed = compose("model.box_score_thresh=0.001", "model.precision=fp32", weights=weights, command=command)
+        assert (typed.model.box_score_thresh, typed.model.precision) == (0.001, "fp32")
+        other = compose("dataset=bccd", weights=weights, command=command)
+        assert other.dataset.name == "bccd" and other.model.min_size == 128
+
+
+def test_eval_applies_model_overrides(tiny_run, tmp_path):
+    from rcnn_cli.commands import evaluate
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+
+    def scores(threshold: float) -> list[float]:
+        out = tmp_path / f"t{threshold}.json"
+        evaluate.run(evaluate.EvalOptions(weights, [f"model.box_score_thresh={threshold}", "model.precision=fp32"],
+                                          out=tmp_path / str(threshold), predictions=out))
+        return [d["score"] for d in json.loads(out.read_text())]
+
+    low = scores(0.001)
+    median = round(float(np.median(low)), 3)
+    high = scores(median)
+    assert min(low) < median <= min(high) and 0 < len(high) < len(low)
+
+
+def test_eval_uses_the_checkpoints_precision(tmp_path):
+    """A checkpoint trained with model.precision=fp32 is scored in fp32 unless the user says otherwise."""
+    from rcnn_cli.commands import train
+
+    run_dir = tmp_path / "runs" / "fp32"
+    train.run(train.TrainOptions([*TINY_TRAIN, "model.precision=fp32", f"run_dir={run_dir}", *QUICK]))
+    weights = run_dir / "checkpoints" / "last.ckpt"
+    assert compose(weights=weights, command="eval").model.precision == "fp32"
+    assert compose(weights=weights, command="predict").model.precision == "fp32"
+    assert compose("model.precision=bf16", weights=weights, command="eval").model.precision == "bf16"
+
+
+def test_predict_and_export_apply_key_value_overrides(tiny_run, tmp_path):
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    images = sorted((tiny_run.parent.parent / "data" / "shapes" / "images").glob("*.jpg"))[:6]
+
+    def scores(threshold: float) -> list[float]:
+        out = run_rcnn("predict", *map(str, images), "--weights", str(weights), "--conf", "0", "--out",
+                       str(tmp_path / str(threshold)), f"model.box_score_thresh={threshold}", "device=cpu", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        results = json.loads((tmp_path / str(threshold) / "predictions.json").read_text())
+        assert len(results) == 6
+        return [d["score"] for r in results for d in r["detections"]]
+
+    low = scores(0.001)
+    median = round(float(np.median(low)), 3)
+    high = scores(median)
+    assert min(low) < median <= min(high) and 0 < len(high) < len(low)
+    exported = run_rcnn("export", "--weights", str(weights), "--out", str(tmp_path / "m.onnx"),
+                        "model.box_score_thresh=0.5", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert float(meta["score_threshold"]) == 0.5
+
+
+def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monkeypatch):
+    from rcnn_cli.runtime import hardware
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    for command in ("predict", "export", "benchmark"):
+        cfg = compose(weights=weights, command=command)
+        assert (cfg.device, cfg.model.precision) == ("auto", "auto")
+    detector = Detector.load(weights)
+    assert detector.runs_as.startswith("auto") and detector.device.type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hardware.resolve_device("auto").type == "cuda"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.box_head=convfc", "did you mean conv_fc"),
+    ("model.roi_pool=roialign2", "model.roi_pool='roialign2': must be one of roialign, roipool"),
+    ("model.norm=batchnorm", "must be one of auto, frozen_bn, bn"),
+    ("model=resnet5_fpn", "did you mean resnet50_fpn"),
+    ("model.box_hed=two_mlp", "unknown config key 'model.box_hed'; did you mean box_head"),
+    ("dataset.batch_size=four", "dataset.batch_size='four': must be an integer"),
+    ("model.box_score_thresh=1.5", "must be in [0.0, 1.0]"),
+    ("device=gpu", "device='gpu'"),
+    ("min_size", "overrides are key=value"),
+])
+def test_a_wrong_value_is_one_line_naming_the_valid_choices(override, message):
+    with pytest.raises(ConfigError) as caught:
+        compose(override)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_typo_is_exit_2_on_the_command_line_without_a_traceback(tmp_path):
+    out = run_rcnn("config", "show", "model.roi_pool=roialign2", cwd=tmp_path)
+    assert out.returncode == 2 and "error: model.roi_pool='roialign2'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_python_api_takes_the_same_rule(tiny_run):
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    detector = Detector.load(weights, box_score_thresh=0.4, precision="fp32")
+    assert detector.config["box_score_thresh"] == 0.4 and detector.config["min_size"] == 128
+    assert detector.runs_as == "fp32"
+    with pytest.raises(ConfigError, match="did you mean conv_fc"):
+        Detector.load(weights, box_head="convfc")
+
+
+def test_every_model_and_dataset_key_has_a_declared_type_or_a_typed_default():
+    """A key whose default is null must have a rule, or a wrong type would pass unchecked."""
+    groups = config_groups()
+    for group in ("model", "dataset"):
+        for option in groups[group]:
+            cfg = OmegaConf.to_container(compose(f"{group}={option}")[group], resolve=False)
+            untyped = [k for k, v in cfg.items() if v is None and f"{group}.{k}" not in RULES]
+            assert not untyped, f"{group}={option}: {untyped} need a rule in schema.RULES"
+
+
+@pytest.mark.parametrize("preset", config_groups()["model"])
+def test_every_model_preset_builds_and_detects(preset):
+    detector = Detector(preset, num_classes=3, min_size=96, max_size=96, precision="fp32", device="cpu")
+    result = detector.predict(torch.zeros(3, 80, 100, dtype=torch.uint8))
+    assert set(result) == {"boxes", "scores", "labels", "names"} and result["boxes"].shape[1] == 4
+
+
+def test_python_api_decodes_files_like_training(tmp_path):
+    """Transparent PNGs on white and 16-bit PNGs scaled, exactly as rcnn predict and training read them."""
+    from rcnn_cli.api import to_chw_tensor
+    from rcnn_cli.data.images import read_chw
+
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), "RGBA").save(tmp_path / "t.png")
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(tmp_path / "g16.png")
+    for name in ("t.png", "g16.png"):
+        assert torch.equal(to_chw_tensor(tmp_path / name), read_chw(tmp_path / name))
+    assert int(to_chw_tensor(tmp_path / "t.png").min()) == 255
+
+
+def test_early_stopping_patience_is_counted_in_epochs():
+    from rcnn_cli.training.trainer import patience_in_checks
+
+    assert patience_in_checks(5, OmegaConf.create({"check_val_every_n_epoch": 1})) == 5
+    assert patience_in_checks(5, OmegaConf.create({"check_val_every_n_epoch": 2})) == 3
+    assert patience_in_checks(1, OmegaConf.create({"check_val_every_n_epoch": 4})) == 1
+
+
+def test_config_show_prints_what_a_command_would_run_with(tiny_run, tmp_path):
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    out = run_rcnn("config", "show", "--weights", str(weights), "model.box_score_thresh=0.5", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    shown = OmegaConf.create(out.stdout)
+    assert (shown.model.box_score_thresh, shown.model.min_size, shown.optim.name) == (0.5, 128, "adamw")
+
+
+def test_library_packages_never_import_commands_or_the_api():
+    root = Path(__file__).resolve().parents[1] / "rcnn_cli"
+    offenders = []
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root)
+        if relative.parts[0] in ("commands", "cli.py", "api.py", "__init__.py"):
+            continue
+        text = path.read_text()
+        if any(marker in text for marker in ("from ..commands", "from .commands", "from ..api", "from .api ",
+                                             "rcnn_cli.commands", "rcnn_cli.api")):
+            offenders.append(str(relative))
+    assert not offenders
+    predict_side = (root / "predict").rglob("*.py")
+    assert not [p for p in predict_side if "..export" in p.read_text()]
+    assert not [p for p in (root / "export").rglob("*.py") if "..predict" in p.read_text()]
