@@ -108,7 +108,8 @@ def test_duplicate_ids_size_mismatch_and_escaping_paths(tmp_path):
     data["images"] += [{"id": 100, "file_name": "a.jpg"}, {"id": 7, "file_name": "../../etc/passwd"},
                        {"id": 8, "file_name": "/etc/hostname"}]
     (tmp_path / "t.json").write_text(json.dumps(data))
-    cfg = load_config(["dataset=coco", f"dataset.train_json={tmp_path}/t.json", f"dataset.train_images={tmp_path}/img"]).dataset
+    cfg = load_config(["dataset=coco", f"dataset.train_json={tmp_path}/t.json",
+                       f"dataset.train_images={tmp_path}/img"]).dataset
     loaded = load_dataset(cfg, ("train",))
     assert [r.path.name for r in loaded.splits["train"]] == ["a.jpg", "c.jpg"]
     assert len(only(loaded, "duplicate_image_id")) == 1

@@ -12,7 +12,8 @@ from PIL import Image
 
 def coco_file(path: Path, images: list[str]) -> None:
     """A COCO file with one 'cell' box per image (sizes are read from the files)."""
-    entries = [{"id": i + 1, "file_name": name, **dict(zip(("width", "height"), Image.open(path.parent / "img" / name).size))}
+    entries = [{"id": i + 1, "file_name": name,
+                **dict(zip(("width", "height"), Image.open(path.parent / "img" / name).size))}
                for i, name in enumerate(images)]
     boxes = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0}
              for i in range(len(images))]

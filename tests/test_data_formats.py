@@ -72,7 +72,8 @@ def test_coco_with_gaps_in_category_ids_round_trips(tmp_path):
     coco_file(tmp_path / "train.json", ["a.jpg", "b.jpg"], [(3, "ant"), (7, "bee"), (12, "cow")],
               [(0, 3, [1, 1, 10, 10], 0), (0, 12, [20, 5, 10, 10], 0), (1, 7, [5, 5, 20, 20], 0),
                (1, 12, [30, 10, 8, 8], 1)])
-    cfg = dataset_cfg("dataset=coco", f"dataset.train_json={tmp_path}/train.json", f"dataset.train_images={tmp_path}/img")
+    cfg = dataset_cfg("dataset=coco", f"dataset.train_json={tmp_path}/train.json",
+                      f"dataset.train_images={tmp_path}/img")
     loaded = load_dataset(cfg, ("train",))
     assert loaded.class_names == ["ant", "bee", "cow"] and loaded.category_ids == [3, 7, 12]
     a, b = loaded.splits["train"]

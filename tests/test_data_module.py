@@ -102,7 +102,8 @@ def test_each_worker_draws_its_own_augmentations(tmp_path):
     record = write_record(tmp_path / "a.png")
     image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(image).save(record.path)
-    dataset = DetectionDataset([record] * 4, build_augment({"name": "jitter", "color_jitter": 0.4, "hflip": 0.5}), train=True)
+    augment = build_augment({"name": "jitter", "color_jitter": 0.4, "hflip": 0.5})
+    dataset = DetectionDataset([record] * 4, augment, train=True)
     torch.manual_seed(0)
     loader = DataLoader(dataset, batch_size=1, collate_fn=collate, num_workers=2, worker_init_fn=reseed_worker)
     first, second = [images[0] for images, _ in list(loader)[:2]]     # item 0 from worker 0, item 1 from worker 1

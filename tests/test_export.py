@@ -17,8 +17,8 @@ from helpers import bccd_images, facemask_images, run_rcnn
 from rcnn_cli.api import Detector, to_chw_tensor
 from rcnn_cli.eval.agreement import compare_detections
 from rcnn_cli.export.exporters import write_onnx
-from rcnn_cli.runtime.exported import OnnxDetector
 from rcnn_cli.export.verify import check_images, verify_export
+from rcnn_cli.runtime.exported import OnnxDetector
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,8 @@ def test_predict_and_export_apply_key_value_overrides(tiny_run, tmp_path):
 
     def scores(threshold: float) -> list[float]:
         out = run_rcnn("predict", *map(str, images), "--weights", str(weights), "--conf", "0", "--out",
-                       str(tmp_path / str(threshold)), f"model.box_score_thresh={threshold}", "device=cpu", cwd=tmp_path)
+                       str(tmp_path / str(threshold)), f"model.box_score_thresh={threshold}", "device=cpu",
+                       cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-2000:]
         results = json.loads((tmp_path / str(threshold) / "predictions.json").read_text())
         assert len(results) == 6

@@ -41,6 +41,4 @@ def build_augment(cfg: Mapping[str, Any] | None, seed: int | None = None) -> A.C
                                    hue=strength / 10, p=0.8))
     params = A.BboxParams(format="pascal_voc", label_fields=LABEL_FIELDS, clip=True,
                           min_visibility=float(cfg.get("min_visibility", 0.0)), min_area=1.0)
-    # Seeded from augment.seed, else the run's seed: `seed=N` must give the same flips and zooms.
-    seed = cfg.get("seed") if cfg.get("seed") is not None else seed
     return A.Compose(steps, bbox_params=params, seed=seed)

@@ -50,7 +50,8 @@ def parse_coco(path: Path, images_dir: Path, log: ProblemLog) -> CocoFile:
         raise DatasetError(f"{path}: not a COCO instances file (no 'images' list)")
     for key in ("categories", "annotations"):
         if not isinstance(data.get(key) or [], list):
-            raise DatasetError(f"{path}: '{key}' is a {type(data[key]).__name__}, not a list; is this a COCO instances file?")
+            raise DatasetError(f"{path}: '{key}' is a {type(data[key]).__name__}, not a list; "
+                               "is this a COCO instances file?")
     categories: dict[int, str] = {}
     for category in data.get("categories") or []:
         try:

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from .augment import build_augment
-from .dataset import DetectionDataset, collate, reseed_worker
+from .dataset import DetectionDataset, ReseedWorker, collate, stream_seed
 from .load import load_dataset
 from .records import ImageRecord, LoadedDataset
 from .sampler import GroupedBatchSampler
@@ -63,7 +63,12 @@ class DetectionDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        augment = build_augment(self.cfg.get("augment"), seed=int(self.cfg.get("seed", 0)))
+        # Each rank its own augmentation stream (workers are reseeded per rank and worker too).
+        rank = self._rank_and_world()[0]
+        # Seeded from augment.seed, else the run's seed: `seed=N` must give the same flips and zooms.
+        base = self.cfg.augment.get("seed")
+        base = int(self.cfg.seed) if base is None else int(base)
+        augment = build_augment(self.cfg.augment, seed=stream_seed(base, rank))
         dataset = DetectionDataset(self.records("train"), augment, train=True,
                                    use_ignored=bool(self.cfg.dataset.get("use_difficult")),
                                    max_pixels=self._max_pixels())
@@ -83,12 +88,12 @@ class DetectionDataModule(L.LightningDataModule):
         rank, world = self._rank_and_world()
         group = bool(data.get("group_aspect_ratio", True)) and int(data.batch_size) > 1
         sampler = GroupedBatchSampler([r.width >= r.height for r in dataset.records], int(data.batch_size),
-                                      shuffle=train, seed=int(self.cfg.get("seed", 0)), rank=rank,
+                                      shuffle=train, seed=int(self.cfg.seed), rank=rank,
                                       world_size=world, pad=train, group=group)
         workers = worker_count(data.get("num_workers"))
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=self._uses_gpu(),
-                          worker_init_fn=reseed_worker if workers > 0 else None)
+                          worker_init_fn=ReseedWorker(rank) if workers > 0 else None)
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer

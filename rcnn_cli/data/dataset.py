@@ -35,6 +35,10 @@ class DetectionDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        # A negative index is a DDP padding copy of record -index-1 (sampler.as_padding): it is loaded
+        # like the original and flagged so that evaluation leaves it out.
+        padding = index < 0
+        index = -index - 1 if padding else index
         record = self.records[index]
         try:
             image = read_rgb(record.path, self.max_pixels)
@@ -58,21 +62,37 @@ class DetectionDataset(Dataset):
         target = {"boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
                   "labels": torch.from_numpy(np.asarray(labels, np.int64)),
                   "ignore": torch.from_numpy(np.asarray(ignore, bool)),
-                  "index": index}
+                  "index": index, "padding": padding}
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), target
 
 
-def reseed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's augmentation its own random stream.
+def stream_seed(*parts: int) -> int:
+    """One 32-bit seed from several numbers (run seed, rank, worker seed), well mixed: nearby inputs
+    give unrelated streams, and the same inputs the same stream."""
+    return int(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(1)[0])
+
+
+class ReseedWorker:
+    """DataLoader ``worker_init_fn``: give each worker of each DDP rank its own augmentation stream.
 
     albumentations keeps its random state inside the Compose; forked workers would all inherit
     the same state and draw the same flips and zooms in lockstep. torch seeds every worker
-    differently (base seed + worker id, reproducible under ``seed_everything``), so use that.
+    differently (base seed + worker id, reproducible under ``seed_everything``), but that base
+    seed is the same on every rank, so the rank is mixed in. A class, not a closure, so that it
+    pickles when workers are spawned (macOS, Windows).
     """
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+    def __init__(self, rank: int = 0):
+        self.rank = rank
+
+    def __call__(self, worker_id: int) -> None:
+        info = get_worker_info()
+        transform = getattr(info.dataset, "transform", None) if info is not None else None
+        if transform is not None and hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(stream_seed(torch.initial_seed(), self.rank))
+
+
+reseed_worker = ReseedWorker(0)
 
 
 def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:

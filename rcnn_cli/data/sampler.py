@@ -13,9 +13,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices.
 
     landscape: per item, True when width >= height; batches hold one orientation only.
-    Training (``pad=True``): every rank gets the same number of batches (the batch list is
-    padded by repeating its first batches), as DDP needs. Evaluation (``pad=False``): batches
-    are dealt out without repeats, so every image is evaluated exactly once across ranks.
+    Every rank gets the same number of batches (the batch list is padded by repeating its first
+    batches), as DDP needs. Training (``pad=True``) uses the repeats as ordinary batches;
+    evaluation (``pad=False``) marks them as padding so every image is counted exactly once.
     """
 
     def __init__(self, landscape: Sequence[bool], batch_size: int, shuffle: bool, seed: int = 0,
@@ -49,9 +49,12 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def _my_batches(self) -> list[list[int]]:
         batches = self._all_batches()
-        if self.pad and self.world_size > 1 and batches and len(batches) % self.world_size:
+        if self.world_size > 1 and batches and len(batches) % self.world_size:
             missing = self.world_size - len(batches) % self.world_size
-            batches += (batches * self.world_size)[:missing]
+            extra = (batches * self.world_size)[:missing]
+            # Evaluation: every rank must still run as many steps (DDP collectives would wait forever for
+            # a rank with none), but each image must count once: the copies are marked as padding.
+            batches += extra if self.pad else [[as_padding(i) for i in batch] for batch in extra]
         return batches[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -59,6 +62,11 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._my_batches())
+
+
+def as_padding(index: int) -> int:
+    """Dataset index -> the marked copy the dataset returns flagged ``padding`` (see DetectionDataset)."""
+    return -index - 1
 
 
 class _EpochHook:

@@ -43,7 +43,8 @@ def parse_voc_xml(xml_path: Path, images_dir: Path, log: ProblemLog) -> VocFile 
         try:
             coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
         except (AttributeError, TypeError, ValueError):
-            report(log, "bad_annotation", xml_path, f"object {index} ({name or 'no name'}): missing or non-numeric bndbox")
+            report(log, "bad_annotation", xml_path,
+                   f"object {index} ({name or 'no name'}): missing or non-numeric bndbox")
             continue
         parsed.names.append(name)
         parsed.boxes.append(coords)
@@ -94,7 +95,8 @@ def devkit_files(roots: list[Path], split: str, log: ProblemLog) -> list[VocFile
     for root in roots:
         if not (root / "Annotations").is_dir():
             raise DatasetError(f"dataset.root {root}: no Annotations/ folder; is this a VOCdevkit year folder "
-                               "(e.g. VOCdevkit/VOC2007)? For flat folders use dataset.images= and dataset.annotations=")
+                               "(e.g. VOCdevkit/VOC2007)? For flat folders use dataset.images= and "
+                               "dataset.annotations=")
         for stem in read_split_ids(root, split):
             xml = root / "Annotations" / f"{stem}.xml"
             if not xml.is_file():

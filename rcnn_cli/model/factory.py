@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
 from torchvision.models._meta import _COCO_CATEGORIES
 
 from .backbones import MAX_TRAINABLE_LAYERS
@@ -46,7 +47,8 @@ def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None
     file. ``finetune`` lets weights with another class count load with a fresh predictor.
     checkpoint: ``read_checkpoint(cfg.weights)`` when the caller already read it.
     """
-    cfg = dict(cfg)
+    # Plain values from here on: an OmegaConf ListConfig (model.min_size=[480,512]) is not a list.
+    cfg = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     state, meta = None, {}
     if cfg["weights"]:
         state, meta = checkpoint or read_checkpoint(cfg["weights"])

@@ -88,10 +88,19 @@ def bf16_pays_off(device_type: str = "cpu") -> bool:
     return bf16_speedup(device_type) >= BF16_MIN_SPEEDUP
 
 
-def training_autocast_dtype(device_type: str) -> torch.dtype | None:
+def training_autocast_dtype(device_type: str, processes: int = 1) -> torch.dtype | None:
     """Mixed precision for training on ``device_type``: bf16 where it pays (see ``bf16_speedup``),
-    fp16 on other GPUs (with a gradient scaler), none (fp32) on other CPUs."""
-    if bf16_pays_off(device_type):
+    fp16 on other GPUs (with a gradient scaler), none (fp32) on other CPUs.
+
+    processes > 1 (DDP): every rank must choose the same, and a timing can differ between ranks
+    near the threshold (and each rank would time on GPU 0 before its own device is set). So the
+    choice is made from what the hardware supports, which is the same everywhere, not timed."""
+    if processes > 1:
+        native = (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) if device_type == "cuda" \
+            else has_native_bf16()
+        if native:
+            return torch.bfloat16
+    elif bf16_pays_off(device_type):
         return torch.bfloat16
     return torch.float16 if device_type == "cuda" else None
 

@@ -17,6 +17,9 @@ from ..model.factory import LoadedDetector
 from ..model.weights import META_KEY
 from .optim import REFERENCE_BATCH, build_optimizer, build_scheduler, scaled_lr
 
+# Consecutive non-finite 16-mixed steps that mean the run diverged rather than overflowed once.
+MAX_SKIPPED_FP16_STEPS = 20
+
 
 class NonFiniteLossError(JobFailed):
     """A loss became NaN or infinite; the message names the loss terms and the images."""
@@ -39,6 +42,7 @@ class DetectorModule(L.LightningModule):
         self.batch_size = batch_size        # per device; the global batch is known once a Trainer runs
         self.image_paths = image_paths or {}  # split -> paths, to name images in error messages
         self.evaluated: list[tuple[int, dict, dict]] = []   # (index, prediction, target) this epoch
+        self.skipped_in_a_row = 0                           # 16-mixed steps skipped for a non-finite loss
         self.last_report = None
 
     # -- training ---------------------------------------------------------------------------
@@ -47,11 +51,27 @@ class DetectorModule(L.LightningModule):
         losses = self.model(images, targets)
         total = sum(losses.values())
         if not torch.isfinite(total):
+            if self._fp16_skips_step():
+                return None     # Lightning then skips backward and the optimizer step, as the loss scaler would
             raise NonFiniteLossError(self._non_finite_message(losses, targets, "train"))
+        self.skipped_in_a_row = 0
         self.log_dict({f"train/{name}": value.detach() for name, value in losses.items()},
                       batch_size=len(images))
         self.log("train/loss", total.detach(), prog_bar=True, on_epoch=True, batch_size=len(images))
         return total
+
+    def _fp16_skips_step(self) -> bool:
+        """Under 16-mixed an overflow to inf is expected now and then: fp16 tops out at 65504, and the
+        gradient scaler exists for this. The step is skipped; only a run of them means divergence.
+        bf16 and fp32 have fp32's range, so a non-finite loss there is divergence at once."""
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        if not precision.startswith("16"):
+            return False
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row == 1 or self.skipped_in_a_row % 10 == 0:
+            rank_zero_info(f"16-mixed: non-finite loss at step {self.global_step}, step skipped "
+                           f"({self.skipped_in_a_row} in a row)")
+        return self.skipped_in_a_row < MAX_SKIPPED_FP16_STEPS
 
     def _non_finite_message(self, losses: dict[str, Tensor], targets: list[dict], split: str) -> str:
         bad = [name for name, value in losses.items() if not torch.isfinite(value)]
@@ -83,18 +103,26 @@ class DetectorModule(L.LightningModule):
     # -- validation -------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self.evaluated = []
+        self.val_loss = torch.zeros(2, dtype=torch.float64)   # (sum of per-image losses, images)
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        """Under DDP a rank may get padding batches (copies marked ``padding``) so that every rank runs
+        as many steps as the others; they run the same collectives but count nowhere."""
         images, targets = batch
         losses, detections = self.model.forward_with_losses(images, targets)
-        self.log("val/loss", sum(losses.values()), prog_bar=True, batch_size=len(images), sync_dist=True)
-        for detection, target in zip(detections, targets, strict=True):
-            self.evaluated.append((int(target["index"]), _to_cpu(detection), _to_cpu(target)))
+        real = [not t.get("padding", False) for t in targets]
+        self.val_loss += torch.tensor([float(sum(losses.values())) * sum(real), sum(real)], dtype=torch.float64)
+        for detection, target, counts in zip(detections, targets, real, strict=True):
+            if counts:
+                self.evaluated.append((int(target["index"]), _to_cpu(detection), _to_cpu(target)))
 
     def on_validation_epoch_end(self) -> None:
         from ..eval import evaluate
 
         evaluated = gather_from_all_ranks(self.evaluated)
+        loss_sum, images = self._all_ranks_sum(self.val_loss).tolist()
+        if images:
+            self.log("val/loss", loss_sum / images, prog_bar=True)
         summary = None
         if self.global_rank == 0 and evaluated:
             predictions = [prediction for _, prediction, _ in evaluated]
@@ -108,6 +136,11 @@ class DetectorModule(L.LightningModule):
             self.log_dict(metrics)
             self.log("val/map_50", float(summary["map_50"]), prog_bar=True)
         self.evaluated_all = evaluated
+
+    def _all_ranks_sum(self, values: Tensor) -> Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values.to(self.device), reduce_op="sum").cpu()
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -126,7 +159,8 @@ def _to_cpu(item: Mapping[str, Any]) -> dict[str, Any]:
 def gather_from_all_ranks(items: list[tuple[int, dict, dict]]) -> list[tuple[int, dict, dict]]:
     """Every rank's (index, prediction, target) triples, in dataset order, each index once.
 
-    Validation shards are disjoint and unpadded, so the union is the whole validation set."""
+    Validation shards are disjoint (padding batches are left out before), so the union is the whole
+    validation set."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, items)

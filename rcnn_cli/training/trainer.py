@@ -4,6 +4,7 @@ callbacks from the ``callbacks`` group."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,33 @@ def trainer_device_type(accelerator: str) -> str:
     return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
 
-def training_precision(precision: str, accelerator: str) -> str:
+def training_precision(precision: str, accelerator: str, processes: int = 1) -> str:
     """Lightning's precision for ``trainer.precision``; ``auto`` is bf16-mixed where a probe
     measures bf16 convs faster on the device that will train (CPUs with avx512_bf16/AMX, recent
-    GPUs), 16-mixed on other GPUs, 32-true on other CPUs."""
+    GPUs), 16-mixed on other GPUs, 32-true on other CPUs. With several processes the choice is
+    made from hardware support, identical on every rank (see ``training_autocast_dtype``)."""
     if precision != "auto":
         return precision
     return {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[
-        training_autocast_dtype(trainer_device_type(accelerator))]
+        training_autocast_dtype(trainer_device_type(accelerator), processes)]
+
+
+def planned_processes(trainer_cfg: DictConfig) -> int:
+    """How many training processes the run will have, before the Trainer exists: launched by
+    torchrun/SLURM (WORLD_SIZE set), or by Lightning from trainer.devices x trainer.num_nodes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ["WORLD_SIZE"])
+    devices = trainer_cfg.devices
+    if isinstance(devices, str):   # "auto", "4" (a count) or "0,1,2,3" (indices), as Lightning reads them
+        parts = [d for d in devices.split(",") if d.strip()]
+        if devices == "auto":
+            devices = -1
+        else:
+            devices = int(devices) if len(parts) == 1 and devices.strip().lstrip("-").isdigit() else len(parts)
+    count = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, list) else int(devices)
+    if count == -1:
+        count = max(torch.cuda.device_count(), 1) if trainer_device_type(trainer_cfg.accelerator) == "cuda" else 1
+    return max(count, 1) * int(trainer_cfg.num_nodes)
 
 
 def build_callbacks(callbacks_cfg: DictConfig, trainer_cfg: DictConfig, run_dir: Path) -> list[L.Callback]:
@@ -64,7 +84,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True) 
     """training=False: evaluation, in fp32 unless trainer.precision names another; ``model.precision``
     says how the model itself runs (runtime/fast.py), so autocast must not change it behind its back."""
     args: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
-    args["precision"] = (training_precision(args["precision"], args["accelerator"]) if training
+    args["precision"] = (training_precision(args["precision"], args["accelerator"], planned_processes(cfg.trainer))
+                         if training
                          else "32-true" if args["precision"] == "auto" else args["precision"])
     callbacks: list[L.Callback] = [RichProgressBar()]
     loggers: list[Any] | bool = False
