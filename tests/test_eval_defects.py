@@ -1,4 +1,4 @@
-"""Issue 15, item 16: VOC07 / VOC AP50
+"""Issue 15, items 15 and 16: COCO AP follows the model's detections per image, and VOC07 / VOC AP50
 are the official VOC devkit's numbers (VOCevaldet.m, VOCap.m), worked by hand below."""
 
 from __future__ import annotations
@@ -6,9 +6,67 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from rcnn_cli.eval import evaluate
 from rcnn_cli.eval.voc import ClassCurve, ap_11_point, ap_all_points, class_curves
+
+
+def crowded_scene(count: int = 150):
+    """One image, ``count`` separate 30 x 30 boxes on a 15-column grid, found exactly, scores 1 .. 0.1."""
+    xy = np.stack(np.meshgrid(np.arange(15) * 40.0, np.arange(count // 15) * 40.0), -1).reshape(-1, 2)
+    boxes = torch.tensor(np.concatenate([xy, xy + 30], axis=1), dtype=torch.float32)
+    labels = torch.ones(count, dtype=torch.int64)
+    target = {"boxes": boxes, "labels": labels}
+    prediction = {"boxes": boxes, "labels": labels, "scores": torch.linspace(1, 0.1, count)}
+    return prediction, target
+
+
+def pycocotools_stats(prediction, target, max_dets: list[int]) -> list[float]:
+    """pycocotools' stats with ``maxDets``; its summarize() takes stats[0] (AP) at 100 detections
+    whatever maxDets says, so AP is read from its precision array as summarize() reads it."""
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 1, "width": 640, "height": 480}], "categories": [{"id": 1, "name": "cell"}],
+                  "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                                   "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+                                  for i, (x1, y1, x2, y2) in enumerate(target["boxes"].tolist())]}
+    gt.createIndex()
+    results = [{"image_id": 1, "category_id": 1, "score": s, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+               for (x1, y1, x2, y2), s in zip(prediction["boxes"].tolist(), prediction["scores"].tolist())]
+    evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+    evaluator.params.maxDets = max_dets
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]    # area "all", the last maxDets
+    return [float(precision[precision > -1].mean()), *evaluator.stats[1:]]
+
+
+@pytest.mark.filterwarnings("ignore:Encountered more than")
+def test_coco_ap_counts_every_detection_the_model_may_make():
+    prediction, target = crowded_scene(150)
+    # COCO's default keeps the best 100 of 150 perfect detections: recall 100/150, so precision 1 at
+    # the 67 recall points 0, .01, ..., .66 of 101 and 0 after: AP 67/101.
+    capped = evaluate([prediction], [target], ["cell"]).summary()
+    assert capped["map"] == pytest.approx(67 / 101) and capped["mar_100"] == pytest.approx(100 / 150)
+    # The model may return up to 150 (model.box_detections_per_img=150): every object is found.
+    summary = evaluate([prediction], [target], ["cell"], max_detections=150).summary()
+    assert summary["map"] == pytest.approx(1.0) and summary["map_50"] == pytest.approx(1.0)
+    assert summary["mar_150"] == pytest.approx(1.0) and "mar_100" not in summary
+    assert summary["per_class"]["cell"]["ap50"] == pytest.approx(1.0)
+    # Same numbers as pycocotools with maxDets [1, 10, 150].
+    stats = pycocotools_stats(prediction, target, [1, 10, 150])
+    ours = [summary[k] for k in ("map", "map_50", "map_75", "map_small", "mar_1", "mar_10", "mar_150")]
+    assert ours == pytest.approx([stats[i] for i in (0, 1, 2, 3, 6, 7, 8)], abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered more than")
+def test_coco_max_detections_below_ten_caps_ap_there():
+    prediction, target = crowded_scene(15)
+    # 5 of 15 boxes: recall 1/3, precision 1 at recall points 0 .. .33 (34 of 101).
+    summary = evaluate([prediction], [target], ["cell"], max_detections=5).summary()
+    assert summary["map"] == pytest.approx(34 / 101) and summary["mar_5"] == pytest.approx(5 / 15)
 
 
 def box_set():
