@@ -53,7 +53,7 @@ def test_all_formats_agree(predicted):
     box = results[image_index]["detections"][0]["box"]
     assert [x, y, x + w, y + h] == pytest.approx(box, abs=0.02)
     for result in results:
-        root = ET.parse(out / "voc" / (result["image"].rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".xml")).getroot()
+        root = ET.parse(out / "voc" / f"{result['output_name']}.xml").getroot()
         assert len(root.findall("object")) == len(result["detections"])
         assert int(root.findtext("size/width")) == result["width"]
 

@@ -25,7 +25,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def json_text(results: list[dict[str, Any]]) -> str:
-    """[{"image", "width", "height", "detections": [{"label", "label_id", "score", "box"}]}]."""
+    """[{"image", "output_name", "width", "height", "detections": [{"label", "label_id", "score", "box"}]}];
+    ``output_name``: the drawn picture is ``<output_name>.jpg``, the VOC file ``voc/<output_name>.xml``."""
     return json.dumps(results, indent=1)
 
 
@@ -69,6 +70,8 @@ def voc_xml_text(result: dict[str, Any]) -> str:
 
 def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
                   category_ids: list[int] | None) -> list[Path]:
+    """results: as ``runner.run`` makes them. VOC files are named by each result's ``output_name``,
+    unique within a run (see sources.OutputNames)."""
     written = []
     for fmt in formats:
         if fmt == "json":
@@ -82,6 +85,6 @@ def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
             written.append(out / "predictions_coco.json")
         elif fmt == "voc":
             for result in results:
-                atomic_write_text(out / "voc" / f"{Path(result['image']).stem}.xml", voc_xml_text(result))
+                atomic_write_text(out / "voc" / f"{result['output_name']}.xml", voc_xml_text(result))
             written.append(out / "voc")
     return written
