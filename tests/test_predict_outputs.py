@@ -1,8 +1,10 @@
-"""Issue 15, item 13: every input of ``rcnn predict`` gets its own drawn picture and VOC file (video
-frames by frame index, same-name images from different folders by suffix)."""
+"""Issue 15, items 13 and 14: every input of ``rcnn predict`` gets its own drawn picture and VOC file
+(video frames by frame index, same-name images from different folders by suffix), and ``--format coco``
+is a COCO results file that pycocotools scores."""
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -10,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from rcnn_cli.predict.runner import PredictOptions, run
 from rcnn_cli.predict.sources import expand_sources
 from rcnn_cli.predict.writers import write_outputs
 
 CLASSES = ["cat", "dog"]
+CATEGORY_IDS = [3, 7]           # the dataset's own ids, not positions
 SIZE = (160, 48)                # width, height
 # Each input is one grey level; the fake detector finds grey / 40 boxes in it, so every input has
 # a different number of detections and a file written for the wrong input shows.
@@ -54,7 +59,7 @@ def predicted(tmp_path):
     out = tmp_path / "out"
     result = run(fake_detect, CLASSES, images, videos, out, PredictOptions(conf=0.0, batch_size=2, num_workers=0))
     assert not result.failures
-    write_outputs(result.results, out, ["json", "voc"], None)
+    write_outputs(result.results, out, ["json", "voc", "coco"], CATEGORY_IDS)
     return inputs, out, result.results
 
 
@@ -80,3 +85,30 @@ def test_every_input_has_its_own_voc_file_and_picture(predicted):
         assert len(root.findall("object")) == len(result["detections"]) == len(boxes_for(grey))
         picture = np.asarray(Image.open(out / f"{name}.jpg").convert("L"), dtype=np.float64)
         assert abs(np.median(picture) - grey) < 6      # the picture of this input, not another's
+
+
+def test_coco_format_is_a_results_file_pycocotools_scores(predicted, tmp_path):
+    inputs, out, results = predicted
+    image_map = json.loads((out / "predictions_coco_images.json").read_text())
+    assert sorted(entry["file_name"] for entry in image_map) == sorted(r["image"] for r in results)
+    # Ground truth built for the test from the image map: the objects each input holds.
+    grey_of = {k: v[1] for k, v in expected_names(inputs).items()}
+    annotations = []
+    for entry in image_map:
+        for box, label in boxes_for(grey_of[entry["file_name"]]):
+            x1, y1, x2, y2 = box
+            annotations.append({"id": len(annotations) + 1, "image_id": entry["id"], "iscrowd": 0,
+                                "category_id": CATEGORY_IDS[label - 1], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                "area": (x2 - x1) * (y2 - y1)})
+    ground_truth = {"images": image_map, "annotations": annotations,
+                    "categories": [{"id": i, "name": n} for i, n in zip(CATEGORY_IDS, CLASSES)]}
+    (tmp_path / "gt.json").write_text(json.dumps(ground_truth))
+    gt = COCO(str(tmp_path / "gt.json"))
+    detections = gt.loadRes(str(out / "predictions_coco.json"))
+    assert len(detections.anns) == len(annotations) == sum(len(r["detections"]) for r in results) == 21
+    evaluator = COCOeval(gt, detections, "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    # Every detection is its object, of the right category, in the right image: AP and AR are 1.
+    assert evaluator.stats[0] == pytest.approx(1.0) and evaluator.stats[8] == pytest.approx(1.0)
