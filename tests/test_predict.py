@@ -47,13 +47,14 @@ def test_all_formats_agree(predicted):
     row = next(r for r in rows if r["image"] == first["image"])
     assert [float(row[k]) for k in ("x1", "y1", "x2", "y2")] == first["detections"][0]["box"]
     coco = json.loads((out / "predictions_coco.json").read_text())
-    assert len(coco["results"]) == total and len(coco["images"]) == 4
-    x, y, w, h = coco["results"][0]["bbox"]
-    image_index = coco["results"][0]["image_id"]
-    box = results[image_index]["detections"][0]["box"]
+    images = json.loads((out / "predictions_coco_images.json").read_text())
+    assert len(coco) == total and len(images) == 4
+    x, y, w, h = coco[0]["bbox"]
+    file_name = {entry["id"]: entry["file_name"] for entry in images}[coco[0]["image_id"]]
+    box = next(r for r in results if r["image"] == file_name)["detections"][0]["box"]
     assert [x, y, x + w, y + h] == pytest.approx(box, abs=0.02)
     for result in results:
-        root = ET.parse(out / "voc" / (result["image"].rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".xml")).getroot()
+        root = ET.parse(out / "voc" / f"{result['output_name']}.xml").getroot()
         assert len(root.findall("object")) == len(result["detections"])
         assert int(root.findtext("size/width")) == result["width"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .coco import coco_metrics
+from .coco import coco_metrics, summary_keys
 from .matching import as_numpy, pairwise_iou
 from .voc import ClassCurve, ap_11_point, ap_all_points, best_f1_threshold, class_curves
 
@@ -24,13 +24,14 @@ class EvalReport:
     curves: list[ClassCurve]
     predictions: list[dict]
     targets: list[dict]
+    max_detections: int = 100
 
     def summary(self) -> dict[str, Any]:
-        """The JSON ``rcnn eval --json`` writes: plain floats, -1 where undefined (as COCO does)."""
+        """The JSON ``rcnn eval --json`` writes: plain floats, -1 where undefined (as COCO does). The
+        recall keys are mar_1, mar_10 and mar_<max_detections> (mar_100 by default)."""
         voc07 = [ap_11_point(c) for c in self.curves]
         voc = [ap_all_points(c) for c in self.curves]
-        out = {key: self.coco[key] for key in ("map", "map_50", "map_75", "map_small", "map_medium",
-                                               "map_large", "mar_1", "mar_10", "mar_100")}
+        out = {key: self.coco[key] for key in summary_keys(self.max_detections)}
         out["voc07_map50"] = _mean(voc07)
         out["voc_map50"] = _mean(voc)
         out["per_class"] = {
@@ -68,14 +69,17 @@ class EvalReport:
         return written
 
 
-def evaluate(predictions: list[dict], targets: list[dict], class_names: list[str]) -> EvalReport:
+def evaluate(predictions: list[dict], targets: list[dict], class_names: list[str],
+             max_detections: int = 100) -> EvalReport:
     """predictions: per image {"boxes": (N, 4) xyxy, "scores": (N,), "labels": (N,) in 1..C};
-    targets: per image {"boxes": (M, 4), "labels": (M,), optional "ignore": (M,) bool}."""
+    targets: per image {"boxes": (M, 4), "labels": (M,), optional "ignore": (M,) bool};
+    max_detections: the detections per image COCO AP/AR count (the model's ``box_detections_per_img``;
+    VOC AP counts them all)."""
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} images")
     num_classes = len(class_names)
-    return EvalReport(list(class_names), coco_metrics(predictions, targets, num_classes),
-                      class_curves(predictions, targets, num_classes), predictions, targets)
+    return EvalReport(list(class_names), coco_metrics(predictions, targets, num_classes, max_detections),
+                      class_curves(predictions, targets, num_classes), predictions, targets, max_detections)
 
 
 def confusion_matrix(predictions: list[dict], targets: list[dict], num_classes: int,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.boxes import batched_nms, clip_boxes, is_large_enough, pairwise_iou, top_n_per_group
+from ..ops.boxes import batched_nms, clip_boxes, is_large_enough, top_n_per_group
 from .box_coder import BoxCoder
 from .box_head import BoxPredictor
 from .matcher import IGNORE, Matcher
@@ -74,7 +74,7 @@ class RoIHeads(nn.Module):
         deltas for their true class, divided by the number sampled."""
         boxes = torch.cat([proposals.boxes, targets.boxes.to(proposals.boxes.dtype)], dim=1)
         valid = torch.cat([proposals.valid, targets.valid], dim=1)
-        matches = self.matcher(pairwise_iou(targets.boxes, boxes), targets.valid)
+        matches = self.matcher.match(targets.boxes, targets.valid, boxes)
         gt_index = matches.clamp(min=0)
         labels = torch.where(matches >= 0, targets.labels.gather(1, gt_index), 0)
         sample_labels = torch.where((matches == IGNORE) | ~valid, -1, (matches >= 0).long())

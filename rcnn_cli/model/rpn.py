@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.boxes import batched_nms, clip_boxes, is_large_enough, pairwise_iou, top_n_per_group
+from ..ops.boxes import batched_nms, clip_boxes, is_large_enough, top_n_per_group
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .matcher import BACKGROUND, Matcher
@@ -101,7 +101,7 @@ class RegionProposalNetwork(nn.Module):
         Objectness: BCE (sigmoid) or CE (softmax) over the sampled anchors. Boxes: smooth-L1
         (beta 1/9) on the positives, divided by the number sampled, as in torchvision.
         """
-        matches = self.matcher(pairwise_iou(targets.boxes, anchors), targets.valid)
+        matches = self.matcher.match(targets.boxes, targets.valid, anchors)
         labels = torch.where(matches >= 0, 1, torch.where(matches == BACKGROUND, 0, -1))
         positive, negative = self.sampler(labels)
         sampled = positive | negative

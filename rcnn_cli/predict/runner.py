@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.datamodule import worker_count
 from ..data.draw import draw_boxes
 from ..data.images import ImageReadError, read_chw
-from .sources import video_frames
+from .sources import Item, OutputNames, video_frames
 
 # A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
@@ -75,7 +75,7 @@ class _ImageFiles(Dataset):
 
 
 def _batches(images: list[Path], videos: list[Path], options: PredictOptions, failures: list[str]):
-    """Yields lists of (name, (3, H, W) uint8 tensor)."""
+    """Yields lists of (Item, (3, H, W) uint8 tensor)."""
     workers = worker_count(options.num_workers)
     loader = DataLoader(_ImageFiles(images), batch_size=options.batch_size, num_workers=workers,
                         collate_fn=lambda batch: batch)
@@ -85,14 +85,14 @@ def _batches(images: list[Path], videos: list[Path], options: PredictOptions, fa
             if error:
                 failures.append(error)
             else:
-                good.append((str(images[index]), image))
+                good.append((Item(images[index]), image))
         if good:
             yield good
     for video in videos:
         batch = []
         try:
             for frame_index, frame in video_frames(video, options.every):
-                batch.append((f"{video}#frame{frame_index}", torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)))
+                batch.append((Item(video, frame_index), torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)))
                 if len(batch) == options.batch_size:
                     yield batch
                     batch = []
@@ -116,8 +116,10 @@ def keep_detections(detection: dict[str, torch.Tensor], class_names: list[str], 
     return {key: value.cpu()[keep] for key, value in detection.items()}
 
 
-def to_result(name: str, image: torch.Tensor, detection: dict, class_names: list[str]) -> dict[str, Any]:
-    return {"image": name, "width": int(image.shape[-1]), "height": int(image.shape[-2]),
+def to_result(name: str, output_name: str, image: torch.Tensor, detection: dict,
+              class_names: list[str]) -> dict[str, Any]:
+    """output_name: what the files written for this input are called (see sources.OutputNames)."""
+    return {"image": name, "output_name": output_name, "width": int(image.shape[-1]), "height": int(image.shape[-2]),
             "detections": [{"label": class_names[int(label) - 1], "label_id": int(label),
                             "score": round(float(score), 5), "box": [round(float(v), 2) for v in box]}
                            for box, score, label in zip(detection["boxes"], detection["scores"], detection["labels"])]}
@@ -125,35 +127,30 @@ def to_result(name: str, image: torch.Tensor, detection: dict, class_names: list
 
 def run(detect: DetectFn, class_names: list[str], images: list[Path], videos: list[Path], out: Path,
         options: PredictOptions, progress=None) -> PredictRun:
-    """Detect on every input; draws pictures into ``out`` when ``options.draw``."""
+    """Detect on every input; draws pictures into ``out`` (``<output name>.jpg``) when ``options.draw``."""
     run_info = PredictRun()
     start = time.perf_counter()
-    names_seen: set[str] = set()
+    output_names = OutputNames()
     for batch in _batches(images, videos, options, run_info.failures):
         detections = detect([image for _, image in batch])
-        for (name, image), detection in zip(batch, detections):
+        for (item, image), detection in zip(batch, detections):
             kept = keep_detections(detection, class_names, options)
-            run_info.results.append(to_result(name, image, kept, class_names))
+            name = output_names(item)
+            run_info.results.append(to_result(item.label, name, image, kept, class_names))
             if options.draw:
-                _draw(out, name, image, kept, class_names, names_seen)
+                _draw(out / f"{name}.jpg", image, kept, class_names)
         if progress:
             progress(len(batch))
     run_info.seconds = time.perf_counter() - start
     return run_info
 
 
-def _draw(out: Path, name: str, image: torch.Tensor, detection: dict, class_names: list[str], seen: set[str]) -> None:
+def _draw(path: Path, image: torch.Tensor, detection: dict, class_names: list[str]) -> None:
     captions = [f"{class_names[int(label) - 1]} {float(score):.2f}"
                 for score, label in zip(detection["scores"], detection["labels"])]
     picture = draw_boxes(image.permute(1, 2, 0).numpy(), detection["boxes"].numpy(), captions,
                          detection["labels"].tolist())
-    stem = Path(name.replace("#", "_")).stem
-    file_name = f"{stem}.jpg"
-    counter = 2
-    while file_name in seen:       # two inputs with the same name from different folders
-        file_name, counter = f"{stem}_{counter}.jpg", counter + 1
-    seen.add(file_name)
-    out.mkdir(parents=True, exist_ok=True)
-    temp = out / f".{file_name}.tmp.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp.jpg")
     picture.save(temp, quality=92)
-    temp.replace(out / file_name)
+    temp.replace(path)

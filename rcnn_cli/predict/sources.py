@@ -20,8 +20,37 @@ class Item:
     frame: int | None = None
 
     @property
-    def name(self) -> str:
-        return self.path.name if self.frame is None else f"{self.path.stem}_frame{self.frame:06d}.jpg"
+    def label(self) -> str:
+        """How the results name it: the path as found, or ``<video path>#frame<index>``."""
+        return str(self.path) if self.frame is None else f"{self.path}#frame{self.frame}"
+
+    @property
+    def stem(self) -> str:
+        """The name its files start from: the image's stem, or ``<video stem>_f<index, 6 digits>``."""
+        return self.path.stem if self.frame is None else f"{self.path.stem}_f{self.frame:06d}"
+
+
+class OutputNames:
+    """Gives each input of a run its own name for the files written about it: the drawn picture
+    ``<name>.jpg`` and the VOC file ``voc/<name>.xml``.
+
+    The name is ``Item.stem``: ``a/cell.jpg`` -> ``cell``, frame 120 of ``clip.mp4`` -> ``clip_f000120``.
+    When an earlier input of the run has that name already (``b/cell.jpg`` after ``a/cell.jpg``, or
+    ``cell.png`` beside ``cell.jpg``), the input gets the first free one of ``<name>_2``, ``<name>_3``, ...
+    Names differing only in case count as taken (case-insensitive file systems). Inputs come in the
+    order ``expand_sources`` gives (sorted, images before videos), so the same inputs get the same names
+    on every run.
+    """
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+
+    def __call__(self, item: Item) -> str:
+        name, counter = item.stem, 2
+        while name.casefold() in self._taken:
+            name, counter = f"{item.stem}_{counter}", counter + 1
+        self._taken.add(name.casefold())
+        return name
 
 
 def is_image(path: Path) -> bool:

@@ -25,7 +25,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def json_text(results: list[dict[str, Any]]) -> str:
-    """[{"image", "width", "height", "detections": [{"label", "label_id", "score", "box"}]}]."""
+    """[{"image", "output_name", "width", "height", "detections": [{"label", "label_id", "score", "box"}]}];
+    ``output_name``: the drawn picture is ``<output_name>.jpg``, the VOC file ``voc/<output_name>.xml``."""
     return json.dumps(results, indent=1)
 
 
@@ -41,17 +42,26 @@ def csv_text(results: list[dict[str, Any]]) -> str:
 
 
 def coco_text(results: list[dict[str, Any]], category_ids: list[int] | None) -> str:
-    """COCO results; image ids are positions in this run (the ``images`` list maps them to files),
-    category ids are the dataset's own when the checkpoint knows them."""
-    images, annotations = [], []
-    for image_id, result in enumerate(results):
-        images.append({"id": image_id, "file_name": result["image"], "width": result["width"], "height": result["height"]})
+    """A COCO results file, as pycocotools' ``COCO.loadRes`` and COCO evaluation servers read it: a list
+    of {"image_id", "category_id", "bbox": [x, y, width, height], "score"}. Category ids are the
+    dataset's own when the checkpoint knows them (else the model's labels 1..C); image ids are
+    positions in this run counted from 1, and ``coco_images_text`` maps them to the inputs."""
+    detections = []
+    for image_id, result in enumerate(results, start=1):
         for d in result["detections"]:
             x1, y1, x2, y2 = d["box"]
             category = category_ids[d["label_id"] - 1] if category_ids else d["label_id"]
-            annotations.append({"image_id": image_id, "category_id": int(category), "score": d["score"],
-                                "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)]})
-    return json.dumps({"images": images, "results": annotations}, indent=1)
+            detections.append({"image_id": image_id, "category_id": int(category),
+                               "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)], "score": d["score"]})
+    return json.dumps(detections, indent=1)
+
+
+def coco_images_text(results: list[dict[str, Any]]) -> str:
+    """The image ids of ``coco_text`` -> inputs, as COCO's "images" list: [{"id", "file_name" (the
+    input as the other formats name it: its path, or "<video>#frame<index>"), "width", "height"}].
+    It is ready to be the "images" of a ground-truth file to score the results against."""
+    return json.dumps([{"id": image_id, "file_name": r["image"], "width": r["width"], "height": r["height"]}
+                       for image_id, r in enumerate(results, start=1)], indent=1)
 
 
 def voc_xml_text(result: dict[str, Any]) -> str:
@@ -69,6 +79,8 @@ def voc_xml_text(result: dict[str, Any]) -> str:
 
 def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
                   category_ids: list[int] | None) -> list[Path]:
+    """results: as ``runner.run`` makes them. VOC files are named by each result's ``output_name``,
+    unique within a run (see sources.OutputNames)."""
     written = []
     for fmt in formats:
         if fmt == "json":
@@ -79,9 +91,10 @@ def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
             written.append(out / "predictions.csv")
         elif fmt == "coco":
             atomic_write_text(out / "predictions_coco.json", coco_text(results, category_ids))
-            written.append(out / "predictions_coco.json")
+            atomic_write_text(out / "predictions_coco_images.json", coco_images_text(results))
+            written += [out / "predictions_coco.json", out / "predictions_coco_images.json"]
         elif fmt == "voc":
             for result in results:
-                atomic_write_text(out / "voc" / f"{Path(result['image']).stem}.xml", voc_xml_text(result))
+                atomic_write_text(out / "voc" / f"{result['output_name']}.xml", voc_xml_text(result))
             written.append(out / "voc")
     return written
