@@ -46,7 +46,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as temp:
-        temp.write_text(text, encoding="utf-8")
+        temp.write_text(text, encoding="utf-8", newline="")   # text as given: CSV keeps its \r\n
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:

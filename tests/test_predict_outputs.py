@@ -15,8 +15,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from rcnn_cli.data.sources import expand_sources
 from rcnn_cli.predict.runner import PredictOptions, run
-from rcnn_cli.predict.sources import expand_sources
 from rcnn_cli.predict.writers import write_outputs
 
 CLASSES = ["cat", "dog"]

@@ -27,7 +27,7 @@ def load_images(cfg, source: str | None, count: int, split: str = "val") -> tupl
     from ..data.images import read_chw
 
     if source:
-        from ..predict.sources import expand_sources
+        from ..data.sources import expand_sources
 
         return [read_chw(p) for p in expand_sources([source])[0][:count]], []
     from ..data.load import load_dataset

@@ -113,7 +113,7 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
 
 
 EVAL_ROWS = (("map", "AP @[.5:.95] (COCO)"), ("map_50", "AP50"), ("map_75", "AP75"), ("map_small", "AP small"),
-             ("map_medium", "AP medium"), ("map_large", "AP large"), ("mar_100", "AR@100"),
+             ("map_medium", "AP medium"), ("map_large", "AP large"),
              ("voc07_map50", "VOC07 AP50 (11-point)"), ("voc_map50", "VOC AP50 (all points)"))
 
 
@@ -123,7 +123,9 @@ def print_report(result: EvalResult) -> None:
     table = Table(title=f"{result.num_images} images", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, title in EVAL_ROWS:
+    most = result.report.max_detections      # AR at the model's own detections per image
+    rows = [*EVAL_ROWS[:6], (f"mar_{most}", f"AR@{most}"), *EVAL_ROWS[6:]]
+    for key, title in rows:
         if key in summary:
             table.add_row(title, "n/a" if summary[key] < 0 else f"{summary[key]:.4f}")
     stdout.print(table)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..data.sources import expand_sources
 from ..errors import JobFailed, UsageError
 from ..files import numbered_folder
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
-from ..predict.sources import expand_sources
 from ..predict.writers import write_outputs
 from ..settings import resolve
 from . import console, say

@@ -66,7 +66,8 @@ def coco_metrics(predictions: list[dict], targets: list[dict], num_classes: int,
     for target in targets:
         labels = torch.as_tensor(as_numpy(target["labels"])).long()
         ignore = target.get("ignore")
-        crowd = torch.as_tensor(as_numpy(ignore)).bool() if ignore is not None else torch.zeros_like(labels, dtype=torch.bool)
+        crowd = (torch.as_tensor(as_numpy(ignore)).bool() if ignore is not None
+                 else torch.zeros_like(labels, dtype=torch.bool))
         gts.append({"boxes": torch.as_tensor(as_numpy(target["boxes"])).reshape(-1, 4).float(),
                     "labels": labels, "iscrowd": crowd.long()})
     metric.update(preds, gts)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..files import save_figure
 from .voc import ClassCurve, ap_all_points
 
 
@@ -20,9 +20,7 @@ def _pyplot():
 
 
 def _save(figure, path: Path) -> Path:
-    temp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(temp, dpi=100)
-    os.replace(temp, path)
+    save_figure(figure, path, dpi=100)
     return path
 
 

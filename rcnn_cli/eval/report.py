@@ -116,7 +116,8 @@ def coco_results(predictions: list[dict], image_ids: list[Any], category_ids: li
     results = []
     for prediction, image_id in zip(predictions, image_ids):
         boxes = as_numpy(prediction["boxes"]).reshape(-1, 4).astype(float)
-        for (x1, y1, x2, y2), score, label in zip(boxes, as_numpy(prediction["scores"]), as_numpy(prediction["labels"])):
+        scores, labels = as_numpy(prediction["scores"]), as_numpy(prediction["labels"])
+        for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
             results.append({"image_id": image_id, "category_id": int(category_ids[int(label) - 1]),
                             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                             "score": round(float(score), 5)})

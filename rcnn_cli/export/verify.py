@@ -58,7 +58,7 @@ def _real_images(sources: list[str] | None, dataset_cfg: dict | None, count: int
 
     paths: list[Path] = []
     if sources:
-        from ..predict.sources import expand_sources
+        from ..data.sources import expand_sources
 
         paths = expand_sources(sources)[0][:count]
     elif dataset_cfg:

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.datamodule import worker_count
 from ..data.draw import draw_boxes
 from ..data.images import ImageReadError, read_chw
-from .sources import Item, OutputNames, video_frames
+from ..data.sources import Item, OutputNames, video_frames
+from ..files import atomic_path
 
 # A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
@@ -74,11 +75,17 @@ class _ImageFiles(Dataset):
             return index, None, str(err)
 
 
+def as_list(batch: list) -> list:
+    """DataLoader ``collate_fn`` that keeps the items as they are. A module-level function, not a lambda:
+    spawned workers (the default on macOS and Windows, forkserver on newer Python) must pickle it."""
+    return batch
+
+
 def _batches(images: list[Path], videos: list[Path], options: PredictOptions, failures: list[str]):
     """Yields lists of (Item, (3, H, W) uint8 tensor)."""
     workers = worker_count(options.num_workers)
     loader = DataLoader(_ImageFiles(images), batch_size=options.batch_size, num_workers=workers,
-                        collate_fn=lambda batch: batch)
+                        collate_fn=as_list)
     for batch in loader:
         good = []
         for index, image, error in batch:
@@ -150,7 +157,5 @@ def _draw(path: Path, image: torch.Tensor, detection: dict, class_names: list[st
                 for score, label in zip(detection["scores"], detection["labels"])]
     picture = draw_boxes(image.permute(1, 2, 0).numpy(), detection["boxes"].numpy(), captions,
                          detection["labels"].tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp.jpg")
-    picture.save(temp, quality=92)
-    temp.replace(path)
+    with atomic_path(path) as temp:
+        picture.save(temp, quality=92)

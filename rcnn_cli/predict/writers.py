@@ -5,23 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+from ..files import write_text
 
 
 def json_text(results: list[dict[str, Any]]) -> str:
@@ -84,17 +72,17 @@ def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
     written = []
     for fmt in formats:
         if fmt == "json":
-            atomic_write_text(out / "predictions.json", json_text(results))
+            write_text(out / "predictions.json", json_text(results))
             written.append(out / "predictions.json")
         elif fmt == "csv":
-            atomic_write_text(out / "predictions.csv", csv_text(results))
+            write_text(out / "predictions.csv", csv_text(results))
             written.append(out / "predictions.csv")
         elif fmt == "coco":
-            atomic_write_text(out / "predictions_coco.json", coco_text(results, category_ids))
-            atomic_write_text(out / "predictions_coco_images.json", coco_images_text(results))
+            write_text(out / "predictions_coco.json", coco_text(results, category_ids))
+            write_text(out / "predictions_coco_images.json", coco_images_text(results))
             written += [out / "predictions_coco.json", out / "predictions_coco_images.json"]
         elif fmt == "voc":
             for result in results:
-                atomic_write_text(out / "voc" / f"{result['output_name']}.xml", voc_xml_text(result))
+                write_text(out / "voc" / f"{result['output_name']}.xml", voc_xml_text(result))
             written.append(out / "voc")
     return written

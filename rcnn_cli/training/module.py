@@ -127,7 +127,9 @@ class DetectorModule(L.LightningModule):
         if self.global_rank == 0 and evaluated:
             predictions = [prediction for _, prediction, _ in evaluated]
             targets = [target for _, _, target in evaluated]
-            self.last_report = evaluate(predictions, targets, self.class_names)
+            # COCO AP counts as many detections per image as the model may make (box_detections_per_img).
+            self.last_report = evaluate(predictions, targets, self.class_names,
+                                        max_detections=self.model.roi_heads.detections_per_img)
             summary = self.last_report.summary()
         summary = self.trainer.strategy.broadcast(summary, src=0) if self.trainer else summary
         if summary:

@@ -7,7 +7,7 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.images import IMAGE_EXTENSIONS
+from .images import IMAGE_EXTENSIONS
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
