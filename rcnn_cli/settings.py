@@ -30,6 +30,8 @@ RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_de
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
+# Presets whose weights have identical keys: the guess cannot tell them apart, the user can.
+SAME_KEYS = {"mobilenet_v3_large_fpn": "a 320 px file has the same keys: add model=mobilenet_v3_large_320_fpn"}
 
 
 @dataclass
@@ -54,8 +56,8 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     checkpoint, stored, notes = _stored_config(source, command, groups)
     if stored is None and "model" not in groups and source and _guess_model(checkpoint):
         groups["model"] = _guess_model(checkpoint)
-        notes.append(f"{Path(str(source)).name} looks like model={groups['model']} (guessed from its keys); "
-                     "name another with model=...")
+        notes.append(f"{Path(str(source)).name} looks like model={groups['model']} (guessed from its keys; "
+                     f"{SAME_KEYS.get(groups['model'], 'name another with model=...')})")
     cfg = compose_groups({**_stored_presets(stored, groups, config_dir, resume_all=bool(resume)), **groups},
                          config_dir)
     defaults = cfg.copy()
