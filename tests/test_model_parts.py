@@ -119,8 +119,9 @@ def test_sampler_box_head_quarter_positive():
 
 def test_proposals_nms_then_top_n_per_image():
     gen = AnchorGenerator(((16,),), ((1.0,),))
-    rpn = RegionProposalNetwork(gen, RPNHead(4, 1), pre_nms_top_n={"train": 10, "test": 10},
-                                post_nms_top_n={"train": 2, "test": 2}, nms_thresh=0.7).eval()
+    rpn = RegionProposalNetwork(gen, RPNHead(4, 1), fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256,
+                                positive_fraction=0.5, pre_nms_top_n={"train": 10, "test": 10},
+                                post_nms_top_n={"train": 2, "test": 2}, nms_thresh=0.7, score_thresh=0.0).eval()
     boxes = torch.tensor([[[0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 30, 30], [40, 40, 50, 50], [0, 0, 0.0001, 5]],
                           [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30], [40, 40, 50, 50], [1, 1, 9, 9]]])
     logits = torch.tensor([[5.0, 4.0, 3.0, 2.0, 9.0],
@@ -151,7 +152,7 @@ def test_roialign_equals_torchvision_multiscale():
     image_sizes = [(800, 1200), (780, 1216)]
     theirs = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)(features, [boxes[:25], boxes[25:]], image_sizes)
     rois = torch.cat([torch.cat([torch.zeros(25, 1), torch.ones(15, 1)]), boxes], 1)
-    ours = MultiScaleRoIPool(["0", "1", "2", "3"])(features, rois, torch.tensor(image_sizes))
+    ours = MultiScaleRoIPool(["0", "1", "2", "3"], 7, 2, "roialign")(features, rois, torch.tensor(image_sizes))
     assert torch.equal(ours, theirs)
 
 

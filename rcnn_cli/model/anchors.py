@@ -1,4 +1,8 @@
-"""Anchor boxes: k = len(sizes) x len(aspect_ratios) boxes centred on every feature-map cell."""
+"""Anchor boxes: k = len(sizes) x len(aspect_ratios) boxes centred on every feature-map cell.
+
+Shape shorthand: L: feature levels; H_l, W_l: level l's size; k: anchors per location;
+    A: anchors over all levels (the sum of H_l * W_l * k).
+"""
 
 from __future__ import annotations
 

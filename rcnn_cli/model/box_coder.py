@@ -1,4 +1,7 @@
-"""Encoding of boxes as deltas from reference boxes (R-CNN parameterisation)."""
+"""Encoding of boxes as deltas from reference boxes (R-CNN parameterisation).
+
+Shape shorthand: N: boxes (any leading shape ...); 4: (x1, y1, x2, y2) boxes or (dx, dy, dw, dh) deltas.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Per-region feature heads and the final class/box predictor."""
+"""Per-region feature heads and the final class/box predictor.
+
+Shape shorthand: R: regions over the batch; F: region feature width (representation_size); C: classes with background.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Assigns each candidate box (anchor or proposal) to a ground-truth box by IoU."""
+"""Assigns each candidate box (anchor or proposal) to a ground-truth box by IoU.
+
+Shape shorthand: B: images; G: ground-truth boxes per image (padded); N: candidates (A anchors, or P proposals per
+    image).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""Second stage: pool each proposal, classify it and refine its box; losses and detections."""
+"""Second stage: pool each proposal, classify it and refine its box; losses and detections.
+
+Shape shorthand:
+    B: images in the batch
+    P: proposals per image (padded, see Proposals)
+    R: regions sampled for the loss over the batch (batch_size_per_image per image at most)
+    C: classes including background (C - 1 object classes)
+    K: detections kept per image (detections_per_img; padded, see Detections)
+"""
 
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ MIN_DETECTION_SIZE = 1e-2
 class RoIHeads(nn.Module):
     """RoI pooling -> box head -> predictor, trained on sampled proposals.
 
-    Args:
+    Args (defaults in conf/model/_faster_rcnn.yaml; the usual values in brackets):
         roi_pool: pooled features per region.
         box_head: per-region feature vector (two FC layers, or convs + FC).
         box_predictor: C + 1 class logits and 4(C + 1) deltas.
@@ -33,11 +41,10 @@ class RoIHeads(nn.Module):
         detections_per_img: detections kept per image (100).
     """
 
-    def __init__(self, roi_pool: MultiScaleRoIPool, box_head: nn.Module, box_predictor: BoxPredictor,
-                 fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5,
-                 batch_size_per_image: int = 512, positive_fraction: float = 0.25,
-                 bbox_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100):
+    def __init__(self, roi_pool: MultiScaleRoIPool, box_head: nn.Module, box_predictor: BoxPredictor, *,
+                 fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
+                 bbox_reg_weights: tuple[float, float, float, float], score_thresh: float, nms_thresh: float,
+                 detections_per_img: int):
         super().__init__()
         self.box_roi_pool = roi_pool
         self.box_head = box_head

@@ -1,4 +1,7 @@
-"""Fixed-size features for each region, from the FPN level that suits its size."""
+"""Fixed-size features for each region, from the FPN level that suits its size.
+
+Shape shorthand: B: images; R: regions over the batch; C: feature channels; S: output size (7).
+"""
 
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ class MultiScaleRoIPool(nn.Module):
         pool_type: ``roialign`` or ``roipool``.
     """
 
-    def __init__(self, featmap_names: list[str], output_size: int = 7, sampling_ratio: int = 2,
-                 pool_type: str = "roialign", canonical_scale: int = 224, canonical_level: int = 4):
+    def __init__(self, featmap_names: list[str], output_size: int, sampling_ratio: int, pool_type: str,
+                 canonical_scale: int = 224, canonical_level: int = 4):
         super().__init__()
         if pool_type not in POOL_TYPES:
             raise ValueError(f"roi_pool must be one of {POOL_TYPES}, got {pool_type!r}")

@@ -1,4 +1,12 @@
-"""Region Proposal Network: scores anchors, turns the best into proposals, and trains itself."""
+"""Region Proposal Network: scores anchors, turns the best into proposals, and trains itself.
+
+Shape shorthand:
+    B: images in the batch
+    A: anchors of one image over all levels (sum over levels of H_l * W_l * k)
+    k: anchors per location (sizes x aspect ratios of one level)
+    G: ground-truth boxes of the image with the most (others padded, see PaddedBoxes)
+    P: proposals kept per image (post_nms_top_n; padded, see Proposals)
+"""
 
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ MIN_PROPOSAL_SIZE = 1e-3
 class RegionProposalNetwork(nn.Module):
     """Anchors + RPN head + proposal selection + the two RPN losses.
 
-    Args:
+    Args (defaults in conf/model/_faster_rcnn.yaml; the usual values in brackets):
         anchor_generator: the k anchors per location.
         head: objectness and deltas per anchor.
         fg_iou_thresh, bg_iou_thresh: anchor labelling (0.7 / 0.3, low-quality matches allowed).
@@ -32,19 +40,18 @@ class RegionProposalNetwork(nn.Module):
         score_thresh: minimum objectness probability of a proposal (0 keeps all).
     """
 
-    def __init__(self, anchor_generator: AnchorGenerator, head: RPNHead,
-                 fg_iou_thresh: float = 0.7, bg_iou_thresh: float = 0.3,
-                 batch_size_per_image: int = 256, positive_fraction: float = 0.5,
-                 pre_nms_top_n: dict[str, int] | None = None, post_nms_top_n: dict[str, int] | None = None,
-                 nms_thresh: float = 0.7, score_thresh: float = 0.0):
+    def __init__(self, anchor_generator: AnchorGenerator, head: RPNHead, *,
+                 fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
+                 pre_nms_top_n: dict[str, int], post_nms_top_n: dict[str, int], nms_thresh: float,
+                 score_thresh: float):
         super().__init__()
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
         self.sampler = BalancedSampler(batch_size_per_image, positive_fraction)
-        self.pre_nms_top_n = pre_nms_top_n or {"train": 2000, "test": 1000}
-        self.post_nms_top_n = post_nms_top_n or {"train": 2000, "test": 1000}
+        self.pre_nms_top_n = pre_nms_top_n
+        self.post_nms_top_n = post_nms_top_n
         self.nms_thresh = nms_thresh
         self.score_thresh = score_thresh
 
@@ -53,20 +60,21 @@ class RegionProposalNetwork(nn.Module):
         """features: per level (B, C, H, W); padded_shape: batch tensor (H, W); image_sizes: (B, 2)
         resized (height, width); targets: ground truth in network-input pixels (losses if given).
         """
-        logits, deltas = self.head(features)
+        objectness_logits, deltas = self.head(features)           # (B, A, 1 or 2), (B, A, 4)
         anchors = self.anchor_generator([tuple(f.shape[-2:]) for f in features], padded_shape,
-                                        device=logits.device, dtype=torch.promote_types(deltas.dtype, torch.float32))
+                                        device=deltas.device, dtype=torch.promote_types(deltas.dtype, torch.float32))
         level_sizes = [f.shape[-2] * f.shape[-1] * k
                        for f, k in zip(features, self.anchor_generator.num_anchors_per_location())]
-        boxes = self.box_coder.decode(deltas.detach(), anchors)[..., 0, :]
-        scores = self.head.objectness_score(logits.detach().float())   # bf16 logits would tie in top-k
-        proposals = self.select_proposals(boxes, scores, level_sizes, image_sizes)
-        losses = self.losses(logits, deltas, anchors, targets) if targets is not None else {}
+        boxes = self.box_coder.decode(deltas.detach(), anchors)[..., 0, :]          # (B, A, 4)
+        # (B, A) logits of P(object); fp32 because bf16 logits would tie in top-k.
+        object_logits = self.head.objectness_score(objectness_logits.detach().float())
+        proposals = self.select_proposals(boxes, object_logits, level_sizes, image_sizes)
+        losses = self.losses(objectness_logits, deltas, anchors, targets) if targets is not None else {}
         return proposals, losses
 
     def select_proposals(self, boxes: Tensor, logits: Tensor, level_sizes: list[int],
                          image_sizes: Tensor) -> Proposals:
-        """boxes: (B, A, 4) decoded anchors; logits: (B, A) objectness -> the per-image proposals.
+        """boxes: (B, A, 4) decoded anchors; logits: (B, A) logits of P(object) -> (B, P) proposals.
 
         Per level the best ``pre_nms_top_n`` anchors, clipped, tiny ones dropped, NMS per image
         and level in one call, then the best ``post_nms_top_n`` per image.

@@ -1,4 +1,8 @@
-"""The RPN's small sliding network: 3x3 conv + ReLU, then two sibling 1x1 convs."""
+"""The RPN's small sliding network: 3x3 conv + ReLU, then two sibling 1x1 convs.
+
+Shape shorthand: B: images; L: levels; k: anchors per location; A: anchors over all levels; v: 1 (sigmoid) or 2
+    (softmax).
+"""
 
 from __future__ import annotations
 

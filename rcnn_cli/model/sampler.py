@@ -1,4 +1,7 @@
-"""Balanced sampling of positive and negative candidates for the losses."""
+"""Balanced sampling of positive and negative candidates for the losses.
+
+Shape shorthand: B: images; N: candidates per image (A anchors or P proposals).
+"""
 
 from __future__ import annotations
 

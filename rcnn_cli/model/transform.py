@@ -1,4 +1,7 @@
-"""Network input preparation (normalise, resize, pad) and mapping detections back."""
+"""Network input preparation (normalise, resize, pad) and mapping detections back.
+
+Shape shorthand: B: images; H, W: padded batch size (multiple of size_divisible); h_i, w_i: image i after resizing.
+"""
 
 from __future__ import annotations
 
