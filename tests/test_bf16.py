@@ -85,7 +85,7 @@ def test_python_api_set_precision_reports_what_it_chose(tiny_run, monkeypatch):
 
 @pytest.mark.parametrize("pays_off, expected", [(True, "bf16-mixed"), (False, "32-true")])
 def test_trainer_precision_auto_trains_in_bf16_only_where_it_pays(monkeypatch, pays_off, expected):
-    from rcnn_cli.training import run
+    from rcnn_cli.training import trainer as run
 
     monkeypatch.setattr(hardware, "bf16_pays_off", lambda device_type: pays_off)
     assert run.training_precision("auto", "cpu") == expected

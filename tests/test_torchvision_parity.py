@@ -80,7 +80,7 @@ def test_same_detections_as_torchvision(name, tmp_path):
     weights = tmp_path / f"{name}.pth"
     torch.save(reference.state_dict(), weights)
 
-    ours = Detector.load(weights, model=name, box_score_thresh=0.0, **SIZE)
+    ours = Detector.load(weights, model=name, box_score_thresh=0.0, precision="fp32", **SIZE)
     assert ours.config["norm"] == ("bn" if name != "resnet50_fpn_v2" else "bn")
     with torch.inference_mode():
         expected = [reference([img])[0] for img in images]

@@ -15,7 +15,7 @@ from rcnn_cli import Detector
 from rcnn_cli.model import WeightsError
 from rcnn_cli.model.weights import guess_model_name, read_weights_file
 
-SMALL = {"min_size": 128, "max_size": 160}
+SMALL = {"min_size": 128, "max_size": 160, "precision": "fp32"}   # fp32: the exact eager model
 
 
 @pytest.fixture(scope="module")
