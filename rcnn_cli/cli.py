@@ -17,8 +17,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Train, evaluate, run and export Faster R-CNN detectors.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
 config_app = typer.Typer(no_args_is_help=True, help="Show the resolved configuration.")
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights: list them, fetch them for offline use.")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(weights_app, name="weights")
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="key=value config overrides")]
 ConfigDir = Annotated[Path | None, typer.Option("--config-dir", help="extra config folder")]
@@ -38,6 +40,22 @@ def config_show(overrides: Overrides = None, config_dir: ConfigDir = None,
 
     settings = resolve("predict" if weights else "config", overrides or [], weights=weights, config_dir=config_dir)
     typer.echo(OmegaConf.to_yaml(settings.cfg))
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Every named weights file: its preset, size, published COCO box AP, and whether it is cached."""
+    from .commands import weights as command
+
+    command.list_weights()
+
+
+@weights_app.command("fetch")
+def weights_fetch(names: Annotated[list[str], typer.Argument(help="names from `rcnn weights list`, or all")]) -> None:
+    """Download into the torch hub cache ($TORCH_HOME), hash-checked; copy that folder to offline machines."""
+    from .commands import weights as command
+
+    command.fetch(names)
 
 
 @data_app.command("check")
@@ -71,7 +89,7 @@ def train(
 def evaluate(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint to evaluate")] = ...,
+    weights: Annotated[str, typer.Option("--weights", "-w", help="checkpoint (or named weights) to evaluate")] = ...,
     json_path: JsonPath = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="write COCO-format results")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = None,
@@ -86,8 +104,9 @@ def evaluate(
 def predict(
     sources: Annotated[list[str], typer.Argument(help="images, folders, globs, .txt lists or videos, then "
                                                  "key=value overrides")],
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx or "
-                                          ".torchscript")] = ...,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx, "
+                                                ".torchscript, or a name from `rcnn weights list` (default: "
+                                                "mobilenet_v3_large_fpn.coco)")] = None,
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc (repeatable)")] = ["json"],  # noqa: B006
@@ -124,7 +143,8 @@ def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
 def export_cmd(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="checkpoint or torchvision .pth")] = ...,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth or a name "
+                                                "from `rcnn weights list` (default: as rcnn predict)")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="write ONNX (the default format)")] = False,
     torchscript: Annotated[bool, typer.Option("--torchscript", help="write TorchScript")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="output file (default: beside the weights)")] = None,

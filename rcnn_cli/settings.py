@@ -51,10 +51,20 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         ``train`` the stored config comes from ``resume=`` instead.
     """
     groups, typed = _split(list(overrides), values or {}, config_dir)
+    notes: list[str] = []
+    for named_as in (weights, typed.get("model.weights")):
+        if named_as is not None and _preset_of_named(str(named_as)) and "model" not in groups:
+            groups["model"] = _preset_of_named(str(named_as))     # a name picks its preset too
     resume = typed.get("resume") if command == "train" else None
     source = resume or weights
-    checkpoint, stored, notes = _stored_config(source, command, groups)
-    if stored is None and "model" not in groups and source and _guess_model(checkpoint):
+    checkpoint, stored = _stored_config(source, command)
+    if source and _preset_of_named(str(source)):
+        from .model import zoo
+
+        named = zoo.detection_weights(str(source))
+        notes.append(f"weights {named.name}: torchvision's COCO-trained {named.preset} (box AP {named.box_ap} on "
+                     f"COCO val2017, 80 classes) from {named.path}")
+    if stored is None and "model" not in groups and checkpoint and _guess_model(checkpoint):
         groups["model"] = _guess_model(checkpoint)
         notes.append(f"{Path(str(source)).name} looks like model={groups['model']} (guessed from its keys; "
                      f"{SAME_KEYS.get(groups['model'], 'name another with model=...')})")
@@ -101,29 +111,37 @@ def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> 
     return groups, typed
 
 
-def _stored_config(source, command: str, groups: dict) -> tuple[tuple | None, dict | None, list[str]]:
-    """(checkpoint, the stored config as a plain dict or None, notes)."""
+def _preset_of_named(weights: str) -> str | None:
+    from .model import zoo
+
+    if zoo.is_named(weights) or zoo.looks_like_a_name(weights):
+        return zoo.detection_weights(weights).preset      # a typo of a name: one line with the nearest
+    return None
+
+
+def _stored_config(source, command: str) -> tuple[tuple | None, dict | None]:
+    """(checkpoint, the stored config as a plain dict or None)."""
     if not source:
-        return None, None, []
+        return None, None
     path = Path(str(source))
     if path.suffix.lower() in EXPORTED_SUFFIXES:
-        return None, None, []
-    from .model.factory import read_checkpoint
+        return None, None
+    from .model.factory import read_weights_source
 
-    checkpoint = read_checkpoint(str(path))
+    checkpoint = read_weights_source(str(source))
     meta = checkpoint[1]
     if not meta:
         if command == "train":
             raise ConfigError(f"resume={path}: not an rcnn checkpoint (no stored run); "
                               "to start from its weights use model.weights=")
-        return checkpoint, None, []
+        return checkpoint, None
     stored = dict(meta.get("config") or {})
     # The detector's own resolved model config (norm, class count and trainable stages decided
     # when it was built) describes the weights exactly; older checkpoints stored only this part.
     stored["model"] = {**(stored.get("model") or {}), **(meta.get("model") or {})}
     if meta.get("dataset") and not stored.get("dataset"):
         stored["dataset"] = meta["dataset"]
-    return checkpoint, stored, []
+    return checkpoint, stored
 
 
 def _stored_presets(stored: dict | None, groups: dict, config_dir, resume_all: bool) -> dict[str, str]:

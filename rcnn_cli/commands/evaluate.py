@@ -34,12 +34,13 @@ class EvalResult:
 
 
 def run(options: EvalOptions) -> EvalResult:
-    if not Path(options.weights).is_file():
-        raise UsageError(f"--weights {options.weights}: no such file")
-    settings = resolve("eval", options.overrides, weights=options.weights, config_dir=options.config_dir)
+    from .predict import weights_or_default
+
+    weights = weights_or_default(options.weights)
+    settings = resolve("eval", options.overrides, weights=weights, config_dir=options.config_dir)
     for note in settings.notes:
         say(f"note: {note}")
-    out = options.out or default_eval_dir(Path(options.weights))
+    out = options.out or default_eval_dir(Path(weights))
     result = evaluate(settings, out, options.json_path, options.predictions)
     if result.report is not None:
         print_report(result)

@@ -12,13 +12,14 @@ from ..export.verify import BOX_TOLERANCE, MIN_AGREEMENT_MAP50, SCORE_TOLERANCE,
 from ..files import atomic_path
 from ..settings import resolve
 from . import console, say
+from .predict import weights_or_default
 
 WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript}
 
 
 @dataclass
 class ExportOptions:
-    weights: Path
+    weights: Path | str | None = None     # None: the default COCO-pretrained weights, as rcnn predict
     suffixes: list[str] = field(default_factory=lambda: [".onnx"])
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
@@ -47,12 +48,11 @@ def run(options: ExportOptions) -> int:
 
     if options.input_dtype not in INPUT_DTYPES:
         raise UsageError(f"--input-dtype {options.input_dtype}: use one of {', '.join(INPUT_DTYPES)}")
-    if not Path(options.weights).is_file():
-        raise UsageError(f"--weights {options.weights}: no such file")
-    if Path(options.weights).suffix.lower() in WRITERS:
+    weights = weights_or_default(options.weights)
+    if Path(weights).suffix.lower() in WRITERS:
         raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
     # The graph is traced from the exact fp32 model on the CPU, whatever device and precision say.
-    settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=options.weights,
+    settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=weights,
                        config_dir=options.config_dir)
     for note in settings.notes:
         say(f"note: {note}")
@@ -60,7 +60,7 @@ def run(options: ExportOptions) -> int:
     checked = check_images(options.images, detector.metadata.get("dataset"))
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
     failed, result = [], None
-    for path in output_paths(Path(options.weights), options.out, options.suffixes):
+    for path in output_paths(Path(weights), options.out, options.suffixes):
         try:
             with atomic_path(path) as pending:
                 with console.status(f"exporting {path.name} and checking it on {len(checked)} images"):

@@ -23,7 +23,7 @@ FORMATS = ("json", "csv", "coco", "voc")
 @dataclass
 class PredictOptions:
     sources: list[str]
-    weights: Path
+    weights: Path | str | None = None     # None: the default COCO-pretrained weights (model/zoo.py)
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
     out: Path | None = None
@@ -50,8 +50,7 @@ def run(options: PredictOptions) -> int:
     formats = [f.lower() for f in options.formats]
     if unknown := [f for f in formats if f not in FORMATS]:
         raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
-    if not Path(options.weights).is_file():
-        raise UsageError(f"--weights {options.weights}: no such file")
+    weights = weights_or_default(options.weights)
     try:
         threshold = read_conf(options.conf)
     except ValueError as err:
@@ -64,7 +63,7 @@ def run(options: PredictOptions) -> int:
     # Detections below --conf are never shown: let the model keep them only down to that floor.
     floor = {"model.box_score_thresh": min(lowest_threshold(threshold), 0.05)}
     settings = resolve("predict", overrides, floor if not _typed(overrides, "model.box_score_thresh") else {},
-                       weights=options.weights, config_dir=options.config_dir)
+                       weights=weights, config_dir=options.config_dir)
     _refuse_model_overrides_for_exported(settings, overrides)
     for note in settings.notes:
         say(f"note: {note}")
@@ -88,6 +87,18 @@ def run(options: PredictOptions) -> int:
     say(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({predictor.runs_as} on "
         f"{predictor.device.type}); results in {out} ({', '.join(p.name for p in written)})")
     return 1 if problems or result.failures else 0
+
+
+def weights_or_default(weights: Path | str | None) -> Path | str:
+    """--weights as given (a file or a name such as resnet50_fpn.coco), or the default COCO weights."""
+    from ..model import zoo
+
+    if weights is None:
+        say(f"no --weights: using {zoo.DEFAULT_WEIGHTS} (COCO-pretrained; see `rcnn weights list`)")
+        return zoo.DEFAULT_WEIGHTS
+    if zoo.is_named(str(weights)) or zoo.looks_like_a_name(str(weights)) or Path(weights).is_file():
+        return str(weights)
+    raise UsageError(f"--weights {weights}: no such file (named weights: {', '.join(zoo.DETECTION)})")
 
 
 def _typed(overrides: list[str], key: str) -> bool:

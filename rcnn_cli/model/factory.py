@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torchvision.models._meta import _COCO_CATEGORIES
 
 from .backbones import MAX_TRAINABLE_LAYERS
+from . import zoo
 from .faster_rcnn import FasterRCNN, build_model
 from .weights import (
     WeightsError,
@@ -50,10 +51,11 @@ def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None
     # Plain values from here on: an OmegaConf ListConfig (model.min_size=[480,512]) is not a list.
     cfg = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     state, meta = None, {}
+    named = zoo.DETECTION.get(cfg["weights"]) if isinstance(cfg["weights"], str) else None
     if cfg["weights"]:
-        state, meta = checkpoint or read_checkpoint(cfg["weights"])
+        state, meta = checkpoint or read_weights_source(cfg["weights"])
     if not finetune:
-        class_names = class_names or meta.get("class_names")
+        class_names = class_names or meta.get("class_names") or (named.class_names if named else None)
     num_classes = _resolve_num_classes(cfg, class_names, state)
     pretrained = bool(state is not None or cfg["backbone_weights"])
     cfg["norm"] = _resolve_norm(cfg["norm"], state, pretrained)
@@ -64,13 +66,30 @@ def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None
     model = build_model(cfg, num_classes)
     notes: list[str] = []
     if cfg["backbone_weights"]:
-        backbone_state = read_weights_file(cfg["backbone_weights"])
-        load_backbone_weights(model, backbone_state, cfg["backbone"], cfg["backbone_weights"])
+        load_backbone_weights(model, *_backbone_source(cfg))
     if state is not None:
-        notes += load_detector_weights(model, state, cfg["name"], cfg["backbone"],
-                                       reinit_predictor=finetune)
+        try:
+            notes += load_detector_weights(model, state, cfg["name"], cfg["backbone"], reinit_predictor=finetune)
+        except WeightsError as err:
+            raise WeightsError(zoo.cached_file_problem(named, str(err)) if named else str(err)) from None
     names = list(class_names) if class_names else _default_names(num_classes)
     return LoadedDetector(model, names, cfg, notes, meta)
+
+
+def read_weights_source(weights: str) -> tuple[dict, dict]:
+    """``model.weights``: a file, or a name of torchvision's COCO weights (``resnet50_fpn.coco``)."""
+    if zoo.is_named(weights) or zoo.looks_like_a_name(weights):
+        named = zoo.detection_weights(weights)
+        return split_checkpoint(zoo.read_named(named), named.path)
+    return read_checkpoint(weights)
+
+
+def _backbone_source(cfg: dict[str, Any]) -> tuple[dict, str, str]:
+    """(state, backbone, where it came from) for ``model.backbone_weights``: a file, or ``imagenet``."""
+    if cfg["backbone_weights"] == "imagenet":
+        named = zoo.backbone_weights(cfg["backbone"])
+        return zoo.read_named(named), cfg["backbone"], str(named.path)
+    return read_weights_file(cfg["backbone_weights"]), cfg["backbone"], cfg["backbone_weights"]
 
 
 def _resolve_num_classes(cfg: Mapping[str, Any], class_names: list[str] | None, state) -> int:
