@@ -58,7 +58,7 @@ def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None
         class_names = class_names or meta.get("class_names") or (named.class_names if named else None)
     num_classes = _resolve_num_classes(cfg, class_names, state)
     pretrained = bool(state is not None or cfg["backbone_weights"])
-    cfg["norm"] = _resolve_norm(cfg["norm"], state, pretrained)
+    cfg["norm"] = _resolve_norm(cfg["norm"], cfg["backbone"], state if named is None else None, pretrained)
     if cfg["trainable_backbone_layers"] is None:
         cfg["trainable_backbone_layers"] = (PRETRAINED_TRAINABLE_LAYERS if pretrained
                                             else MAX_TRAINABLE_LAYERS[cfg["backbone"]])
@@ -103,14 +103,19 @@ def _resolve_num_classes(cfg: Mapping[str, Any], class_names: list[str] | None, 
                        "or give class names")
 
 
-def _resolve_norm(norm: str, state, pretrained: bool) -> str:
-    """``auto`` follows torchvision: frozen statistics for pretrained weights, trainable
-    BatchNorm from scratch, and whatever a detection file was saved with."""
+def _resolve_norm(norm: str, backbone: str, file_state, pretrained: bool) -> str:
+    """``auto`` is torchvision's pretrained rule, written once: frozen statistics for pretrained
+    weights (named COCO weights, ImageNet backbones), trainable BatchNorm from random weights, and
+    the v2 recipe's trainable BatchNorm always. A detection file from elsewhere (``file_state``)
+    keeps the norm it was saved with: torchvision saves ``num_batches_tracked`` only for BatchNorm
+    that trains."""
     if norm != "auto":
         return norm
-    if state is not None:
-        return "bn" if uses_trainable_bn(state) else "frozen_bn"
-    return "frozen_bn" if pretrained else "bn"
+    if not pretrained or backbone == "resnet50_fpn_v2":
+        return "bn"
+    if file_state is not None and uses_trainable_bn(file_state):
+        return "bn"
+    return "frozen_bn"
 
 
 def _default_names(num_classes: int) -> list[str]:
