@@ -106,7 +106,7 @@ def predict(
                                                  "key=value overrides")],
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx, "
                                                 ".torchscript, or a name from `rcnn weights list` (default: "
-                                                "mobilenet_v3_large_fpn.coco)")] = None,
+                                                "mobilenet_v3_large_320_fpn.coco)")] = None,
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc (repeatable)")] = ["json"],  # noqa: B006

@@ -166,9 +166,9 @@ def test_predict_and_export_without_weights_use_the_default(seeded_home, tmp_pat
         (images / path.name).write_bytes(path.read_bytes())
     out = run_rcnn("predict", str(images), "--out", str(tmp_path / "p"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "no --weights: using mobilenet_v3_large_fpn.coco" in out.stderr
+    assert "no --weights: using mobilenet_v3_large_320_fpn.coco" in out.stderr
     results = json.loads((tmp_path / "p" / "predictions.json").read_text())
     assert len(results) == 2
     exported = run_rcnn("export", "--onnx", "--images", str(images), cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-2000:]
-    assert "parity ok" in exported.stderr and (tmp_path / "mobilenet_v3_large_fpn.onnx").is_file()
+    assert "parity ok" in exported.stderr and (tmp_path / "mobilenet_v3_large_320_fpn.onnx").is_file()

@@ -75,7 +75,7 @@ IMAGENET = {w.preset: w for w in (
     NamedWeights("vgg16.imagenet", "vgg16", "VGG16_Weights.IMAGENET1K_V1"),
 )}
 # What `rcnn predict images/` runs without --weights (see README, "Start from pretrained weights").
-DEFAULT_WEIGHTS = "mobilenet_v3_large_fpn.coco"
+DEFAULT_WEIGHTS = "mobilenet_v3_large_320_fpn.coco"
 
 
 def cache_dir() -> Path:
