@@ -9,8 +9,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from torchvision.models._meta import _COCO_CATEGORIES
 
-from .backbones import MAX_TRAINABLE_LAYERS
 from . import zoo
+from .backbones import MAX_TRAINABLE_LAYERS
 from .faster_rcnn import FasterRCNN, build_model
 from .weights import (
     WeightsError,
