@@ -109,7 +109,7 @@ def predict(
                                                 "mobilenet_v3_large_320_fpn.coco)")] = None,
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
-    fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc (repeatable)")] = ["json"],  # noqa: B006
+    fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc, yolo (repeatable)")] = ["json"],  # noqa: B006
     conf: Annotated[str, typer.Option("--conf", help="score threshold, or thresholds.json from rcnn eval")] = "0.25",
     classes: Annotated[str | None, typer.Option("--classes", help="comma-separated class names to keep")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = 4,

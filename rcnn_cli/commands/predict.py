@@ -17,7 +17,7 @@ from ..predict.writers import write_outputs
 from ..settings import resolve
 from . import console, say
 
-FORMATS = ("json", "csv", "coco", "voc")
+FORMATS = ("json", "csv", "coco", "voc", "yolo")
 
 
 @dataclass
@@ -47,7 +47,7 @@ def run(options: PredictOptions) -> int:
     from ..runtime.predictor import load_predictor
     from ..runtime.quantize import CALIBRATION_IMAGES
 
-    formats = [f.lower() for f in options.formats]
+    formats = [f.strip().lower() for value in options.formats for f in value.split(",") if f.strip()]
     if unknown := [f for f in formats if f not in FORMATS]:
         raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
     weights = weights_or_default(options.weights)
@@ -79,7 +79,7 @@ def run(options: PredictOptions) -> int:
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
                                    every=options.every)
     result = _run_with_progress(predictor, images, videos, out, runner_options)
-    written = write_outputs(result.results, out, formats, predictor.category_ids)
+    written = write_outputs(result.results, out, formats, predictor.category_ids, predictor.class_names)
     for problem in problems + result.failures:
         console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)

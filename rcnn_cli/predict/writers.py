@@ -1,4 +1,4 @@
-"""Prediction files: JSON, CSV, COCO results and VOC XML, each written atomically."""
+"""Prediction files: JSON, CSV, COCO results, VOC XML and YOLO txt, each written atomically."""
 
 from __future__ import annotations
 
@@ -65,8 +65,46 @@ def voc_xml_text(result: dict[str, Any]) -> str:
             f"{objects}</annotation>\n")
 
 
+def yolo_label_text(result: dict[str, Any]) -> str:
+    """YOLO txt for one image: ``class cx cy w h`` normalised to the image size, class = label id - 1."""
+    width, height = float(result["width"]), float(result["height"])
+    lines = []
+    for d in result["detections"]:
+        x1, y1, x2, y2 = d["box"]
+        lines.append(f"{d['label_id'] - 1} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
+                     f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_yolo(results: list[dict[str, Any]], root: Path, class_names: list[str]) -> None:
+    """An Ultralytics/Roboflow-style YOLO folder that labelling tools import and ``rcnn train dataset=yolo
+    dataset.root=<root>`` trains on: ``data.yaml`` (names), ``labels/train/<output_name>.txt`` and
+    ``images/train/<output_name><ext>``, a hard link to the input (a copy where links are impossible).
+    Video frames get their label file; their pixels are not written (use ``--every`` and the drawn frames,
+    or extract the frames first)."""
+    import os
+    import shutil
+
+    import yaml
+
+    write_text(root / "data.yaml", yaml.safe_dump({"names": list(class_names), "train": "images/train",
+                                                   "nc": len(class_names)}, sort_keys=False))
+    for result in results:
+        write_text(root / "labels" / "train" / f"{result['output_name']}.txt", yolo_label_text(result))
+        source = Path(result["image"])
+        if "#frame" in result["image"] or not source.is_file():
+            continue
+        target = root / "images" / "train" / f"{result['output_name']}{source.suffix.lower()}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
 def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
-                  category_ids: list[int] | None) -> list[Path]:
+                  category_ids: list[int] | None, class_names: list[str] | None = None) -> list[Path]:
     """results: as ``runner.run`` makes them. VOC files are named by each result's ``output_name``,
     unique within a run (see sources.OutputNames)."""
     written = []
@@ -85,4 +123,7 @@ def write_outputs(results: list[dict[str, Any]], out: Path, formats: list[str],
             for result in results:
                 write_text(out / "voc" / f"{result['output_name']}.xml", voc_xml_text(result))
             written.append(out / "voc")
+        elif fmt == "yolo":
+            write_yolo(results, out / "yolo", class_names or [])
+            written.append(out / "yolo")
     return written
