@@ -115,6 +115,8 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = 4,
     every: Annotated[int, typer.Option("--every", help="videos: use every N-th frame")] = 1,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="do not write annotated pictures")] = False,
+    save_video: Annotated[bool, typer.Option("--save-video", help="videos: write <name>_annotated.mp4 at the "
+                                             "source's frame rate (divided by --every)")] = False,
     device: Device = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="auto (folded BN; bf16 where the hardware runs it natively and faster), fp32 "
@@ -125,8 +127,8 @@ def predict(
 
     inputs, overrides = split_overrides(sources)
     raise typer.Exit(command.run(command.PredictOptions(
-        inputs, weights, overrides, config_dir, out, fmt, conf, classes, batch_size, every, not no_draw, device,
-        precision)))
+        inputs, weights, overrides, config_dir, out, fmt, conf, classes, batch_size, every, not no_draw, save_video,
+        device, precision)))
 
 
 def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:

@@ -54,7 +54,8 @@ def test_coco_results_read_back_as_a_coco_file_with_the_same_boxes(predicted, tm
     ground_truth = {"images": entries,
                     "annotations": [{**d, "id": i, "iscrowd": 0, "area": d["bbox"][2] * d["bbox"][3]}
                                     for i, d in enumerate(detections, start=1)],
-                    "categories": [{"id": i, "name": n} for i, n in enumerate(["circle", "square", "triangle"], 1)]}
+                    "categories": [{"id": i, "name": n}
+                                   for i, n in enumerate(["circle", "square", "triangle"], start=1)]}
     (tmp_path / "gt.json").write_text(json.dumps(ground_truth))
     cfg = compose("dataset=coco", f"dataset.train_json={tmp_path / 'gt.json'}", f"dataset.train_images={images[0].parent}",
                   "dataset.val_fraction=0").dataset

@@ -33,6 +33,7 @@ class PredictOptions:
     batch_size: int = 4
     every: int = 1
     draw: bool = True
+    save_video: bool = False
     device: str | None = None        # shorthand for device=...
     precision: str | None = None     # shorthand for model.precision=...
 
@@ -77,9 +78,10 @@ def run(options: PredictOptions) -> int:
                          f"({', '.join(predictor.class_names)})")
     out = options.out or numbered_folder(Path("runs") / "predict")
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
-                                   every=options.every)
+                                   every=options.every, save_video=options.save_video)
     result = _run_with_progress(predictor, images, videos, out, runner_options)
     written = write_outputs(result.results, out, formats, predictor.category_ids, predictor.class_names)
+    written += result.videos
     for problem in problems + result.failures:
         console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)

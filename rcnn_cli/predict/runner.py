@@ -31,6 +31,7 @@ class PredictOptions:
     batch_size: int = 4
     draw: bool = True
     every: int = 1                          # video: every N-th frame
+    save_video: bool = False                # video: also write <video stem>_annotated.mp4
     num_workers: Any = "auto"
 
 
@@ -39,6 +40,7 @@ class PredictRun:
     results: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    videos: list[Path] = field(default_factory=list)      # annotated videos written (--save-video)
 
 
 def read_conf(value: str) -> float | dict[str, float]:
@@ -138,24 +140,76 @@ def run(detect: DetectFn, class_names: list[str], images: list[Path], videos: li
     run_info = PredictRun()
     start = time.perf_counter()
     output_names = OutputNames()
-    for batch in _batches(images, videos, options, run_info.failures):
-        detections = detect([image for _, image in batch])
-        for (item, image), detection in zip(batch, detections):
-            kept = keep_detections(detection, class_names, options)
-            name = output_names(item)
-            run_info.results.append(to_result(item.label, name, image, kept, class_names))
-            if options.draw:
-                _draw(out / f"{name}.jpg", image, kept, class_names)
-        if progress:
-            progress(len(batch))
+    videos_out = AnnotatedVideos(out, options.every) if options.save_video else None
+    try:
+        for batch in _batches(images, videos, options, run_info.failures):
+            detections = detect([image for _, image in batch])
+            for (item, image), detection in zip(batch, detections):
+                kept = keep_detections(detection, class_names, options)
+                name = output_names(item)
+                run_info.results.append(to_result(item.label, name, image, kept, class_names))
+                if options.draw or (videos_out and item.frame is not None):
+                    picture = _drawn(image, kept, class_names)
+                    if videos_out and item.frame is not None:
+                        videos_out.add(item.path, picture)
+                    if options.draw:
+                        with atomic_path(out / f"{name}.jpg") as temp:
+                            picture.save(temp, quality=92)
+            if progress:
+                progress(len(batch))
+        if videos_out:
+            run_info.videos = videos_out.finish()
+    finally:
+        if videos_out:
+            videos_out.abandon()
     run_info.seconds = time.perf_counter() - start
     return run_info
 
 
-def _draw(path: Path, image: torch.Tensor, detection: dict, class_names: list[str]) -> None:
+def _drawn(image: torch.Tensor, detection: dict, class_names: list[str]):
     captions = [f"{class_names[int(label) - 1]} {float(score):.2f}"
                 for score, label in zip(detection["scores"], detection["labels"])]
-    picture = draw_boxes(image.permute(1, 2, 0).numpy(), detection["boxes"].numpy(), captions,
-                         detection["labels"].tolist())
-    with atomic_path(path) as temp:
-        picture.save(temp, quality=92)
+    return draw_boxes(image.permute(1, 2, 0).numpy(), detection["boxes"].numpy(), captions,
+                      detection["labels"].tolist())
+
+
+class AnnotatedVideos:
+    """``<out>/<video stem>_annotated.mp4`` per source video: the drawn frames at the source's frame
+    rate divided by ``every`` (so the clip plays at real speed). Each file is written beside its final
+    name and renamed when complete; an interrupted run leaves no half video."""
+
+    def __init__(self, out: Path, every: int):
+        self.out, self.every = out, max(every, 1)
+        self.writers: dict[Path, tuple] = {}      # source -> (cv2.VideoWriter, temp path, final path)
+
+    def add(self, source: Path, picture) -> None:
+        import cv2
+
+        frame = cv2.cvtColor(np.asarray(picture), cv2.COLOR_RGB2BGR)
+        if source not in self.writers:
+            capture = cv2.VideoCapture(str(source))
+            fps = (capture.get(cv2.CAP_PROP_FPS) or 25.0) / self.every
+            capture.release()
+            final = self.out / f"{source.stem}_annotated.mp4"
+            temp = final.with_name(f".{final.stem}.tmp.mp4")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+            self.writers[source] = (writer, temp, final)
+        self.writers[source][0].write(frame)
+
+    def finish(self) -> list[Path]:
+        import os
+
+        finished = []
+        for writer, temp, final in self.writers.values():
+            writer.release()
+            os.replace(temp, final)
+            finished.append(final)
+        self.writers = {}
+        return finished
+
+    def abandon(self) -> None:
+        for writer, temp, _ in self.writers.values():
+            writer.release()
+            temp.unlink(missing_ok=True)
+        self.writers = {}
