@@ -57,8 +57,8 @@ def test_coco_results_read_back_as_a_coco_file_with_the_same_boxes(predicted, tm
                     "categories": [{"id": i, "name": n}
                                    for i, n in enumerate(["circle", "square", "triangle"], start=1)]}
     (tmp_path / "gt.json").write_text(json.dumps(ground_truth))
-    cfg = compose("dataset=coco", f"dataset.train_json={tmp_path / 'gt.json'}", f"dataset.train_images={images[0].parent}",
-                  "dataset.val_fraction=0").dataset
+    cfg = compose("dataset=coco", f"dataset.train_json={tmp_path / 'gt.json'}",
+                  f"dataset.train_images={images[0].parent}", "dataset.val_fraction=0").dataset
     loaded = boxes_by_image(load_dataset(cfg, ("train",)))
     for stem, (boxes, _) in expected(results).items():
         assert np.abs(np.sort(loaded[stem], axis=0) - np.sort(boxes, axis=0)).max(initial=0) < 0.02
