@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temp path beside ``path`` to write to; after the block it is synced and renamed
@@ -28,6 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(temp)
         _sync(temp)
+        os.chmod(temp, 0o666 & ~_UMASK)        # mkstemp makes 0600 files; give the usual permissions
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

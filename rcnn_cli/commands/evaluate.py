@@ -58,6 +58,7 @@ def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
              predictions_path: Path | None = None) -> EvalResult:
     from ..data.datamodule import DetectionDataModule
     from ..eval import coco_results
+    from ..eval.html_report import write_html_report
     from ..model.factory import create_detector
     from ..training.module import DetectorModule
     from ..training.trainer import build_trainer
@@ -81,11 +82,13 @@ def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
     write_json(out_dir / "metrics.json", summary)
     if json_path:
         write_json(json_path, summary)
-    write_json(out_dir / "thresholds.json", report.thresholds())
-    report.save_plots(out_dir)
+    thresholds = report.thresholds()
+    write_json(out_dir / "thresholds.json", thresholds)
+    plots = report.save_plots(out_dir)
+    records, evaluated = datamodule.records("val"), module.evaluated_all
+    write_html_report(out_dir / "report.html", report, [records[index].path for index, _, _ in evaluated], plots,
+                      thresholds, title=f"rcnn eval: {cfg.model.weights} on {cfg.dataset.name}")
     if predictions_path:
-        records = datamodule.records("val")
-        evaluated = module.evaluated_all
         image_ids = [records[index].source_id for index, _, _ in evaluated]
         category_ids = datamodule.category_ids or list(range(1, len(datamodule.class_names) + 1))
         write_json(predictions_path, coco_results([p for _, p, _ in evaluated], image_ids, category_ids))
@@ -130,4 +133,4 @@ def print_report(result: EvalResult) -> None:
         if key in summary:
             table.add_row(title, "n/a" if summary[key] < 0 else f"{summary[key]:.4f}")
     stdout.print(table)
-    stdout.print(f"plots, metrics.json and thresholds.json in {result.out_dir}", highlight=False)
+    stdout.print(f"report.html, plots, metrics.json and thresholds.json in {result.out_dir}", highlight=False)
