@@ -65,11 +65,13 @@ def data_check(
     json_path: JsonPath = None,
     show: Annotated[int, typer.Option("--show", help="draw N images with their boxes")] = 0,
     out: Annotated[Path, typer.Option("--out", help="folder for --show pictures")] = Path("runs/data-check"),
+    augmented: Annotated[bool, typer.Option("--augmented", help="--show draws training images after augmentation "
+                                            "and the model's resize, as the model sees them")] = False,
 ) -> None:
     """Load the configured splits and report counts, sizes, duplicates and every problem found."""
     from .commands import check
 
-    raise typer.Exit(check.run(check.CheckOptions(overrides or [], config_dir, json_path, show, out)))
+    raise typer.Exit(check.run(check.CheckOptions(overrides or [], config_dir, json_path, show, out, augmented)))
 
 
 @app.command()

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ..data.check import build_report, draw_samples
+from ..data.check import build_report, draw_augmented, draw_samples
 from ..data.load import load_dataset
 from ..files import write_json
 from ..settings import resolve
@@ -24,6 +24,7 @@ class CheckOptions:
     json_path: Path | None = None
     show: int = 0
     out: Path = Path("runs/data-check")
+    augmented: bool = False          # --show draws what the model sees after augmentation and resize
 
 
 def run(options: CheckOptions) -> int:
@@ -37,7 +38,12 @@ def run(options: CheckOptions) -> int:
     if options.json_path:
         write_json(options.json_path, report)
         stdout.print(f"report written to {options.json_path}", highlight=False)
-    if options.show:
+    if options.show and options.augmented:
+        written = draw_augmented(cfg, loaded, options.show, options.out)
+        stdout.print(f"{len(written)} training pictures as the model sees them (augment={cfg.augment.name}, "
+                     f"min_size {cfg.model.min_size}, max_size {cfg.model.max_size}) in {options.out}",
+                     highlight=False)
+    elif options.show:
         written = draw_samples(loaded, options.show, options.out, cfg.dataset.max_image_pixels)
         stdout.print(f"{len(written)} pictures with boxes in {options.out}", highlight=False)
     return 1 if cfg.dataset.strict and report["problems"] else 0

@@ -74,3 +74,40 @@ def draw_samples(loaded: LoadedDataset, count: int, out: Path, max_pixels: int |
             draw_boxes(image, record.boxes, names, record.labels).save(temp, format="PNG")
         written.append(path)
     return written
+
+
+def draw_augmented(cfg, loaded: LoadedDataset, count: int, out: Path) -> list[Path]:
+    """What the model sees in training: ``count`` training images through the configured augmentation
+    and the model's own resize (``model.min_size`` / ``max_size``, a random size per image when
+    min_size is a list), boxes included, as ``out/aug_<n>_<stem>.png``. Catches a wrong flip,
+    crop or scale before a run is spent on it."""
+    import torch
+
+    from ..model.structures import PaddedBoxes
+    from ..model.transform import ImageTransform
+    from .augment import build_augment
+    from .dataset import DetectionDataset
+    from .draw import draw_boxes
+
+    model = cfg.model
+    transform = ImageTransform(list(model.min_size) if not isinstance(model.min_size, int) else model.min_size,
+                               model.max_size, list(model.image_mean), list(model.image_std), model.size_divisible)
+    transform.train()
+    records = [r for r in loaded.splits.get("train", []) if r.num_boxes][:count]
+    dataset = DetectionDataset(records, build_augment(cfg.augment, seed=int(cfg.seed)), train=True,
+                               max_pixels=cfg.dataset.max_image_pixels)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, record in enumerate(records):
+        image, target = dataset[index]
+        batch = transform([image], PaddedBoxes.from_list([target["boxes"]], [target["labels"]]))
+        height, width = batch.image_sizes[0].tolist()
+        seen = batch.tensor[0, :, :height, :width] * transform.image_std + transform.image_mean
+        pixels = (seen.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        boxes = batch.targets.boxes[0][batch.targets.valid[0]].numpy()
+        labels = target["labels"].tolist()
+        path = out / f"aug_{index + 1:03d}_{record.path.stem}.png"
+        with atomic_path(path) as temp:
+            draw_boxes(pixels, boxes, [loaded.class_names[i - 1] for i in labels], labels).save(temp, format="PNG")
+        written.append(path)
+    return written
