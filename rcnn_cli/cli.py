@@ -87,6 +87,14 @@ def train(
     command.run(command.TrainOptions(overrides or [], config_dir, multirun))
 
 
+@app.command()
+def tune(overrides: Overrides = None, config_dir: ConfigDir = None) -> None:
+    """Search hyper-parameters with Optuna: ``rcnn tune dataset=bccd tune.trials=20`` (space in ``tune.space``)."""
+    from .commands import tune as command
+
+    command.run(command.TuneOptions(overrides or [], config_dir))
+
+
 @app.command("eval")
 def evaluate(
     overrides: Overrides = None,

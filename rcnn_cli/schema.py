@@ -93,6 +93,8 @@ RULES: dict[str, Rule] = {
     "trainer.accelerator": Rule(TEXT, ("auto", "cpu", "gpu", "cuda", "mps")),
     "callbacks.checkpoint.mode": Rule(TEXT, ("max", "min")),
     "device": Rule(TEXT),
+    "tune.pruner": Rule(TEXT, ("median", "threshold", "none")),
+    "tune.direction": Rule(TEXT, ("maximize", "minimize")),
 }
 # Keys whose default is null and whose value is free text or a path (nothing more to check).
 FREE = ("dataset.name", "dataset.train_split", "dataset.val_split", "dataset.test_split", "dataset.images",
@@ -102,7 +104,7 @@ for _key in FREE:
     RULES.setdefault(_key, Rule(TEXT, nullable=True))
 
 
-SECTIONS = ("model", "dataset", "optim", "trainer", "callbacks")
+SECTIONS = ("model", "dataset", "optim", "trainer", "callbacks", "tune")
 
 
 def check(cfg: DictConfig, defaults: DictConfig) -> None:

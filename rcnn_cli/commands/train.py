@@ -74,8 +74,9 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return numbered_folder(Path(cfg.runs_root) / (cfg.name or f"{cfg.dataset.name}-{cfg.model.name}"))
 
 
-def train(settings: Settings) -> TrainResult:
-    """Train as ``settings.cfg`` says; returns where everything went and the final validation metrics."""
+def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
+    """Train as ``settings.cfg`` says; returns where everything went and the final validation metrics.
+    callbacks: added to the configured ones (``rcnn tune`` adds its pruning callback)."""
     import torch
 
     cfg = settings.cfg
@@ -87,7 +88,7 @@ def train(settings: Settings) -> TrainResult:
     chose_run_dir = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     try:
-        return _fit(cfg, run_dir)
+        return _fit(cfg, run_dir, list(callbacks))
     except torch.OutOfMemoryError:
         size = int(cfg.dataset.batch_size)
         raise JobFailed(f"out of GPU memory with dataset.batch_size={size}; try dataset.batch_size="
@@ -98,7 +99,7 @@ def train(settings: Settings) -> TrainResult:
             os.environ.pop(RUN_DIR_ENV, None)
 
 
-def _fit(cfg: DictConfig, run_dir: Path) -> TrainResult:
+def _fit(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> TrainResult:
     from ..data.datamodule import DetectionDataModule
     from ..model.factory import create_detector
     from ..runtime.fast import use_channels_last
@@ -116,7 +117,7 @@ def _fit(cfg: DictConfig, run_dir: Path) -> TrainResult:
     module = DetectorModule(detector, cfg.optim, checkpoint_metadata(cfg, detector, datamodule),
                             batch_size=int(cfg.dataset.batch_size), image_paths=image_paths(datamodule))
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, extra_callbacks=callbacks)
     say(f"precision: {trainer.precision}" + (" (trainer.precision=auto)" if cfg.trainer.precision == "auto" else ""))
     resume = {"ckpt_path": cfg.resume, "weights_only": True} if cfg.resume else {}
     trainer.fit(module, datamodule=datamodule, **resume)

@@ -80,7 +80,8 @@ def patience_in_checks(epochs: int, trainer_cfg: DictConfig) -> int:
     return max(1, math.ceil(epochs / int(trainer_cfg.check_val_every_n_epoch)))
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True,
+                  extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     """training=False: evaluation, in fp32 unless trainer.precision names another; ``model.precision``
     says how the model itself runs (runtime/fast.py), so autocast must not change it behind its back."""
     args: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -90,7 +91,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True) 
     callbacks: list[L.Callback] = [RichProgressBar()]
     loggers: list[Any] | bool = False
     if training:
-        callbacks += build_callbacks(cfg.callbacks, cfg.trainer, run_dir)
+        callbacks += build_callbacks(cfg.callbacks, cfg.trainer, run_dir) + list(extra_callbacks)
         loggers = [CSVLogger(run_dir, name="", version=""),
                    TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)]
     return L.Trainer(
