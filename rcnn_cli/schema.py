@@ -93,6 +93,9 @@ RULES: dict[str, Rule] = {
     "trainer.accelerator": Rule(TEXT, ("auto", "cpu", "gpu", "cuda", "mps")),
     "callbacks.checkpoint.mode": Rule(TEXT, ("max", "min")),
     "device": Rule(TEXT),
+    "logger.name": Rule(TEXT, ("tensorboard", "csv", "mlflow", "wandb")),
+    "logger.tracking_uri": Rule(TEXT, nullable=True),
+    "logger.entity": Rule(TEXT, nullable=True),
     "tune.pruner": Rule(TEXT, ("median", "threshold", "none")),
     "tune.direction": Rule(TEXT, ("maximize", "minimize")),
 }

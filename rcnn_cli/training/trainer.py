@@ -11,12 +11,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..runtime.hardware import training_autocast_dtype
 from .callbacks import PlotMetrics, SaveOnInterrupt
 from .checkpoint_io import AtomicCheckpointIO
+from .loggers import build_loggers
 
 
 def trainer_device_type(accelerator: str) -> str:
@@ -92,8 +92,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True,
     loggers: list[Any] | bool = False
     if training:
         callbacks += build_callbacks(cfg.callbacks, cfg.trainer, run_dir) + list(extra_callbacks)
-        loggers = [CSVLogger(run_dir, name="", version=""),
-                   TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False)]
+        loggers = build_loggers(cfg, run_dir)
     return L.Trainer(
         **args, default_root_dir=run_dir, logger=loggers, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False,  # our batch sampler shards by rank itself
