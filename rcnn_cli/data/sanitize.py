@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +60,20 @@ def clean_boxes(boxes: np.ndarray, width: int, height: int, file: str | Path, lo
 
 
 def safe_join(folder: Path, name: str) -> Path | None:
-    """``folder / name`` unless ``name`` is absolute or climbs out of ``folder`` (then None)."""
+    """``folder / name`` (resolved) unless ``name`` is absolute or climbs out of ``folder``, directly
+    or through a symbolic link (then None). String-level os.path calls: this runs once per image."""
     if not name or Path(name).is_absolute() or name.startswith(("/", "\\")):
         return None
-    path = (folder / name).resolve()
-    try:
-        path.relative_to(folder.resolve())
-    except ValueError:
+    root = _resolved(str(folder))
+    path = os.path.realpath(os.path.join(root, name))
+    if path != root and not path.startswith(root.rstrip(os.sep) + os.sep):
         return None
-    return path
+    return Path(path)
+
+
+@lru_cache(maxsize=64)
+def _resolved(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.ndarray, labels: np.ndarray,
