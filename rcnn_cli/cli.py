@@ -187,12 +187,15 @@ def benchmark_cmd(
     no_train: Annotated[bool, typer.Option("--no-train", help="skip the training-step timing")] = False,
     scaling: Annotated[bool, typer.Option("--scaling", help="also time sizes 320-1024 x 300-2000 proposals")] = False,
     json_path: JsonPath = None,
+    data_scale: Annotated[str | None, typer.Option(
+        "--data-scale", metavar="N[,N...]", help="instead: time the data side (annotation loading, data check, "
+        "COCO eval, DataLoader) on generated COCO sets of N images")] = None,
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command
 
     command.run(command.BenchmarkOptions(overrides or [], config_dir, weights, images, count, batch, repeats, warmup,
-                                         not no_train, scaling, json_path))
+                                         not no_train, scaling, json_path, data_scale))
 
 
 # Lightning's advice aimed at library users, not at people running a finished command.

@@ -8,6 +8,7 @@ import torch
 from helpers import run_rcnn
 
 from rcnn_cli import Detector
+from rcnn_cli.benchmark.scale import extrapolate, scale_benchmark
 from rcnn_cli.eval.coco import coco_metrics
 from rcnn_cli.runtime.fast import fold_batchnorm, optimize_for_inference
 
@@ -35,6 +36,19 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
     assert result["auto"] in names + ["ours_bf16"] and result["baseline"] == "torchvision"
     # same weights, same images: our detections are torchvision's
     assert result["agreement_map50"]["ours_vs_torchvision"] > 0.99
+
+
+def test_data_scale_benchmark_measures_every_stage_and_extrapolates_linearly(tmp_path):
+    result = scale_benchmark([20, 40], workdir=tmp_path)
+    assert [p["images"] for p in result["points"]] == [20, 40] and list(tmp_path.iterdir()) == []
+    for point in result["points"]:
+        assert point["check_problems"] == 0 and point["check_duplicate_groups"] == 0   # distinct, declared right
+        assert point["eval_images"] == point["images"] and 0 < point["eval_map"] < 1
+        for key in ("load_s", "check_s", "eval_s", "eval_faster_coco_eval_alone_s", "loader_images_per_s_workers0",
+                    "loader_images_per_s_workers2"):
+            assert point[key] > 0
+    extrapolated = extrapolate([{"images": 1000, "check_s": 2.0}, {"images": 10_000, "check_s": 11.0}])
+    assert extrapolated["check_s"] == 119.3 and "estimate" in extrapolated["method"]
 
 
 def test_folded_batchnorm_detects_what_the_exact_model_detects(tiny_run):

@@ -11,6 +11,7 @@ from PIL import Image
 from test_data_formats import coco_file, voc_xml, write_image
 
 from rcnn_cli.config import load_config
+from rcnn_cli.data.check import build_report
 from rcnn_cli.data.errors import DatasetError
 from rcnn_cli.data.images import read_rgb
 from rcnn_cli.data.load import load_dataset
@@ -114,7 +115,10 @@ def test_duplicate_ids_size_mismatch_and_escaping_paths(tmp_path):
     assert [r.path.name for r in loaded.splits["train"]] == ["a.jpg", "c.jpg"]
     assert len(only(loaded, "duplicate_image_id")) == 1
     assert len(only(loaded, "unsafe_path")) == 2
-    assert "80x48" in only(loaded, "size_mismatch")[0].detail
+    # COCO sizes are trusted at load (issue 17: no image is opened); `rcnn data check` reads the header.
+    assert "size_mismatch" not in loaded.problems.by_kind()
+    build_report(loaded)
+    assert "the image is 80x48" in only(loaded, "wrong_declared_size")[0].detail
 
 
 def test_strict_mode_turns_problems_into_an_error(tmp_path):

@@ -6,8 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 from helpers import BCCD, require_shared, run_rcnn
 from PIL import Image
+
+from rcnn_cli.config import load_config
+from rcnn_cli.data.check import build_report
+from rcnn_cli.data.duplicates import Fingerprint, find_duplicate_groups, near_components
+from rcnn_cli.data.load import load_dataset
 
 
 def coco_file(path: Path, images: list[str]) -> None:
@@ -36,8 +42,9 @@ def test_bccd_report_counts_problems_and_leakage(tmp_path):
     assert report["image_size"] == {"min": [640, 480], "max": [640, 480]}
     # Two consecutive microscope frames, one in train and one in val: real leakage in BCCD.
     (leak,) = report["leakage"]
-    assert (leak["kind"], leak["splits"]) == ("near", "train/val") and report["duplicates"] == []
-    assert sorted(Path(leak[k]).name for k in "ab") == ["BloodImage_00037.jpg", "BloodImage_00038.jpg"]
+    assert (leak["kind"], leak["splits"], leak["count"]) == ("near", "train/val", 2) and report["duplicates"] == []
+    assert leak["per_split"] == {"train": 1, "val": 1}
+    assert sorted(Path(f).name for f in leak["files"]) == ["BloodImage_00037.jpg", "BloodImage_00038.jpg"]
     pictures = sorted(p.name for p in (tmp_path / "show").glob("*.png"))
     assert pictures == ["001_train_BloodImage_00001.png", "002_train_BloodImage_00003.png",
                         "003_train_BloodImage_00004.png"]
@@ -62,13 +69,63 @@ def test_duplicates_and_train_val_leakage_are_found(tmp_path):
                    f"dataset.val_images={images}", "--json", str(tmp_path / "r.json"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
-    def pairs(found):
-        return {(d["kind"], d["splits"], *sorted(Path(d[k]).name for k in "ab")) for d in found}
-
-    assert pairs(report["leakage"]) == {("exact", "train/val", "t0.jpg", "v_exact.jpg"),
+    assert named(report["leakage"]) == {("exact", "train/val", "t0.jpg", "v_exact.jpg"),
                                         ("near", "train/val", "t1.jpg", "v_near.jpg")}
-    assert pairs(report["duplicates"]) == {("near", "train", "t2.jpg", "t_again.png")}
+    assert named(report["duplicates"]) == {("near", "train", "t2.jpg", "t_again.png")}
     assert "leakage" in out.stdout
+
+
+def named(groups) -> set[tuple]:
+    return {(g["kind"], g["splits"], *sorted(Path(f).name for f in g["files"])) for g in groups}
+
+
+def noise(path: Path, seed: int, size: tuple[int, int] = (48, 32)) -> None:
+    """A small picture of its own (random blocks: unrelated perceptual hashes)."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    Image.fromarray(blocks).resize(size, Image.NEAREST).save(path)
+
+
+def test_many_copies_of_one_picture_are_one_group_not_every_pair(tmp_path):
+    # 200 + 100 byte-identical copies across train/val (a pair list would hold 44,850 entries), a
+    # re-encoded copy within train, and distinct pictures that must stay out of every group.
+    images = tmp_path / "img"
+    images.mkdir()
+    noise(images / "same.jpg", 0)
+    for split, count in (("t", 200), ("v", 100)):
+        for i in range(count):
+            shutil.copy(images / "same.jpg", images / f"{split}{i:03d}.jpg")
+    Image.open(images / "same.jpg").save(images / "t_png.png")
+    for i in range(4):
+        noise(images / f"other{i}.png", i + 1)
+    coco_file(tmp_path / "train.json", [f"t{i:03d}.jpg" for i in range(200)] + ["t_png.png", "other0.png",
+                                                                                 "other1.png", "other2.png"])
+    coco_file(tmp_path / "val.json", [f"v{i:03d}.jpg" for i in range(100)] + ["other3.png"])
+    cfg = load_config(["dataset=coco", f"dataset.train_json={tmp_path}/train.json", f"dataset.train_images={images}",
+                       f"dataset.val_json={tmp_path}/val.json", f"dataset.val_images={images}"]).dataset
+    report = build_report(load_dataset(cfg, ("train", "val")))
+    assert report["duplicates"] == []
+    (group,) = report["leakage"]
+    assert (group["kind"], group["splits"], group["count"]) == ("near", "train/val", 301)
+    assert group["per_split"] == {"train": 201, "val": 100}
+    assert sorted(Path(f).name for f in group["files"]) == sorted(
+        [f"t{i:03d}.jpg" for i in range(200)] + ["t_png.png"] + [f"v{i:03d}.jpg" for i in range(100)])
+
+
+def test_identical_groups_are_exact_and_look_alikes_join_through_each_other():
+    base = 0x0123_4567_89AB_CDEF
+    far = 0xFEDC_BA98_7654_3210
+    # a chain: each 4 bits from the last, 8 bits from base to the end: one component
+    chain = [base, base ^ 0xF, base ^ 0xFF, far, far ^ (1 << 63)]
+    labels = near_components(np.array(chain, np.uint64))
+    assert labels.tolist() == [0, 0, 0, 3, 3]
+    prints = [Fingerprint("a", base), Fingerprint("a", base), Fingerprint("b", far), Fingerprint("c", None),
+              Fingerprint("c", None), Fingerprint("d", base ^ 0x3F)]
+    items = [("train", Path(f"f{i}")) for i in range(6)]
+    items[1] = ("val", Path("f1"))
+    assert named(find_duplicate_groups(items, prints[:2])) == {("exact", "train/val", "f0", "f1")}
+    groups = find_duplicate_groups(items, prints)
+    assert [(g["kind"], g["splits"], g["count"], g["files"]) for g in groups] == [
+        ("near", "train/val", 3, ["f0", "f1", "f5"]), ("exact", "train", 2, ["f3", "f4"])]
 
 
 def test_strict_with_problems_exits_1_and_a_missing_root_exits_2(tmp_path):

@@ -50,7 +50,7 @@ def fixed_set():
     return predictions, targets
 
 
-def pycocotools_stats(predictions, targets) -> np.ndarray:
+def pycocotools_stats(predictions, targets, categories: list[int] | None = None) -> np.ndarray:
     images, annotations, results = [], [], []
     for image_id, (p, t) in enumerate(zip(predictions, targets)):
         images.append({"id": image_id, "width": 500, "height": 500})
@@ -66,10 +66,21 @@ def pycocotools_stats(predictions, targets) -> np.ndarray:
                   "categories": [{"id": i + 1, "name": n} for i, n in enumerate(NAMES)]}
     gt.createIndex()
     evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+    if categories:
+        evaluator.params.catIds = categories
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
     return evaluator.stats
+
+
+def test_per_class_ap_is_pycocotools_ap_on_that_class_alone():
+    predictions, targets = fixed_set()
+    summary = evaluate(predictions, targets, NAMES).summary()
+    for label, name in enumerate(NAMES, start=1):
+        stats = pycocotools_stats(predictions, targets, [label])
+        assert (summary["per_class"][name]["ap"], summary["per_class"][name]["ap50"]) == pytest.approx(
+            (stats[0], stats[1]), abs=1e-6)
 
 
 def test_coco_numbers_equal_pycocotools():

@@ -119,9 +119,12 @@ class BenchmarkOptions:
     train: bool = True
     scaling: bool = False
     json_path: Path | None = None
+    data_scale: str | None = None          # "1000,10000": the data-side benchmark instead
 
 
 def run(options: BenchmarkOptions) -> dict:
+    if options.data_scale:
+        return data_scale_command(options.data_scale, options.json_path, stdout)
     settings = resolve("benchmark", options.overrides, weights=options.weights, config_dir=options.config_dir)
     for note in settings.notes:
         stderr_console.print(f"note: {note}", highlight=False)
@@ -156,3 +159,48 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
 
 def dumps(result: dict) -> str:
     return json.dumps(result, indent=2)
+
+
+def data_scale_command(text: str, json_path: Path | None, console) -> dict:
+    """``--data-scale N[,N...]``: the data side (annotation loading, data check, evaluation,
+    DataLoader) on generated COCO sets of N images each; no model."""
+    from ..benchmark.scale import scale_benchmark
+
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--data-scale takes image counts such as 1000,10000, not {text!r}") from None
+    if any(n < 2 for n in counts):
+        raise UsageError(f"--data-scale needs image counts of at least 2, got {text}")
+    result = scale_benchmark(counts, lambda line: stderr_console.print(line, highlight=False))
+    print_scale(console, result)
+    if json_path:
+        write_json(Path(json_path), result)
+        console.print(f"written to {json_path}", highlight=False)
+    return result
+
+
+def print_scale(console, result: dict) -> None:
+    machine = result["machine"]
+    table = Table(title=f"data at scale on {machine['cpu']} ({machine['cores']} cores, "
+                        f"{', '.join(machine['cpu_flags'])})", title_justify="left")
+    columns = [*result["points"], *([result["extrapolated"]] if result["extrapolated"] else [])]
+    table.add_column("", justify="right")
+    for column in columns:
+        table.add_column(f"{column['images']:,} images" + (" (est.)" if "method" in column else ""), justify="right")
+
+    def row(title: str, key: str, unit: str = "") -> None:
+        table.add_row(title, *[f"{c[key]:g}{unit}" if key in c else "" for c in columns])
+
+    row("load annotations (s)", "load_s")
+    row("  peak memory (MB)", "load_peak_mb")
+    row("data check (s)", "check_s")
+    row("  peak memory (MB)", "check_peak_mb")
+    row("COCO eval (s)", "eval_s")
+    row("  images x 100 detections", "eval_images")
+    row("  faster-coco-eval alone (s)", "eval_faster_coco_eval_alone_s")
+    row("DataLoader, 0 workers (img/s)", "loader_images_per_s_workers0")
+    row("DataLoader, 2 workers (img/s)", "loader_images_per_s_workers2")
+    console.print(table)
+    if result["extrapolated"]:
+        console.print(f"est.: {result['extrapolated']['method']}", highlight=False)

@@ -8,13 +8,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 from ..data.check import build_report, draw_augmented, draw_samples
 from ..data.load import load_dataset
 from ..files import write_json
 from ..settings import resolve
-from . import stdout
+from . import console, stdout
 
 
 @dataclass
@@ -33,7 +34,7 @@ def run(options: CheckOptions) -> int:
     cfg = resolve("check", options.overrides, config_dir=options.config_dir).cfg
     # Every problem is reported here, strict or not; strict only decides the exit code.
     loaded = load_dataset(OmegaConf.merge(cfg.dataset, {"strict": False}), ("train", "val", "test"))
-    report = build_report(loaded)
+    report = build_report(loaded, cfg.dataset.max_image_pixels, progress=_progress)
     print_report(stdout, report)
     if options.json_path:
         write_json(options.json_path, report)
@@ -47,6 +48,11 @@ def run(options: CheckOptions) -> int:
         written = draw_samples(loaded, options.show, options.out, cfg.dataset.max_image_pixels)
         stdout.print(f"{len(written)} pictures with boxes in {options.out}", highlight=False)
     return 1 if cfg.dataset.strict and report["problems"] else 0
+
+
+def _progress(items, total: int, description: str):
+    """A progress bar with the rate and time left, on stderr (transient: the report follows)."""
+    return track(items, description=description, total=total, console=console, transient=True)
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
@@ -75,12 +81,18 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         console.print(problems)
     else:
         console.print("[green]no problems found[/]")
-    for key, title in (("duplicates", "pair(s) of duplicate images within a split"),
-                       ("leakage", "pair(s) of duplicate images across splits (leakage)")):
+    for key, title in (("duplicates", "group(s) of duplicate images within a split"),
+                       ("leakage", "group(s) of duplicate images across splits (leakage)")):
         if report[key]:
-            console.print(f"[yellow]{len(report[key])} {title}[/], e.g. "
-                          + "; ".join(f"{d['kind']}: {d['a']} = {d['b']}" for d in report[key][:3]), highlight=False)
+            console.print(f"[yellow]{len(report[key])} {title}[/] ({sum(g['count'] for g in report[key])} images), "
+                          "e.g. " + "; ".join(_group_line(g) for g in report[key][:3]), highlight=False)
     for note in report["notes"]:
         console.print(f"note: {note}", highlight=False)
+
+
+def _group_line(group: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {split}" for split, n in group["per_split"].items())
+    shown = " = ".join(group["files"][:2]) + (f" = ... ({group['count'] - 2} more)" if group["count"] > 2 else "")
+    return f"{group['kind']} x{group['count']} ({counts}): {shown}"
 
 

@@ -4,22 +4,42 @@ the report as a dict, and pictures of samples with their boxes."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..files import atomic_path
-from .duplicates import find_duplicates
-from .records import ImageRecord, LoadedDataset
+from .duplicates import Fingerprint, find_duplicate_groups, fingerprint
+from .records import ImageRecord, LoadedDataset, ProblemLog
+from .sanitize import report
 
 EXAMPLES = 5
 # COCO's size classes by box area in pixels.
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
 
+T = TypeVar("T")
+# progress(items, total, description) -> the same items, shown as they pass (e.g. rich's track).
+Progress = Callable[[Iterable[T], int, str], Iterable[T]]
 
-def build_report(loaded: LoadedDataset) -> dict[str, Any]:
-    records = [r for split in loaded.splits.values() for r in split]
+
+def _no_progress(items: Iterable[T], total: int, description: str) -> Iterator[T]:
+    yield from items
+
+
+def build_report(loaded: LoadedDataset, max_pixels: int | None = None, progress: Progress | None = None
+                 ) -> dict[str, Any]:
+    """The report as a dict. Every image is read once (header, bytes, pHash), shown by ``progress``:
+    images that no longer decode or whose size differs from the record's (an annotation's declared
+    size is trusted at load, see ``sanitize.make_record``) are added to ``loaded.problems``."""
+    items = [(split, r) for split, recs in loaded.splits.items() for r in recs]
+    track = progress or _no_progress
+    prints = [fingerprint(r.path, max_pixels) for _, r in track(items, len(items), "reading images")]
+    for (_, record), found in zip(items, prints):
+        verify_size(record, found, loaded.problems)
+    groups = find_duplicate_groups([(split, r.path) for split, r in items], prints)
+    records = [r for _, r in items]
     classes = Counter(int(label) for r in records for label in r.labels)
     areas = np.concatenate([(r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1]) for r in records]
                            or [np.zeros(0)])
@@ -27,7 +47,6 @@ def build_report(loaded: LoadedDataset) -> dict[str, Any]:
     problems = [{"kind": kind, "count": len(items), "policy": loaded.problems.policies.get(kind, ""),
                  "examples": [f"{p.file}: {p.detail}" if p.detail else p.file for p in items[:EXAMPLES]]}
                 for kind, items in loaded.problems.by_kind().items()]
-    duplicates = find_duplicates({split: [r.path for r in recs] for split, recs in loaded.splits.items()})
     return {
         "images": len(records),
         "boxes": int(sum(r.num_boxes for r in records)),
@@ -39,10 +58,29 @@ def build_report(loaded: LoadedDataset) -> dict[str, Any]:
         "box_sizes": {"small": int((areas < SMALL).sum()), "medium": int(((areas >= SMALL) & (areas < MEDIUM)).sum()),
                       "large": int((areas >= MEDIUM).sum())},
         "problems": problems,
-        "duplicates": [d for d in duplicates if "/" not in d["splits"]],
-        "leakage": [d for d in duplicates if "/" in d["splits"]],
+        "duplicates": [g for g in groups if "/" not in g["splits"]],
+        "leakage": [g for g in groups if "/" in g["splits"]],
         "notes": loaded.notes,
     }
+
+
+def verify_size(record: ImageRecord, found: Fingerprint, log: ProblemLog) -> None:
+    """Report an image that cannot be decoded, or whose header disagrees with the record's size."""
+    from .images import SWAPS_SIDES
+
+    if found.error:
+        report(log, "unreadable_image", record.path, found.error)
+        return
+    stored = found.size
+    upright = (stored[1], stored[0]) if found.orientation in SWAPS_SIDES else stored
+    if upright == (record.width, record.height):
+        return
+    if found.orientation in SWAPS_SIDES and stored == (record.width, record.height):
+        report(log, "unrotated_annotation", record.path, f"size declared for the stored {stored[0]}x{stored[1]} "
+                                                         f"pixels (EXIF orientation {found.orientation})")
+    else:
+        report(log, "wrong_declared_size", record.path, f"annotation says {record.width}x{record.height}, "
+                                                        f"the image is {upright[0]}x{upright[1]}")
 
 
 def split_summary(records: list[ImageRecord], class_names: list[str]) -> dict[str, Any]:

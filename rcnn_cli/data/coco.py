@@ -107,6 +107,8 @@ def category_table(files: list[CocoFile], class_names: list[str] | None, log: Pr
 
 def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_pixels: int | None = None
                  ) -> list[ImageRecord]:
+    """Records of one file; images[].width/height, when given, are trusted without opening the image
+    (see ``sanitize.make_record``); images without them are opened for their size."""
     label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
     records = []
     for image_id, image in coco.images.items():
@@ -130,7 +132,7 @@ def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_p
         declared = (_int_or_none(image.get("width")), _int_or_none(image.get("height")))
         record = make_record(path, declared if all(declared) else None, np.array(boxes, np.float32),
                              np.array(labels, np.int64), np.array(ignore, bool), log, image_id, coco.path,
-                             max_pixels)
+                             max_pixels, trust_declared=True)
         if record is not None:
             records.append(record)
     return records

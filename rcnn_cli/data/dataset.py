@@ -52,8 +52,7 @@ class DetectionDataset(Dataset):
             else:
                 boxes, labels, ignore = boxes[~ignore], labels[~ignore], ignore[~ignore]
         if image.shape[:2] != (record.height, record.width):
-            raise ImageReadError(f"{record.path}: changed on disk since it was indexed "
-                                 f"({image.shape[1]}x{image.shape[0]}, expected {record.width}x{record.height})")
+            boxes = _turned_boxes(record, image, boxes, self.max_pixels)
         if self.transform is not None:
             out = self.transform(image=image, bboxes=boxes, labels=labels, ignore=ignore)
             image = out["image"]
@@ -64,6 +63,22 @@ class DetectionDataset(Dataset):
                   "ignore": torch.from_numpy(np.asarray(ignore, bool)),
                   "index": index, "padding": padding}
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), target
+
+
+def _turned_boxes(record: ImageRecord, image: np.ndarray, boxes: np.ndarray, max_pixels: int | None
+                  ) -> np.ndarray:
+    """The boxes of a record whose declared size (trusted at load, see ``sanitize.make_record``) is
+    not the decoded one: turned upright when it is the stored size of an EXIF-rotated photo (the
+    tool labelled the stored pixels); otherwise ImageReadError naming the file."""
+    from .images import SWAPS_SIDES, image_header, upright_boxes
+
+    if image.shape[:2] == (record.width, record.height):
+        width, height, orientation = image_header(record.path, max_pixels)
+        if orientation in SWAPS_SIDES and (width, height) == (record.width, record.height):
+            return upright_boxes(boxes, orientation, width, height)
+    raise ImageReadError(f"{record.path}: changed on disk since it was indexed, or its annotation declares a "
+                         f"wrong size ({image.shape[1]}x{image.shape[0]}, expected {record.width}x{record.height}; "
+                         "`rcnn data check` lists such images)")
 
 
 def stream_seed(*parts: int) -> int:

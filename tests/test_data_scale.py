@@ -1,0 +1,98 @@
+"""Issue 17 (scale), item 2: COCO loading trusts the declared image sizes and opens no image; the
+first read and `rcnn data check` catch a size that is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rcnn_cli.config import load_config
+from rcnn_cli.data.check import build_report
+from rcnn_cli.data.dataset import DetectionDataset
+from rcnn_cli.data.images import ImageReadError
+from rcnn_cli.data.load import load_dataset
+
+
+def picture(path: Path, size: tuple[int, int], seed: int, orientation: int = 1) -> None:
+    """Random 8 x 8 blocks scaled to ``size`` (stored pixels), with an EXIF orientation tag."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(blocks).resize(size, Image.NEAREST).save(path, exif=exif, quality=95)
+
+
+def coco_set(tmp_path: Path, declared: dict[str, tuple[int, int]]) -> object:
+    """A COCO file declaring ``declared`` sizes, one 10..30 px box per image; its dataset config."""
+    images = [{"id": i + 1, "file_name": name, "width": w, "height": h} for i, (name, (w, h)) in
+              enumerate(declared.items())]
+    boxes = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10, 10, 20, 20], "iscrowd": 0}
+             for i in range(len(images))]
+    (tmp_path / "train.json").write_text(json.dumps({"images": images, "annotations": boxes,
+                                                     "categories": [{"id": 1, "name": "thing"}]}))
+    return load_config(["dataset=coco", f"dataset.train_json={tmp_path}/train.json",
+                        f"dataset.train_images={tmp_path}", "dataset.val_fraction=0"]).dataset
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """Every image file PIL opens (the header reader and the decoder both go through Image.open)."""
+    calls: list[str] = []
+    original = Image.open
+
+    def counting(path, *args, **kwargs):
+        calls.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting)
+    return calls
+
+
+def test_coco_load_with_declared_sizes_opens_no_image(tmp_path, opened):
+    for i in range(20):
+        picture(tmp_path / f"{i}.jpg", (64, 48), i)
+    declared = {f"{i}.jpg": (64, 48) for i in range(20)}
+    declared["wrong.jpg"] = (64, 64)                     # the file is 64 x 48
+    picture(tmp_path / "wrong.jpg", (64, 48), 99)
+    opened.clear()
+    loaded = load_dataset(coco_set(tmp_path, declared), ("train",))
+    assert opened == []
+    assert [(r.width, r.height) for r in loaded.splits["train"]] == [(64, 48)] * 20 + [(64, 64)]
+    assert len(loaded.problems) == 0
+    # The first read finds the wrong size and names the file ...
+    dataset = DetectionDataset(loaded.splits["train"])
+    assert dataset[0][0].shape == (3, 48, 64)
+    with pytest.raises(ImageReadError, match=r"wrong.jpg: .*declares a wrong size \(64x48, expected 64x64"):
+        dataset[20]
+    # ... and `rcnn data check` (which reads every header) reports it.
+    report = build_report(loaded)
+    (problem,) = report["problems"]
+    assert (problem["kind"], problem["count"]) == ("wrong_declared_size", 1)
+    assert problem["examples"] == [f"{tmp_path / 'wrong.jpg'}: annotation says 64x64, the image is 64x48"]
+
+
+def test_coco_without_declared_sizes_still_reads_headers(tmp_path, opened):
+    picture(tmp_path / "a.jpg", (64, 48), 0)
+    cfg = coco_set(tmp_path, {"a.jpg": (64, 48)})
+    data = json.loads(Path(cfg.train_json).read_text())
+    del data["images"][0]["width"]
+    Path(cfg.train_json).write_text(json.dumps(data))
+    opened.clear()
+    (record,) = load_dataset(cfg, ("train",)).splits["train"]
+    assert (record.width, record.height) == (64, 48) and len(opened) == 1
+
+
+def test_coco_declaring_the_stored_size_of_an_exif_photo_gets_its_boxes_turned(tmp_path):
+    # Stored 64 x 48, orientation 6 (shown turned clockwise, 48 x 64); the COCO file declares the
+    # stored size and a box on the stored pixels, as a tool that ignores EXIF writes them.
+    picture(tmp_path / "photo.jpg", (64, 48), 0, orientation=6)
+    loaded = load_dataset(coco_set(tmp_path, {"photo.jpg": (64, 48)}), ("train",))
+    image, target = DetectionDataset(loaded.splits["train"])[0]
+    assert image.shape == (3, 64, 48)
+    # orientation 6 shows stored (x, y) at (48 - y, x): box [10, 10, 30, 30] -> [18, 10, 38, 30]
+    assert target["boxes"].tolist() == [[18.0, 10.0, 38.0, 30.0]]
+    (problem,) = build_report(loaded)["problems"]
+    assert problem["kind"] == "unrotated_annotation"
