@@ -127,6 +127,9 @@ def predict(
     no_draw: Annotated[bool, typer.Option("--no-draw", help="do not write annotated pictures")] = False,
     save_video: Annotated[bool, typer.Option("--save-video", help="videos: write <name>_annotated.mp4 at the "
                                              "source's frame rate (divided by --every)")] = False,
+    tile: Annotated[int | None, typer.Option("--tile", help="huge pictures: detect in overlapping tiles of this "
+                                             "many px, plus a whole-picture pass, merged")] = None,
+    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")] = 0.2,
     device: Device = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="auto (folded BN; bf16 where the hardware runs it natively and faster), fp32 "
@@ -138,7 +141,7 @@ def predict(
     inputs, overrides = split_overrides(sources)
     raise typer.Exit(command.run(command.PredictOptions(
         inputs, weights, overrides, config_dir, out, fmt, conf, classes, batch_size, every, not no_draw, save_video,
-        device, precision)))
+        tile, overlap, device, precision)))
 
 
 def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:

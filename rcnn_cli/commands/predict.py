@@ -34,6 +34,8 @@ class PredictOptions:
     every: int = 1
     draw: bool = True
     save_video: bool = False
+    tile: int | None = None          # overlapping tiles of this many px for huge pictures
+    overlap: float = 0.2
     device: str | None = None        # shorthand for device=...
     precision: str | None = None     # shorthand for model.precision=...
 
@@ -78,7 +80,10 @@ def run(options: PredictOptions) -> int:
                          f"({', '.join(predictor.class_names)})")
     out = options.out or numbered_folder(Path("runs") / "predict")
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
-                                   every=options.every, save_video=options.save_video)
+                                   every=options.every, save_video=options.save_video, tile=options.tile,
+                                   overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh))
+    if options.tile:
+        tiling_note(options.tile, settings.cfg.model)
     result = _run_with_progress(predictor, images, videos, out, runner_options)
     written = write_outputs(result.results, out, formats, predictor.category_ids, predictor.class_names)
     written += result.videos
@@ -101,6 +106,14 @@ def weights_or_default(weights: Path | str | None) -> Path | str:
     if zoo.is_named(str(weights)) or zoo.looks_like_a_name(str(weights)) or Path(weights).is_file():
         return str(weights)
     raise UsageError(f"--weights {weights}: no such file (named weights: {', '.join(zoo.DETECTION)})")
+
+
+def tiling_note(tile: int, model) -> None:
+    """Tiles exist to keep native resolution; the model would still resize each to min_size."""
+    smallest = model.min_size if isinstance(model.min_size, int) else list(model.min_size)[-1]
+    if smallest < tile:
+        say(f"note: each {tile} px tile is resized to model.min_size={smallest} by the model; for native "
+            f"resolution add model.min_size={tile} model.max_size={tile}")
 
 
 def _typed(overrides: list[str], key: str) -> bool:

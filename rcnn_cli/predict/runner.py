@@ -19,6 +19,7 @@ from ..data.draw import draw_boxes
 from ..data.images import ImageReadError, read_chw
 from ..data.sources import Item, OutputNames, video_frames
 from ..files import atomic_path
+from ..runtime.tiling import detect_tiled
 
 # A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
@@ -32,6 +33,9 @@ class PredictOptions:
     draw: bool = True
     every: int = 1                          # video: every N-th frame
     save_video: bool = False                # video: also write <video stem>_annotated.mp4
+    tile: int | None = None                 # huge pictures: overlapping tiles of this many px (runtime/tiling.py)
+    overlap: float = 0.2
+    nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
     num_workers: Any = "auto"
 
 
@@ -143,7 +147,9 @@ def run(detect: DetectFn, class_names: list[str], images: list[Path], videos: li
     videos_out = AnnotatedVideos(out, options.every) if options.save_video else None
     try:
         for batch in _batches(images, videos, options, run_info.failures):
-            detections = detect([image for _, image in batch])
+            detections = (detect([image for _, image in batch]) if not options.tile else
+                          [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size,
+                                        options.nms_iou) for _, image in batch])
             for (item, image), detection in zip(batch, detections):
                 kept = keep_detections(detection, class_names, options)
                 name = output_names(item)
