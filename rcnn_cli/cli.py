@@ -103,11 +103,14 @@ def evaluate(
     json_path: JsonPath = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="write COCO-format results")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = None,
+    tile: Annotated[int | None, typer.Option("--tile", help="score huge pictures in overlapping tiles of this "
+                                             "many px, as rcnn predict --tile")] = None,
+    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")] = 0.2,
 ) -> None:
-    """Evaluate a checkpoint: COCO mAP, VOC07/VOC AP50, per-class AP, PR curves, thresholds."""
+    """Evaluate a checkpoint: COCO mAP, VOC07/VOC AP50, per-class AP, PR curves, thresholds, report.html."""
     from .commands import evaluate as command
 
-    command.run(command.EvalOptions(weights, overrides or [], config_dir, json_path, predictions, out))
+    command.run(command.EvalOptions(weights, overrides or [], config_dir, json_path, predictions, out, tile, overlap))
 
 
 @app.command()

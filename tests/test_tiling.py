@@ -112,3 +112,18 @@ def test_rcnn_predict_tiles_a_huge_picture_end_to_end(mosaic, tiny_run, tmp_path
     assert code == 0 and (result["width"], result["height"]) == (2560, 1920)
     assert all(0 <= d["box"][0] <= d["box"][2] <= 2560 and 0 <= d["box"][1] <= d["box"][3] <= 1920
                for d in result["detections"])
+
+
+def test_eval_tile_scores_like_predict_tile_and_equals_plain_eval_when_one_tile_covers(tiny_run, tmp_path):
+    import json
+
+    from rcnn_cli.commands import evaluate
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    common = ["trainer.accelerator=cpu", "device=cpu", "model.precision=fp32"]
+    for name, tile in (("plain", None), ("tiled", 128)):          # the tiny set's pictures are 128 px: one tile
+        evaluate.run(evaluate.EvalOptions(weights, common, out=tmp_path / name, json_path=tmp_path / f"{name}.json",
+                                          tile=tile))
+    plain, tiled = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "tiled"))
+    assert plain["map"] == pytest.approx(tiled["map"], abs=1e-6) and plain["voc_map50"] == tiled["voc_map50"]
+    assert (tmp_path / "tiled" / "report.html").is_file()

@@ -23,6 +23,8 @@ class EvalOptions:
     json_path: Path | None = None
     predictions: Path | None = None
     out: Path | None = None
+    tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
+    overlap: float = 0.2
 
 
 @dataclass
@@ -41,7 +43,7 @@ def run(options: EvalOptions) -> EvalResult:
     for note in settings.notes:
         say(f"note: {note}")
     out = options.out or default_eval_dir(Path(weights))
-    result = evaluate(settings, out, options.json_path, options.predictions)
+    result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap)
     if result.report is not None:
         print_report(result)
     return result
@@ -55,29 +57,70 @@ def default_eval_dir(weights: Path) -> Path:
 
 
 def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
-             predictions_path: Path | None = None) -> EvalResult:
+             predictions_path: Path | None = None, tile: int | None = None, overlap: float = 0.2) -> EvalResult:
     from ..data.datamodule import DetectionDataModule
-    from ..eval import coco_results
-    from ..eval.html_report import write_html_report
+
+    cfg = settings.cfg
+    datamodule = DetectionDataModule(cfg)
+    datamodule.setup("validate")
+    stored = (settings.checkpoint[1] if settings.checkpoint else {}).get("class_names")
+    if stored and list(stored) != list(datamodule.class_names):
+        raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
+                         f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
+    if tile:
+        report, indices = _score_tiled(settings, datamodule, tile, overlap)
+    else:
+        report, indices = _score_with_lightning(settings, datamodule)
+        if report is None:                # DDP ranks other than 0
+            return EvalResult(None, out_dir, 0, cfg)
+    _write_outputs(report, indices, datamodule, cfg, out_dir, json_path, predictions_path)
+    return EvalResult(report, out_dir, len(indices), cfg)
+
+
+def _score_with_lightning(settings: Settings, datamodule):
+    """The validation loop of training (DDP-aware): (EvalReport or None off rank 0, record indices)."""
     from ..model.factory import create_detector
     from ..training.module import DetectorModule
     from ..training.trainer import build_trainer
 
     cfg = settings.cfg
-    datamodule = DetectionDataModule(cfg)
-    datamodule.setup("validate")
     detector = create_detector(cfg.model, checkpoint=settings.checkpoint)
-    stored = (settings.checkpoint[1] if settings.checkpoint else {}).get("class_names")
-    if stored and list(stored) != list(datamodule.class_names):
-        raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
-                         f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
     prepare_for_eval(cfg, detector.model, datamodule)
     module = DetectorModule(detector, cfg.optim, settings.checkpoint[1] if settings.checkpoint else {})
     trainer = build_trainer(cfg, None, training=False)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if trainer.global_rank != 0:
-        return EvalResult(None, out_dir, 0, cfg)
-    report = module.last_report
+        return None, []
+    return module.last_report, [index for index, _, _ in module.evaluated_all]
+
+
+def _score_tiled(settings: Settings, datamodule, tile: int, overlap: float):
+    """Each validation picture in overlapping tiles (runtime/tiling.py), as ``rcnn predict --tile`` runs it."""
+    from ..data.dataset import DetectionDataset
+    from ..eval import evaluate as score
+    from ..runtime.predictor import load_predictor
+    from ..runtime.tiling import detect_tiled
+    from .predict import tiling_note
+
+    cfg = settings.cfg
+    tiling_note(tile, cfg.model)
+    predictor = load_predictor(cfg, settings.checkpoint)
+    records = datamodule.records("val")
+    dataset = DetectionDataset(records, max_pixels=cfg.dataset.max_image_pixels)
+    predictions, targets = [], []
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        predictions.append(detect_tiled(predictor.detect, image, tile, overlap, int(cfg.dataset.batch_size),
+                                        float(cfg.model.box_nms_thresh)))
+        targets.append(target)
+    report = score(predictions, targets, datamodule.class_names, max_detections=cfg.model.box_detections_per_img)
+    return report, list(range(len(records)))
+
+
+def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, json_path, predictions_path) -> None:
+    from ..eval import coco_results
+    from ..eval.html_report import write_html_report
+
     summary = report.summary()
     write_json(out_dir / "metrics.json", summary)
     if json_path:
@@ -85,14 +128,13 @@ def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
     thresholds = report.thresholds()
     write_json(out_dir / "thresholds.json", thresholds)
     plots = report.save_plots(out_dir)
-    records, evaluated = datamodule.records("val"), module.evaluated_all
-    write_html_report(out_dir / "report.html", report, [records[index].path for index, _, _ in evaluated], plots,
+    records = datamodule.records("val")
+    write_html_report(out_dir / "report.html", report, [records[index].path for index in indices], plots,
                       thresholds, title=f"rcnn eval: {cfg.model.weights} on {cfg.dataset.name}")
     if predictions_path:
-        image_ids = [records[index].source_id for index, _, _ in evaluated]
+        image_ids = [records[index].source_id for index in indices]
         category_ids = datamodule.category_ids or list(range(1, len(datamodule.class_names) + 1))
-        write_json(predictions_path, coco_results([p for _, p, _ in evaluated], image_ids, category_ids))
-    return EvalResult(report, out_dir, len(module.evaluated_all), cfg)
+        write_json(predictions_path, coco_results(report.predictions, image_ids, category_ids))
 
 
 def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
