@@ -85,6 +85,7 @@ RULES: dict[str, Rule] = {
     "dataset.num_workers": Rule((int, str), nullable=False, low=0),
     "dataset.val_fraction": FRACTION,
     "dataset.batch_size": Rule(INT, low=1),
+    "dataset.repeat_factor_thresh": Rule(FLOAT, nullable=True, low=0.0, high=1.0),   # null: no repeats
     # the rest of the config
     "optim.name": Rule(TEXT, ("sgd", "adamw")),
     "optim.schedule": Rule(TEXT, ("multistep", "cosine", "constant")),

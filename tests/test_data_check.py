@@ -50,6 +50,14 @@ def test_bccd_report_counts_problems_and_leakage(tmp_path):
                         "003_train_BloodImage_00004.png"]
     assert Image.open(tmp_path / "show" / pictures[0]).size == (640, 480)
     assert "zero_size_box" in out.stdout
+    # Class imbalance of the training split: RBC boxes 11.4x the platelets' -> a repeat-factor suggestion.
+    assert report["balance"]["suggestion"]["setting"] == "dataset.repeat_factor_thresh=1"
+    assert "class imbalance (train): boxes RBC 2381 / Platelets 209 = 11.39x" in out.stdout
+    assert "try dataset.repeat_factor_thresh=1" in " ".join(out.stdout.split())
+    # The default anchors (32..512 at min_size 800) fit every training box by shape.
+    assert {name: c["unmatched"] for name, c in report["anchor_fit"]["classes"].items()} == {
+        "Platelets": 0, "RBC": 0, "WBC": 0}
+    assert "Platelets 0.0% of 209, RBC 0.0% of 2381, WBC 0.0% of 214" in " ".join(out.stdout.split())
 
 
 def test_duplicates_and_train_val_leakage_are_found(tmp_path):

@@ -1,4 +1,5 @@
-"""``rcnn data check``: counts, sizes, every data problem, duplicates and leakage, printed and as JSON."""
+"""``rcnn data check``: counts, sizes, every data problem, duplicates, leakage, class imbalance and how
+well the anchors fit the boxes, printed and as JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from ..data.check import build_report, draw_augmented, draw_samples
+from ..data.anchor_fit import MAX_UNMATCHED, anchor_fit
+from ..data.check import IMBALANCE, build_report, class_balance, draw_augmented, draw_samples
 from ..data.load import load_dataset
 from ..files import write_json
 from ..settings import resolve
@@ -35,6 +37,11 @@ def run(options: CheckOptions) -> int:
     # Every problem is reported here, strict or not; strict only decides the exit code.
     loaded = load_dataset(OmegaConf.merge(cfg.dataset, {"strict": False}), ("train", "val", "test"))
     report = build_report(loaded, cfg.dataset.max_image_pixels, progress=_progress)
+    # Both are about training: the split the sampler repeats and the boxes the anchors must match.
+    train = loaded.splits.get("train") or [r for records in loaded.splits.values() for r in records]
+    use_ignored = bool(cfg.dataset.use_difficult)
+    report["balance"] = class_balance(train, loaded.class_names, use_ignored)
+    report["anchor_fit"] = anchor_fit(train, loaded.class_names, cfg.model, use_ignored)
     print_report(stdout, report)
     if options.json_path:
         write_json(options.json_path, report)
@@ -86,8 +93,47 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         if report[key]:
             console.print(f"[yellow]{len(report[key])} {title}[/] ({sum(g['count'] for g in report[key])} images), "
                           "e.g. " + "; ".join(_group_line(g) for g in report[key][:3]), highlight=False)
+    if "balance" in report:
+        print_balance(console, report["balance"])
+    if "anchor_fit" in report:
+        print_anchor_fit(console, report["anchor_fit"])
     for note in report["notes"]:
         console.print(f"note: {note}", highlight=False)
+
+
+def print_balance(console: Console, balance: dict[str, Any]) -> None:
+    parts = []
+    for key, ratio in (("boxes", "box_ratio"), ("images", "image_ratio")):
+        counts = {name: n for name, n in balance[key].items() if n}
+        if counts:
+            high, low = max(counts, key=counts.get), min(counts, key=counts.get)
+            parts.append(f"{key} {high} {counts[high]} / {low} {counts[low]} = {balance[ratio]:g}x")
+    line = "class imbalance (train): " + "; ".join(parts)
+    if balance["absent"]:
+        line += f"; no training boxes for {', '.join(balance['absent'])}"
+    console.print(line, highlight=False)
+    hint = balance["suggestion"]
+    if hint:
+        text = (f"[yellow]rare classes:[/] try {hint['setting']} (repeat-factor sampling): an epoch of "
+                f"~{hint['epoch_images']:g} images instead of {hint['train_images']}, {hint['rarest']} images "
+                f"x{hint['rarest_repeat']:g}")
+        if balance["image_ratio"] <= IMBALANCE:
+            text += (f" (by images the classes are only {balance['image_ratio']:g}x apart: repeating images "
+                     "can rebalance them little)")
+        console.print(text, highlight=False)
+
+
+def print_anchor_fit(console: Console, fit: dict[str, Any]) -> None:
+    shares = ", ".join(f"{name} {c['share']:.1%} of {c['boxes']}" for name, c in fit["classes"].items() if c["boxes"])
+    console.print(f"boxes no anchor fits (IoU < {fit['iou']:g} by shape, after resizing to min_size "
+                  f"{fit['min_size']}, max_size {fit['max_size']}): {shares}", highlight=False)
+    worst = max((c["share"] for c in fit["classes"].values()), default=0.0)
+    if worst > MAX_UNMATCHED:
+        fixes = " or ".join(f"{' '.join(s['overrides'])} ({s['worst_share']:.1%} at worst)"
+                            for s in fit["suggestions"])
+        console.print(f"[yellow]anchors:[/] more than {MAX_UNMATCHED:.0%} of a class fits no anchor; "
+                      + (f"try {fixes}" if fixes else "no scaling of anchor sizes or image size brings it under"),
+                      highlight=False)
 
 
 def _group_line(group: dict[str, Any]) -> str:

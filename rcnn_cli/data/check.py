@@ -13,9 +13,14 @@ import numpy as np
 from ..files import atomic_path
 from .duplicates import Fingerprint, find_duplicate_groups, fingerprint
 from .records import ImageRecord, LoadedDataset, ProblemLog
+from .repeat import image_class_counts, repeat_factors
 from .sanitize import report
 
 EXAMPLES = 5
+# Above this largest/smallest class ratio (boxes or images), ``rcnn data check`` suggests repeat-factor sampling.
+IMBALANCE = 10.0
+# Thresholds the suggestion picks from: the smallest that repeats the rarest class's images at least twice.
+REPEAT_THRESHOLDS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 # COCO's size classes by box area in pixels.
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
 
@@ -88,6 +93,37 @@ def split_summary(records: list[ImageRecord], class_names: list[str]) -> dict[st
     return {"images": len(records), "boxes": int(sum(r.num_boxes for r in records)),
             "empty_images": sum(1 for r in records if r.num_boxes == 0),
             "classes": {name: counts.get(i + 1, 0) for i, name in enumerate(class_names)}}
+
+
+def class_balance(records: list[ImageRecord], class_names: list[str], use_ignored: bool = False
+                  ) -> dict[str, Any]:
+    """The class imbalance of the training records: boxes and images containing each class, largest /
+    smallest of each (over the classes present), and, when either ratio is above ``IMBALANCE``, the
+    repeat-factor setting to try with what it would do (expected epoch length, rarest class's repeat)."""
+    boxes = Counter(int(label) for r in records for label, ignored in zip(r.labels, r.ignore)
+                    if use_ignored or not ignored)
+    images = image_class_counts(records, len(class_names), use_ignored)
+    box_counts = {name: boxes.get(i + 1, 0) for i, name in enumerate(class_names)}
+    image_counts = {name: int(images[i]) for i, name in enumerate(class_names)}
+    result: dict[str, Any] = {"boxes": box_counts, "images": image_counts,
+                              "box_ratio": _ratio(box_counts), "image_ratio": _ratio(image_counts),
+                              "absent": [name for name, n in box_counts.items() if n == 0], "suggestion": None}
+    if max(result["box_ratio"], result["image_ratio"]) > IMBALANCE:
+        present = [i for i in range(len(class_names)) if images[i]]
+        rarest = min(present, key=lambda i: (images[i], boxes.get(i + 1, 0)))
+        fraction = images[rarest] / len(records)
+        thresh = next((t for t in REPEAT_THRESHOLDS if t >= 4 * fraction), REPEAT_THRESHOLDS[-1])
+        factors = repeat_factors(records, thresh, len(class_names), use_ignored)
+        result["suggestion"] = {"setting": f"dataset.repeat_factor_thresh={thresh:g}", "thresh": thresh,
+                                "epoch_images": round(factors.epoch_images, 1), "train_images": len(records),
+                                "rarest": class_names[rarest],
+                                "rarest_repeat": round(float(factors.per_class[rarest]), 3)}
+    return result
+
+
+def _ratio(counts: dict[str, int]) -> float:
+    present = [n for n in counts.values() if n]
+    return round(max(present) / min(present), 2) if present else 0.0
 
 
 def draw_samples(loaded: LoadedDataset, count: int, out: Path, max_pixels: int | None = None) -> list[Path]:

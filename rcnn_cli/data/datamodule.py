@@ -14,6 +14,7 @@ from .augment import build_augment
 from .dataset import DetectionDataset, ReseedWorker, collate, stream_seed
 from .load import load_dataset
 from .records import ImageRecord, LoadedDataset
+from .repeat import RepeatFactors, repeat_factors
 from .sampler import GroupedBatchSampler
 
 
@@ -87,13 +88,29 @@ class DetectionDataModule(L.LightningDataModule):
         data = self.cfg.dataset
         rank, world = self._rank_and_world()
         group = bool(data.get("group_aspect_ratio", True)) and int(data.batch_size) > 1
+        factors = self.repeat_factors() if train else None          # validation is never repeated
         sampler = GroupedBatchSampler([r.width >= r.height for r in dataset.records], int(data.batch_size),
                                       shuffle=train, seed=int(self.cfg.seed), rank=rank,
-                                      world_size=world, pad=train, group=group)
+                                      world_size=world, pad=train, group=group,
+                                      repeat=None if factors is None else factors.per_image)
         workers = worker_count(data.get("num_workers"))
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=self._uses_gpu(),
                           worker_init_fn=ReseedWorker(rank) if workers > 0 else None)
+
+    def repeat_factors(self) -> RepeatFactors | None:
+        """The training images' repeat factors under ``dataset.repeat_factor_thresh`` (None: off)."""
+        thresh = self.cfg.dataset.get("repeat_factor_thresh")
+        if thresh is None:
+            return None
+        records = self.records("train")
+        factors = repeat_factors(records, float(thresh), len(self.class_names),
+                                 use_ignored=bool(self.cfg.dataset.get("use_difficult")))
+        repeated = ", ".join(f"{name} x{r:.2f}" for name, r in zip(self.class_names, factors.per_class) if r > 1)
+        rank_zero_info(f"data: repeat-factor sampling (dataset.repeat_factor_thresh={thresh:g}): "
+                       f"~{factors.epoch_images:.0f} images an epoch from {len(records)}; "
+                       + (f"images with {repeated}" if repeated else "no class under the threshold, no repeats"))
+        return factors
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = self.trainer

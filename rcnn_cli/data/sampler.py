@@ -1,5 +1,5 @@
 """Batches that never mix portrait and landscape images (less padding, faster steps), sharded
-across DDP ranks by the sampler itself."""
+across DDP ranks by the sampler itself; optionally with rare-class images repeated (``repeat``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+from .repeat import expand, expected_batches
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -16,26 +18,45 @@ class GroupedBatchSampler(Sampler[list[int]]):
     Every rank gets the same number of batches (the batch list is padded by repeating its first
     batches), as DDP needs. Training (``pad=True``) uses the repeats as ordinary batches;
     evaluation (``pad=False``) marks them as padding so every image is counted exactly once.
+
+    repeat: per item, its repeat factor r_i (``data/repeat.py``; training only): each epoch item i
+    appears floor(r_i) times plus once more with probability frac(r_i), drawn from ``seed + epoch``
+    alone, so every rank builds the same expanded list before taking its shard. The epoch is then
+    cut or topped up (with its first batches) to the batch count of its expected length, the same
+    every epoch: Lightning counts an epoch's steps once, at the start of training.
     """
 
     def __init__(self, landscape: Sequence[bool], batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, pad: bool = True, group: bool = True):
+                 rank: int = 0, world_size: int = 1, pad: bool = True, group: bool = True,
+                 repeat: Sequence[float] | None = None):
         self.landscape = [bool(x) for x in landscape]
         self.batch_size = max(int(batch_size), 1)
         self.shuffle, self.seed, self.pad, self.group = shuffle, seed, pad, group
         self.rank, self.world_size = rank, world_size
+        self.repeat = None if repeat is None else [float(r) for r in repeat]
+        if self.repeat is not None and len(self.repeat) != len(self.landscape):
+            raise ValueError(f"{len(self.repeat)} repeat factors for {len(self.landscape)} items")
         self.epoch = 0
         self.sampler = _EpochHook(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[list[int]]:
+    def expanded(self) -> list[int]:
+        """This epoch's indices in order, before batching: every index once, or with ``repeat``
+        as drawn for this epoch (the same on every rank)."""
         n = len(self.landscape)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        else:
-            order = list(range(n))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        items = list(range(n)) if self.repeat is None else expand(self.repeat, generator)
+        if not self.shuffle:
+            return items
+        return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
+
+    def _keys(self) -> list[bool]:
+        return self.landscape if self.group else [True] * len(self.landscape)
+
+    def _all_batches(self) -> list[list[int]]:
+        order = self.expanded()
         buckets: dict[bool, list[int]] = {True: [], False: []}
         batches = []
         for index in order:
@@ -45,6 +66,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
                 batches.append(buckets[key])
                 buckets[key] = []
         batches += [bucket for bucket in buckets.values() if bucket]
+        if self.repeat is not None and batches:
+            length = expected_batches(self.repeat, self._keys(), self.batch_size)
+            batches = (batches * (length // len(batches) + 1))[:length]
         return batches
 
     def _my_batches(self) -> list[list[int]]:
