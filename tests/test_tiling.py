@@ -127,3 +127,25 @@ def test_eval_tile_scores_like_predict_tile_and_equals_plain_eval_when_one_tile_
     plain, tiled = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "tiled"))
     assert plain["map"] == pytest.approx(tiled["map"], abs=1e-6) and plain["voc_map50"] == tiled["voc_map50"]
     assert (tmp_path / "tiled" / "report.html").is_file()
+
+
+def test_more_than_100_detections_per_picture_end_to_end(mosaic, tiny_run, tmp_path):
+    """Crowded scenes: box_detections_per_img above 100 holds in the model, predict, export and eval."""
+    import json
+
+    from rcnn_cli import Detector
+    from rcnn_cli.commands import export, predict
+    from rcnn_cli.runtime.exported import load_exported
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    crowded = {"box_detections_per_img": 250, "box_score_thresh": 0.0, "rpn_post_nms_top_n_test": 300}
+    detector = Detector.load(weights, precision="fp32", device="cpu", **crowded)
+    assert len(detector.predict(mosaic[0])["boxes"]) == 250
+    overrides = [f"model.{k}={v}" for k, v in crowded.items()]
+    Image.fromarray(mosaic[0].permute(1, 2, 0).numpy()).save(tmp_path / "mosaic.png")
+    predict.run(predict.PredictOptions([str(tmp_path / "mosaic.png")], weights, [*overrides, "device=cpu",
+                                        "model.precision=fp32"], out=tmp_path / "p", conf="0", draw=False))
+    assert len(json.loads((tmp_path / "p" / "predictions.json").read_text())[0]["detections"]) == 250
+    assert export.run(export.ExportOptions(weights, [".onnx"], overrides, out=tmp_path / "crowded.onnx",
+                                           images=[str(tmp_path / "mosaic.png")])) == 0
+    assert len(load_exported(tmp_path / "crowded.onnx").detect([mosaic[0]])[0]["boxes"]) == 250
