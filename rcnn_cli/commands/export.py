@@ -88,7 +88,9 @@ def _summary(path: Path, result) -> str:
     verdict = "[green]parity ok[/]" if result.passed else "[red]parity FAILED[/]"
     size = f"{path.stat().st_size / 1e6:.1f} MB, " if result.passed else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
-    return (f"{path} ({size}{verdict}): {agreement.compared - agreement.unmatched}/{agreement.compared} "
-            f"detections matched, max box diff {agreement.max_box_diff:.1e} px, max score diff "
+    tied = (f" ({agreement.tied} more tied in score with others: which of those survive NMS is decided by "
+            "rounding, so they may differ)") if agreement.tied else ""
+    return (f"{path} ({size}{verdict}): {agreement.matched}/{agreement.compared} detections matched{tied}, "
+            f"max box diff {agreement.max_box_diff:.1e} px, max score diff "
             f"{agreement.max_score_diff:.1e}, mAP50 vs torch {map50}; torch {result.torch_ms:.0f} ms/img, "
             f"{runtime} {result.exported_ms:.0f} ms/img")
