@@ -118,8 +118,8 @@ def predict(
     sources: Annotated[list[str], typer.Argument(help="images, folders, globs, .txt lists or videos, then "
                                                  "key=value overrides")],
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx, "
-                                                ".torchscript, or a name from `rcnn weights list` (default: "
-                                                "mobilenet_v3_large_320_fpn.coco)")] = None,
+                                                ".torchscript, OpenVINO .xml, or a name from `rcnn weights list` "
+                                                "(default: mobilenet_v3_large_320_fpn.coco)")] = None,
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc, yolo (repeatable)")] = ["json"],  # noqa: B006
@@ -165,6 +165,8 @@ def export_cmd(
                                                 "from `rcnn weights list` (default: as rcnn predict)")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="write ONNX (the default format)")] = False,
     torchscript: Annotated[bool, typer.Option("--torchscript", help="write TorchScript")] = False,
+    formats: Annotated[list[str] | None, typer.Option("--format", help="onnx, torchscript, openvino (comma-separated "
+                                                      "or repeated; with --onnx/--torchscript)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="output file (default: beside the weights)")] = None,
     images: Annotated[list[str] | None, typer.Option("--images",
                                                      help="images for the parity check (repeatable)")] = None,
@@ -173,7 +175,9 @@ def export_cmd(
     """Export the whole detector (resize, RPN, NMS, heads, postprocess) and prove parity with torch."""
     from .commands import export as command
 
-    suffixes = [s for s, wanted in ((".onnx", onnx or not torchscript), (".torchscript", torchscript)) if wanted]
+    chosen = command.suffixes_for(formats or [])
+    flags = [s for s, wanted in ((".onnx", onnx), (".torchscript", torchscript)) if wanted]
+    suffixes = list(dict.fromkeys(flags + chosen)) or [".onnx"]
     raise typer.Exit(command.run(command.ExportOptions(weights, suffixes, overrides or [], config_dir, out, images,
                                                        input_dtype)))
 

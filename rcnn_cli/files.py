@@ -38,6 +38,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """``atomic_path`` for files that belong together (OpenVINO's ``model.xml`` and ``model.bin``):
+    temp paths beside each that differ only in their suffix, as ``path`` and its companions do (a
+    reader finds ``.bin`` from ``.xml`` by the name); renamed into place last one first, so the file
+    that names the set appears only when the rest is there. On an error all temp files go."""
+    paths = [Path(p) for p in paths]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    handle, first = tempfile.mkstemp(dir=paths[0].parent, prefix=f".{paths[0].stem}.", suffix=".tmp")
+    os.close(handle)
+    Path(first).unlink()
+    temps = [Path(first + path.suffix) for path in paths]
+    try:
+        yield temps
+        for temp, path in reversed(list(zip(temps, paths))):
+            _sync(str(temp))
+            os.replace(temp, path)
+    except BaseException:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        raise
+
+
 def _sync(path: str) -> None:
     with open(path, "rb") as file:
         os.fsync(file.fileno())

@@ -29,7 +29,6 @@ RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_de
                       "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights")
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
-EXPORTED_SUFFIXES = (".onnx", ".torchscript")
 # Presets whose weights have identical keys: the guess cannot tell them apart, the user can.
 SAME_KEYS = {"mobilenet_v3_large_fpn": "a 320 px file has the same keys: add model=mobilenet_v3_large_320_fpn"}
 
@@ -124,6 +123,8 @@ def _stored_config(source, command: str) -> tuple[tuple | None, dict | None]:
     if not source:
         return None, None
     path = Path(str(source))
+    from .runtime.exported import EXPORTED_SUFFIXES
+
     if path.suffix.lower() in EXPORTED_SUFFIXES:
         return None, None
     from .model.factory import read_weights_source

@@ -6,15 +6,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import JobFailed, UsageError
-from ..export.exporters import write_onnx, write_torchscript
+from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
-from ..export.verify import BOX_TOLERANCE, MIN_AGREEMENT_MAP50, SCORE_TOLERANCE, check_images, verify_export
-from ..files import atomic_path
+from ..export.verify import (
+    BOX_TOLERANCE,
+    MIN_AGREEMENT_MAP50,
+    MIN_REDUCED_AGREEMENT_MAP50,
+    SCORE_TOLERANCE,
+    check_images,
+    verify_export,
+)
+from ..files import atomic_paths
 from ..settings import resolve
 from . import console, say
 from .predict import weights_or_default
 
-WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript}
+WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript, ".xml": write_openvino}
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}
+RUNTIMES = {".onnx": "onnxruntime", ".torchscript": "torchscript", ".xml": "openvino"}
+# Files written beside the one named: OpenVINO keeps the weights in model.bin next to model.xml.
+COMPANIONS = {".xml": (".bin",)}
 
 
 @dataclass
@@ -30,6 +41,14 @@ class ExportOptions:
 
 class _Rejected(Exception):
     """Raised inside ``atomic_path`` so that a file that failed its check is never kept."""
+
+
+def suffixes_for(formats: list[str]) -> list[str]:
+    """--format onnx,openvino (repeatable, comma-separated) -> file suffixes, in the order asked."""
+    names = [name.strip().lower() for item in formats for name in item.split(",") if name.strip()]
+    if unknown := [name for name in names if name not in FORMATS]:
+        raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
+    return list(dict.fromkeys(FORMATS[name] for name in names))
 
 
 def output_paths(weights: Path, out: Path | None, suffixes: list[str]) -> list[Path]:
@@ -61,19 +80,25 @@ def run(options: ExportOptions) -> int:
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
     failed, result = [], None
     for path in output_paths(Path(weights), options.out, options.suffixes):
+        companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
+        reduced = None
         try:
-            with atomic_path(path) as pending:
+            with atomic_paths(path, *companions) as pending:
                 with console.status(f"exporting {path.name} and checking it on {len(checked)} images"):
-                    WRITERS[path.suffix](detector, pending, sample, options.input_dtype)
+                    WRITERS[path.suffix](detector, pending[0], sample, options.input_dtype)
                     try:
-                        result = verify_export(detector.model, load_exported(pending), checked)
+                        # OpenVINO: the exact f32 graph first, to the same tolerances as the others
+                        result = verify_export(detector.model, load_exported(pending[0], precision="fp32"), checked)
+                        reduced = _reduced_precision_check(detector.model, pending[0], checked)
                     except ExportError as err:
                         raise JobFailed(str(err)) from None
-                if not result.passed:
+                if not result.passed or (reduced is not None and not reduced[1]):
                     raise _Rejected
         except _Rejected:
             failed.append(path.name)
         say(_summary(path, result))
+        if reduced is not None:
+            say(reduced[2])
     sizes = ", ".join(f"{w}x{h}" for h, w in result.sizes)
     say(f"checked on {len(result.sizes)} images ({sizes}); tolerances: boxes {BOX_TOLERANCE} px, "
         f"scores {SCORE_TOLERANCE}, mAP50 >= {MIN_AGREEMENT_MAP50}; input: (3, H, W) {options.input_dtype}")
@@ -84,11 +109,32 @@ def run(options: ExportOptions) -> int:
 
 def _summary(path: Path, result) -> str:
     agreement = result.agreement
-    runtime = "onnxruntime" if path.suffix == ".onnx" else "torchscript"
+    runtime = RUNTIMES[path.suffix]
     verdict = "[green]parity ok[/]" if result.passed else "[red]parity FAILED[/]"
     size = f"{path.stat().st_size / 1e6:.1f} MB, " if result.passed else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
-    return (f"{path} ({size}{verdict}): {agreement.compared - agreement.unmatched}/{agreement.compared} "
-            f"detections matched, max box diff {agreement.max_box_diff:.1e} px, max score diff "
+    tied = (f" ({agreement.tied} more tied in score with others: which of those survive NMS is decided by "
+            "rounding, so they may differ)") if agreement.tied else ""
+    return (f"{path} ({size}{verdict}): {agreement.matched}/{agreement.compared} detections matched{tied}, "
+            f"max box diff {agreement.max_box_diff:.1e} px, max score diff "
             f"{agreement.max_score_diff:.1e}, mAP50 vs torch {map50}; torch {result.torch_ms:.0f} ms/img, "
             f"{runtime} {result.exported_ms:.0f} ms/img")
+
+
+def _reduced_precision_check(model, path: Path, images) -> tuple[str, bool, str] | None:
+    """An OpenVINO file runs as ``auto`` picks (bf16 where the CPU has it natively): that precision
+    must detect what fp32 torch detects, mAP50 >= MIN_REDUCED_AGREEMENT_MAP50, or the file goes.
+    -> (hint, passed, line), or None where auto runs f32 (checked already) or for other formats."""
+    from ..runtime.exported import load_exported
+
+    if path.suffix != ".xml":
+        return None
+    runner = load_exported(path, precision="auto")
+    if runner.hint == "f32":
+        return None
+    agreement = verify_export(model, runner, images).agreement
+    passed = agreement.map50 is None or agreement.map50 >= MIN_REDUCED_AGREEMENT_MAP50
+    map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
+    verdict = "[green]ok[/]" if passed else "[red]FAILED[/]"
+    return runner.hint, passed, (f"{path.name} at {runner.hint} (what auto runs here): agreement mAP50 with fp32 "
+                                 f"torch {map50} (needs >= {MIN_REDUCED_AGREEMENT_MAP50}) {verdict}")

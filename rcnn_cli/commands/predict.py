@@ -125,7 +125,10 @@ def _refuse_model_overrides_for_exported(settings, overrides: list[str]) -> None
 
     if Path(str(settings.cfg.model.weights)).suffix.lower() not in EXPORTED_SUFFIXES:
         return
-    typed = [o for o in overrides if o.lstrip("+").startswith("model.") and not o.startswith("model.precision=auto")]
+    # an OpenVINO file runs at the precision asked for (its inference precision hint)
+    precision_ok = ("model.precision=",) if str(settings.cfg.model.weights).lower().endswith(".xml") \
+        else ("model.precision=auto",)
+    typed = [o for o in overrides if o.lstrip("+").startswith("model.") and not o.startswith(precision_ok)]
     if typed:
         raise UsageError(f"{typed[0]}: an exported file runs as it was exported; export again with the setting "
                          "(rcnn export --weights CKPT ...), or use --conf for the score threshold")

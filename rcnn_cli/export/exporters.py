@@ -1,4 +1,5 @@
-"""Writing the single-image graph as ONNX (TorchScript-based exporter) or TorchScript.
+"""Writing the single-image graph as ONNX (TorchScript-based exporter), TorchScript, or OpenVINO IR
+(converted from that ONNX file).
 
 Why the TorchScript-based ONNX exporter (``torch.onnx.export(dynamo=False)``): on torch 2.15 the
 ``dynamo=True`` exporter stops in ``torch.export`` on the data-dependent proposal selection (see
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..runtime.exported import TORCHSCRIPT_META
+from ..runtime.exported import OPENVINO_META, TORCHSCRIPT_META
 from .graph import SingleImageDetector
 
 OPSET = 17
@@ -58,6 +59,8 @@ def _quiet_trace():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+        # indices into per-class boxes come from NMS and are never negative
+        warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
         yield
 
 
@@ -86,4 +89,21 @@ def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: s
         traced = torch.jit.trace(graph, (sample,), check_trace=False)
         extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(export_metadata(detector, input_dtype))}
         torch.jit.save(traced, str(path), _extra_files=extra)
+    return path
+
+
+def write_openvino(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8") -> Path:
+    """OpenVINO IR: ``path`` (.xml) and the weights beside it (same name, .bin), converted from the
+    ONNX graph (the one ``write_onnx`` writes and the parity check proves), weights kept in fp32
+    (OpenVINO would halve them to fp16 by default); the metadata goes into the IR's rt_info."""
+    import tempfile
+
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as folder:
+        onnx_path = write_onnx(detector, Path(folder) / "graph.onnx", sample, input_dtype)
+        model = ov.convert_model(str(onnx_path))
+    for key, value in export_metadata(detector, input_dtype).items():
+        model.set_rt_info(value, [OPENVINO_META, key])
+    ov.save_model(model, str(path), compress_to_fp16=False)
     return path

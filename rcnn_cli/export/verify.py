@@ -21,6 +21,8 @@ from ..runtime.exported import ExportedDetector, ExportError
 BOX_TOLERANCE = 1e-2        # pixels, on matched detections above the score threshold
 SCORE_TOLERANCE = 1e-3
 MIN_AGREEMENT_MAP50 = 0.999
+# A reduced precision (OpenVINO at bf16) rounds, so it is held to detecting what fp32 detects.
+MIN_REDUCED_AGREEMENT_MAP50 = 0.98
 
 
 @dataclass

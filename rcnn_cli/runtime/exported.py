@@ -1,4 +1,5 @@
-"""Running exported files: ``.onnx`` with onnxruntime, ``.torchscript`` with torch.jit.
+"""Running exported files: ``.onnx`` with onnxruntime, ``.torchscript`` with torch.jit, ``.xml``
+(OpenVINO IR, its weights in the ``.bin`` beside it) with OpenVINO.
 
 Both take the images ``rcnn predict`` reads and return what the torch model returns, per image
 ``{"boxes": (N, 4) xyxy original pixels, "scores": (N,), "labels": (N,) int64 in 1..C}``.
@@ -16,8 +17,13 @@ from torch import Tensor
 
 from ..errors import RcnnError
 
-EXPORTED_SUFFIXES = (".onnx", ".torchscript")
+EXPORTED_SUFFIXES = (".onnx", ".torchscript", ".xml")
 TORCHSCRIPT_META = "rcnn_meta.json"     # the metadata file inside an exported .torchscript
+OPENVINO_META = "rcnn"                  # the rt_info section of an exported .xml holding the metadata
+METADATA_KEYS = ("producer", "class_names", "category_ids", "input_dtype", "score_threshold", "model")
+# model.precision -> OpenVINO's INFERENCE_PRECISION_HINT; auto as for torch models (bf16 where the
+# CPU runs it natively, see hardware.has_native_bf16; emulated bf16 is slower than f32)
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
 class ExportError(RcnnError):
@@ -33,6 +39,8 @@ def _as_input(image: Tensor, input_dtype: str) -> Tensor:
 
 class ExportedDetector:
     """Common part: metadata (class names, category ids, input dtype) and ``detect``."""
+
+    runs_as = "exported"     # what ran, for the user
 
     def __init__(self, meta: dict[str, str], path: Path):
         try:
@@ -73,6 +81,7 @@ class OnnxDetector(ExportedDetector):
         except Exception as err:  # onnxruntime raises its own untyped errors for bad files
             raise ExportError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0]})") from err
         super().__init__(self.session.get_modelmeta().custom_metadata_map, path)
+        self.runs_as = "onnx"
 
     def run_one(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         boxes, scores, labels = self.session.run(None, {"image": np.ascontiguousarray(image.numpy())})
@@ -92,17 +101,54 @@ class TorchScriptDetector(ExportedDetector):
         except (RuntimeError, ValueError) as err:
             raise ExportError(f"{path}: not a readable TorchScript file ({str(err).splitlines()[0]})") from err
         super().__init__(json.loads(extra[TORCHSCRIPT_META] or "{}"), path)
+        self.runs_as = "torchscript"
 
     def run_one(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         with torch.inference_mode():
             return self.module(image)
 
 
-def load_exported(path: str | Path, device: str = "cpu") -> ExportedDetector:
-    """The runner for an exported file, chosen by its suffix."""
+class OpenVinoDetector(ExportedDetector):
+    """An exported OpenVINO IR (``.xml`` + ``.bin``) on the CPU, at ``precision`` (``model.precision``:
+    auto, fp32 or bf16) as OpenVINO's inference precision hint."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "auto"):
+        import openvino as ov
+
+        from .hardware import has_native_bf16
+
+        path = Path(path)
+        if precision not in ("auto", *OPENVINO_HINTS):
+            raise ExportError(f"model.precision={precision}: an OpenVINO file runs at auto, fp32 or bf16")
+        if not device.startswith("cpu"):
+            raise ExportError(f"device={device}: OpenVINO files run on the CPU here; use device=cpu")
+        self.hint = OPENVINO_HINTS.get(precision) or ("bf16" if has_native_bf16() else "f32")
+        self.runs_as = f"openvino auto: {self.hint}" if precision == "auto" else f"openvino {self.hint}"
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as err:   # OpenVINO raises RuntimeError for a bad or half file
+            raise ExportError(f"{path}: not a readable OpenVINO model ({str(err).strip().splitlines()[0][:200]}); "
+                              f"it needs {path.with_suffix('.bin').name} beside it") from err
+        meta = {key: str(model.get_rt_info([OPENVINO_META, key]).astype(str)) for key in METADATA_KEYS
+                if model.has_rt_info([OPENVINO_META, key])}
+        super().__init__(meta, path)
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.hint})
+        self.request = self.compiled.create_infer_request()
+
+    def run_one(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        outputs = self.request.infer({0: np.ascontiguousarray(image.numpy())})
+        boxes, scores, labels = (outputs[self.compiled.output(name)] for name in ("boxes", "scores", "labels"))
+        return torch.from_numpy(boxes.copy()), torch.from_numpy(scores.copy()), torch.from_numpy(labels.copy())
+
+
+def load_exported(path: str | Path, device: str = "cpu", precision: str = "auto") -> ExportedDetector:
+    """The runner for an exported file, chosen by its suffix; ``precision`` applies to OpenVINO."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         return OnnxDetector(path, device)
     if path.suffix.lower() == ".torchscript":
         return TorchScriptDetector(path, device)
-    raise ExportError(f"{path}: exported files end in {' or '.join(EXPORTED_SUFFIXES)}")
+    if path.suffix.lower() == ".xml":
+        return OpenVinoDetector(path, device, precision)
+    raise ExportError(f"{path}: exported files end in {', '.join(EXPORTED_SUFFIXES)}")

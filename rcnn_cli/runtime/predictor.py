@@ -45,8 +45,8 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     from .exported import EXPORTED_SUFFIXES, load_exported
 
     if weights and Path(weights).suffix.lower() in EXPORTED_SUFFIXES:
-        exported = load_exported(weights, str(device))
-        return Predictor(exported.detect, exported.class_names, Path(weights).suffix[1:], device,
+        exported = load_exported(weights, str(device), str(cfg.model.precision))
+        return Predictor(exported.detect, exported.class_names, exported.runs_as, device,
                          metadata={"category_ids": exported.category_ids})
     from ..model.factory import create_detector
 
