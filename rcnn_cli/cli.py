@@ -157,6 +157,27 @@ def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
     return [a for a in arguments if a not in overrides], overrides
 
 
+@app.command()
+def serve(
+    overrides: Overrides = None,
+    config_dir: ConfigDir = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, exported file or named "
+                                                "weights (default: as rcnn predict)")] = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+    conf: Annotated[float, typer.Option("--conf", help="score threshold of the returned detections")] = 0.25,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="requests batched into one forward pass")] = 8,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="how long a request waits for a batch")] = 10.0,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="largest upload accepted")] = 20.0,
+) -> None:
+    """Serve the detector over HTTP: POST /predict (image bytes or multipart) -> rcnn predict's JSON."""
+    from .commands import serve as command
+
+    command.run(command.ServeOptions(weights, overrides or [], config_dir, host, port, conf, max_batch, max_wait_ms,
+                                     max_body_mb))
+
+
 @app.command("export")
 def export_cmd(
     overrides: Overrides = None,

@@ -8,6 +8,7 @@ their declared size and turns their boxes (``upright_boxes``), so that pixels ar
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +42,8 @@ Image.MAX_IMAGE_PIXELS = default_max_pixels()
 
 
 @contextmanager
-def open_image(path: Path, max_pixels: int | None = None) -> Iterator[Image.Image]:
+def open_image(path: Path | io.BytesIO, max_pixels: int | None = None, label: str | None = None
+               ) -> Iterator[Image.Image]:
     """``Image.open`` that refuses images of more than ``max_pixels`` (default: ``default_max_pixels``)
     from the header, before decoding: decompression bombs get a message, not all the memory.
 
@@ -51,16 +53,17 @@ def open_image(path: Path, max_pixels: int | None = None) -> Iterator[Image.Imag
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
         Image.MAX_IMAGE_PIXELS = limit      # a larger configured limit: Pillow must not refuse first
     advice = f"over dataset.max_image_pixels={limit:,}; refusing to decode it (raise the limit if it is genuine)"
+    label = label or str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
     except Image.DecompressionBombError:
-        raise ImageReadError(f"{path}: {advice}") from None
+        raise ImageReadError(f"{label}: {advice}") from None
     with opened:
         width, height = opened.size
         if width * height > limit:
-            raise ImageReadError(f"{path}: {width}x{height} is {width * height:,} pixels, {advice}")
+            raise ImageReadError(f"{label}: {width}x{height} is {width * height:,} pixels, {advice}")
         yield opened
 
 
@@ -87,19 +90,27 @@ def read_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     Raises ImageReadError (one line, names the file) for missing, truncated, non-image or
     oversized (more than ``max_pixels``, see ``open_image``) files.
     """
-    path = Path(path)
+    return _decode(Path(path), str(path), max_pixels)
+
+
+def decode_bytes(data: bytes, label: str, max_pixels: int | None = None) -> np.ndarray:
+    """``read_rgb`` for an image already in memory (an upload); ``label`` names it in errors."""
+    return _decode(io.BytesIO(data), label, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, label: str, max_pixels: int | None) -> np.ndarray:
     try:
-        with open_image(path, max_pixels) as opened:
+        with open_image(source, max_pixels, label) as opened:
             opened.load()
             return to_rgb_array(opened)
     except ImageReadError:
         raise
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
+        raise ImageReadError(f"{label}: file not found") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (or a format PIL cannot read)") from None
+        raise ImageReadError(f"{label}: not an image (or a format PIL cannot read)") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{path}: unreadable or truncated image ({err})") from None
+        raise ImageReadError(f"{label}: unreadable or truncated image ({err})") from None
 
 
 def read_chw(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:

@@ -1,0 +1,143 @@
+"""`rcnn serve` (issue 18): real HTTP on the loopback address. Good images get the JSON `rcnn predict`
+writes; bad requests a 4xx with one line while the service keeps serving; a bounded load test."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import statistics
+import struct
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from helpers import bccd_images
+
+from rcnn_cli.commands import serve
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    """The tiny model served by uvicorn in a thread on 127.0.0.1 (exact fp32, so answers are comparable)."""
+    import uvicorn
+
+    options = serve.ServeOptions(tiny_run / "checkpoints" / "best.ckpt", ["device=cpu", "model.precision=fp32"],
+                                 conf=0.05, max_body_mb=1.0)
+    app, predictor = serve.build(options)
+    port = free_port()
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not instance.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", predictor
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/predict", data=body, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def multipart(data: bytes, filename: str) -> tuple[bytes, dict]:
+    boundary = "rcnnboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def expected(predictor, path) -> list[dict]:
+    """What rcnn predict --format json writes for this image (same decoder, same rounding)."""
+    from rcnn_cli.data.images import read_chw
+    from rcnn_cli.predict.runner import PredictOptions, keep_detections, to_result
+
+    image = read_chw(path)
+    kept = keep_detections(predictor.detect([image])[0], predictor.class_names, PredictOptions(conf=0.05))
+    return to_result(path.name, "upload", image, kept, predictor.class_names)["detections"]
+
+
+def test_health_and_both_upload_forms_answer_like_predict(server):
+    url, predictor = server
+    with urllib.request.urlopen(url + "/health", timeout=10) as response:
+        health = json.loads(response.read())
+    assert health["status"] == "ok" and health["classes"] == ["circle", "square", "triangle"]
+    image = bccd_images(1)[0]
+    data = image.read_bytes()
+    status, raw = post(url, data, {"Content-Type": "image/jpeg", "X-Filename": image.name})
+    body, headers = multipart(data, image.name)
+    status_form, form = post(url, body, headers)
+    assert status == status_form == 200
+    assert raw["detections"] == form["detections"] == expected(predictor, image)
+    assert (raw["width"], raw["height"], form["image"]) == (640, 480, image.name)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A small real PNG whose header claims width x height (a decompression bomb's first bytes)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)                 # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # and its checksum
+    return bytes(data)
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"this is not an image", 400, "not an image"),
+    (None, 400, "truncated"),                                    # half a JPEG
+    (png_header(20_000, 20_000), 413, "max_image_pixels"),
+    (b"x" * (1024 * 1024 + 1), 413, "over the 1 MB limit"),
+    (b"", 400, "empty body"),
+])
+def test_bad_requests_get_one_line_and_the_service_keeps_serving(server, body, status, message):
+    url, _ = server
+    if body is None:
+        body = bccd_images(1)[0].read_bytes()[:20_000]
+    code, answer = post(url, body, {"Content-Type": "application/octet-stream"})
+    assert code == status and message in answer["error"] and "\n" not in answer["error"]
+    good, _ = post(url, bccd_images(1)[0].read_bytes())
+    assert good == 200
+
+
+def test_200_requests_from_8_clients_all_answer_correctly(server):
+    url, predictor = server
+    images = bccd_images(4)
+    answers = {p.name: expected(predictor, p) for p in images}
+    payloads = [(p.name, p.read_bytes()) for p in images]
+
+    def one(index: int) -> tuple[float, bool]:
+        name, data = payloads[index % len(payloads)]
+        start = time.perf_counter()
+        status, result = post(url, data, {"X-Filename": name})
+        return time.perf_counter() - start, status == 200 and result["detections"] == answers[name]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(200)))
+    seconds = time.perf_counter() - start
+    latencies = sorted(t for t, _ in results)
+    assert all(ok for _, ok in results)
+    with urllib.request.urlopen(url + "/health", timeout=10) as response:
+        passes = json.loads(response.read())["batches"]
+    assert passes < 200                              # concurrent requests shared forward passes
+    p50, p95 = statistics.median(latencies), latencies[int(0.95 * len(latencies)) - 1]
+    print(f"serve load: 200 requests, 8 clients: {200 / seconds:.1f} req/s, p50 {p50 * 1000:.0f} ms, "
+          f"p95 {p95 * 1000:.0f} ms, {passes} forward passes")
