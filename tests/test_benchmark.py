@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
-from helpers import run_rcnn
+from helpers import run_rcnn, tiny_images
 
 from rcnn_cli import Detector
 from rcnn_cli.benchmark.scale import extrapolate, scale_benchmark
@@ -53,7 +53,7 @@ def test_data_scale_benchmark_measures_every_stage_and_extrapolates_linearly(tmp
 
 def test_folded_batchnorm_detects_what_the_exact_model_detects(tiny_run):
     detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", box_score_thresh=0.05)
-    images = sorted((tiny_run.parent.parent / "data" / "shapes" / "images").glob("*.jpg"))[:6]
+    images = tiny_images(6)
     exact = detector.predict(images)
     fast_model = optimize_for_inference(detector.model)
     assert fold_batchnorm(fast_model) == 0          # nothing left to fold: all norms were folded

@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_TRAIN, run_rcnn
+from helpers import TINY_TRAIN, run_rcnn, tiny_images
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.agreement import agreement_map50
@@ -19,7 +19,7 @@ from rcnn_cli.runtime.fast import Bfloat16, prepare_for_inference
 
 
 def shapes_images(tiny_run, count):
-    return sorted((tiny_run.parent.parent / "data" / "shapes" / "images").glob("*.jpg"))[:count]
+    return tiny_images(count)
 
 
 def test_bf16_runs_backbone_rpn_and_box_head_in_bf16_and_returns_fp32_boxes(tiny_run):

@@ -45,7 +45,7 @@ def test_augmentations_keep_boxes_inside_and_labels_aligned(preset):
 
 
 def test_horizontal_flip_moves_the_box_with_the_pixels():
-    transform = build_augment({"name": "flip", "hflip": 1.0})
+    transform = build_augment(load_config(["augment=none", "augment.name=flip", "augment.hflip=1.0"]).augment)
     image = np.zeros((10, 20, 3), np.uint8)
     image[2:5, 1:4] = 255
     out = transform(image=image, bboxes=np.array([[1, 2, 4, 5]], np.float32), labels=[1], ignore=[False])
@@ -55,7 +55,8 @@ def test_horizontal_flip_moves_the_box_with_the_pixels():
 
 def test_scale_jitter_changes_object_size_on_a_fixed_canvas():
     # The detector resizes every image to model.min_size, so only this changes apparent object size.
-    transform = build_augment({"name": "zoom", "scale": [0.5, 0.5], "scale_p": 1.0})
+    transform = build_augment(load_config(["augment=none", "augment.name=zoom", "augment.scale=[0.5,0.5]",
+                                           "augment.scale_p=1.0"]).augment)
     image = np.zeros((100, 120, 3), np.uint8)
     image[40:60, 40:60] = 255
     out = transform(image=image, bboxes=np.array([[40, 40, 60, 60]], np.float32), labels=[1], ignore=[False])
@@ -102,7 +103,8 @@ def test_each_worker_draws_its_own_augmentations(tmp_path):
     record = write_record(tmp_path / "a.png")
     image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     Image.fromarray(image).save(record.path)
-    augment = build_augment({"name": "jitter", "color_jitter": 0.4, "hflip": 0.5})
+    augment = build_augment(load_config(["augment=none", "augment.name=jitter", "augment.color_jitter=0.4",
+                                         "augment.hflip=0.5"]).augment)
     dataset = DetectionDataset([record] * 4, augment, train=True)
     torch.manual_seed(0)
     loader = DataLoader(dataset, batch_size=1, collate_fn=collate, num_workers=2, worker_init_fn=reseed_worker)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import bccd_images, run_rcnn
+from helpers import bccd_images, run_rcnn, tiny_images
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.agreement import agreement_map50
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif("x86" not in torch.backends.quantized.supported_
 
 
 def shapes_images(tiny_run, start, count):
-    return sorted((tiny_run.parent.parent / "data" / "shapes" / "images").glob("*.jpg"))[start:start + count]
+    return tiny_images(count, start)
 
 
 def test_int8_quantizes_the_backbone_and_rpn_conv_and_still_detects(tiny_run):

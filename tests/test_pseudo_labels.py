@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import compose
+from helpers import compose, tiny_images
 
 from rcnn_cli.commands import predict
 from rcnn_cli.data.load import load_dataset
@@ -18,7 +18,7 @@ from rcnn_cli.data.load import load_dataset
 def predicted(tiny_run, tmp_path_factory):
     """The tiny model's predictions on 6 shapes images, in every format, low threshold for many boxes."""
     out = tmp_path_factory.mktemp("pseudo") / "p"
-    images = sorted((tiny_run.parent.parent / "data" / "shapes" / "images").glob("*.jpg"))[:6]
+    images = tiny_images(6)
     predict.run(predict.PredictOptions([str(p) for p in images], tiny_run / "checkpoints" / "best.ckpt",
                                        ["model.precision=fp32", "device=cpu"], out=out,
                                        formats=["json,voc,coco,yolo"], conf="0.05", draw=False))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_TRAIN, compose, run_rcnn
+from helpers import TINY_TRAIN, compose, run_rcnn, tiny_images
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -109,7 +109,7 @@ def test_eval_uses_the_checkpoints_precision(tmp_path):
 
 def test_predict_and_export_apply_key_value_overrides(tiny_run, tmp_path):
     weights = tiny_run / "checkpoints" / "best.ckpt"
-    images = sorted((tiny_run.parent.parent / "data" / "shapes" / "images").glob("*.jpg"))[:6]
+    images = tiny_images(6)
 
     def scores(threshold: float) -> list[float]:
         out = run_rcnn("predict", *map(str, images), "--weights", str(weights), "--conf", "0", "--out",

@@ -22,23 +22,23 @@ def build_augment(cfg: Mapping[str, Any] | None, seed: int | None = None) -> A.C
     content on a fixed canvas, null = off), crop ({size, scale} random-resized crop, null = off),
     min_visibility (fraction of a box that must stay inside to keep it).
     """
-    if not cfg or cfg.get("name") == "none":
+    if cfg is None or cfg["name"] == "none":
         return None
     steps: list[A.BasicTransform] = []
-    if cfg.get("crop"):
+    if cfg["crop"]:
         size = int(cfg["crop"]["size"])
         steps.append(A.RandomResizedCrop(size=(size, size), scale=tuple(cfg["crop"]["scale"]), p=1.0))
-    if cfg.get("hflip"):
+    if cfg["hflip"]:
         steps.append(A.HorizontalFlip(p=float(cfg["hflip"])))
-    if cfg.get("scale"):
+    if cfg["scale"]:
         # The detector resizes every image to model.min_size, so only zooming the content on a
         # fixed canvas changes how large objects look to it.
-        steps.append(A.Affine(scale=tuple(cfg["scale"]), keep_ratio=True, p=float(cfg.get("scale_p", 0.5)),
+        steps.append(A.Affine(scale=tuple(cfg["scale"]), keep_ratio=True, p=float(cfg["scale_p"]),
                               border_mode=0, fill=114))
-    strength = float(cfg.get("color_jitter") or 0)
+    strength = float(cfg["color_jitter"])
     if strength:
         steps.append(A.ColorJitter(brightness=strength, contrast=strength, saturation=strength,
                                    hue=strength / 10, p=0.8))
     params = A.BboxParams(format="pascal_voc", label_fields=LABEL_FIELDS, clip=True,
-                          min_visibility=float(cfg.get("min_visibility", 0.0)), min_area=1.0)
+                          min_visibility=float(cfg["min_visibility"]), min_area=1.0)
     return A.Compose(steps, bbox_params=params, seed=seed)

@@ -67,7 +67,7 @@ class DetectionDataModule(L.LightningDataModule):
         # Each rank its own augmentation stream (workers are reseeded per rank and worker too).
         rank = self._rank_and_world()[0]
         # Seeded from augment.seed, else the run's seed: `seed=N` must give the same flips and zooms.
-        base = self.cfg.augment.get("seed")
+        base = self.cfg.augment.seed
         base = int(self.cfg.seed) if base is None else int(base)
         augment = build_augment(self.cfg.augment, seed=stream_seed(base, rank))
         dataset = DetectionDataset(self.records("train"), augment, train=True,

@@ -33,7 +33,7 @@ def load_dataset(cfg, splits: Sequence[str] = ("train", "val")) -> LoadedDataset
         _hold_out_val(loaded, cfg)
         loaded.splits = {split: records for split, records in loaded.splits.items() if split in splits}
     for split, records in loaded.splits.items():
-        loaded.splits[split] = _apply_empty_policy(records, bool(cfg.get("keep_empty", True)), log)
+        loaded.splits[split] = _apply_empty_policy(records, bool(cfg.keep_empty), log)
     if not any(loaded.splits.values()):
         raise DatasetError(f"no usable images in the configured {fmt} data ({len(log)} problems; "
                            "run `rcnn data check` to see them)")
@@ -76,7 +76,7 @@ def _hold_out_val(loaded: LoadedDataset, cfg) -> None:
     train = loaded.splits.get("train")
     if train is None:             # e.g. a COCO test file alone: nothing to split
         return
-    fraction, seed = float(cfg.get("val_fraction") or 0), int(cfg.get("split_seed") or 0)
+    fraction, seed = float(cfg.val_fraction), int(cfg.split_seed)
     loaded.splits["train"], loaded.splits["val"] = seeded_split(train, fraction, seed)
     held = len(loaded.splits["val"])
     loaded.notes.append(f"the data has no validation split: held out {held} of {len(train)} training images "
