@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..files import write_json
 from ..settings import Settings, resolve
-from . import say, stdout
+from . import say, stdout, tiling_note, weights_or_default
 
 
 @dataclass
@@ -36,7 +36,6 @@ class EvalResult:
 
 
 def run(options: EvalOptions) -> EvalResult:
-    from .predict import weights_or_default
 
     weights = weights_or_default(options.weights)
     settings = resolve("eval", options.overrides, weights=weights, config_dir=options.config_dir)
@@ -100,7 +99,6 @@ def _score_tiled(settings: Settings, datamodule, tile: int, overlap: float):
     from ..eval import evaluate as score
     from ..runtime.predictor import load_predictor
     from ..runtime.tiling import detect_tiled
-    from .predict import tiling_note
 
     cfg = settings.cfg
     tiling_note(tile, cfg.model)

@@ -18,8 +18,7 @@ from ..export.verify import (
 )
 from ..files import atomic_paths
 from ..settings import resolve
-from . import console, say
-from .predict import weights_or_default
+from . import console, say, weights_or_default
 
 WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript, ".xml": write_openvino}
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}

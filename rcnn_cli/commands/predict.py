@@ -15,7 +15,7 @@ from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings import resolve
-from . import console, say
+from . import console, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 
@@ -94,26 +94,6 @@ def run(options: PredictOptions) -> int:
     say(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({predictor.runs_as} on "
         f"{predictor.device.type}); results in {out} ({', '.join(p.name for p in written)})")
     return 1 if problems or result.failures else 0
-
-
-def weights_or_default(weights: Path | str | None) -> Path | str:
-    """--weights as given (a file or a name such as resnet50_fpn.coco), or the default COCO weights."""
-    from ..model import zoo
-
-    if weights is None:
-        say(f"no --weights: using {zoo.DEFAULT_WEIGHTS} (COCO-pretrained; see `rcnn weights list`)")
-        return zoo.DEFAULT_WEIGHTS
-    if zoo.is_named(str(weights)) or zoo.looks_like_a_name(str(weights)) or Path(weights).is_file():
-        return str(weights)
-    raise UsageError(f"--weights {weights}: no such file (named weights: {', '.join(zoo.DETECTION)})")
-
-
-def tiling_note(tile: int, model) -> None:
-    """Tiles exist to keep native resolution; the model would still resize each to min_size."""
-    smallest = model.min_size if isinstance(model.min_size, int) else list(model.min_size)[-1]
-    if smallest < tile:
-        say(f"note: each {tile} px tile is resized to model.min_size={smallest} by the model; for native "
-            f"resolution add model.min_size={tile} model.max_size={tile}")
 
 
 def _typed(overrides: list[str], key: str) -> bool:

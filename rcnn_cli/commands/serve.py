@@ -7,8 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..settings import resolve
-from . import say
-from .predict import weights_or_default
+from . import say, weights_or_default
 
 
 @dataclass

@@ -113,16 +113,23 @@ async def _read_upload(request: Request, limits: ServeLimits) -> tuple[bytes, st
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"body of {int(declared):,} bytes is over the {limits.max_body_mb:g} MB limit")
+    too_big = HTTPException(413, f"body over the {limits.max_body_mb:g} MB limit")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
+        form = await request.form(max_files=1, max_part_size=limit)
         uploads = [value for value in form.values() if hasattr(value, "read")]
         if not uploads:
             raise HTTPException(400, "multipart body without a file; send the image as a file field")
         data, filename = await uploads[0].read(), uploads[0].filename
+        if len(data) > limit:
+            raise too_big
     else:
-        data, filename = await request.body(), request.headers.get("x-filename")
-    if len(data) > limit:
-        raise HTTPException(413, f"body of {len(data):,} bytes is over the {limits.max_body_mb:g} MB limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():       # undeclared (chunked) bodies stop at the limit, unread past it
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        data, filename = b"".join(chunks), request.headers.get("x-filename")
     if not data:
         raise HTTPException(400, "empty body; POST the image bytes, or a multipart file")
     return data, filename
