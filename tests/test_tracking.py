@@ -92,3 +92,20 @@ def test_a_missing_tracking_package_is_one_line(monkeypatch):
     cfg = resolve("train", ["logger=wandb"]).cfg
     with pytest.raises(UsageError, match=r"logger=wandb needs the wandb package: pip install 'rcnn-cli\[wandb\]'"):
         build_loggers(cfg, Path("unused"))
+
+
+def test_wandb_offline_keeps_the_run_with_its_config_metrics_and_files(tmp_path, monkeypatch):
+    """WANDB_MODE=offline: everything lands in <run>/wandb/offline-run-*, nothing goes over the network."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run_dir = tmp_path / "runs" / "w"
+    train.run(train.TrainOptions([*QUICK, "logger=wandb", "logger.project=tiny", f"run_dir={run_dir}"]))
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    files = offline[0] / "files"
+    assert "shapes" in (files / "config.yaml").read_text()                       # the resolved config
+    assert {"metrics.png", "config.yaml", "best.ckpt"} <= {p.name for p in files.iterdir()}
+    history = (offline[0] / f"run-{offline[0].name.rsplit('-', 1)[-1]}.wandb").stat().st_size
+    assert history > 1000                                                           # the logged metrics

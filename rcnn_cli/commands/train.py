@@ -123,9 +123,9 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> TrainRe
     trainer.fit(module, datamodule=datamodule, **resume)
     best = run_dir / "checkpoints" / "best.ckpt"
     if trainer.is_global_zero:
-        from ..training.loggers import log_artifacts
+        from ..training.loggers import finish_tracking
 
-        log_artifacts(trainer.loggers, [run_dir / "metrics.png", run_dir / "config.yaml", best])
+        finish_tracking(trainer.loggers, [run_dir / "metrics.png", run_dir / "config.yaml", best])
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return TrainResult(run_dir, best if best.exists() else None, metrics, detector.notes)
 

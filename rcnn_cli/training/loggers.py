@@ -55,8 +55,9 @@ def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def log_artifacts(loggers: list[Logger], files: list[Path]) -> None:
-    """The run's files into each tracker that keeps files (MLflow artifacts, W&B run files)."""
+def finish_tracking(loggers: list[Logger], files: list[Path]) -> None:
+    """The run's files into each tracker that keeps files (MLflow artifacts, W&B run files), then close
+    the W&B run (Lightning leaves it open; offline, its history is only complete once closed)."""
     files = [f for f in files if f.is_file()]
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
@@ -65,3 +66,4 @@ def log_artifacts(loggers: list[Logger], files: list[Path]) -> None:
         elif isinstance(logger, WandbLogger):
             for path in files:
                 logger.experiment.save(str(path), base_path=str(path.parent), policy="now")
+            logger.experiment.finish()
