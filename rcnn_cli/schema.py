@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .errors import UsageError
 
@@ -93,7 +93,6 @@ RULES: dict[str, Rule] = {
     "trainer.precision": Rule(TEXT, ("auto", "32-true", "bf16-mixed", "16-mixed", "32", "bf16", "16")),
     "trainer.accelerator": Rule(TEXT, ("auto", "cpu", "gpu", "cuda", "mps")),
     "callbacks.checkpoint.mode": Rule(TEXT, ("max", "min")),
-    "device": Rule(TEXT),
     "logger.name": Rule(TEXT, ("tensorboard", "csv", "mlflow", "wandb")),
     "logger.tracking_uri": Rule(TEXT, nullable=True),
     "logger.entity": Rule(TEXT, nullable=True),
@@ -162,7 +161,3 @@ def nearest_hint(word: str, choices: list[str]) -> str:
     if near:
         return "did you mean " + " or ".join(near) + "?"
     return "valid: " + ", ".join(choices)
-
-
-def is_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple, ListConfig))

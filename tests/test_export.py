@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 import torchvision
-from helpers import bccd_images, facemask_images, run_rcnn
+from helpers import bccd_images, facemask_images, image_folder, run_rcnn
 
 from rcnn_cli.api import Detector, to_chw_tensor
 from rcnn_cli.eval.agreement import compare_detections
@@ -24,10 +24,7 @@ from rcnn_cli.runtime.exported import OnnxDetector
 @pytest.fixture(scope="module")
 def real_images(tmp_path_factory):
     """Two BCCD (640x480) and two facemask pictures (other sizes), in one folder."""
-    folder = tmp_path_factory.mktemp("export-images")
-    for image in bccd_images(2) + facemask_images(2):
-        shutil.copy(image, folder / image.name)
-    return folder
+    return image_folder(tmp_path_factory.mktemp("export-images"), bccd_images(2) + facemask_images(2))
 
 
 @pytest.fixture(scope="module")

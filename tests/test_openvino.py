@@ -8,17 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import bccd_images, facemask_images, run_rcnn
+from helpers import bccd_images, facemask_images, image_folder, run_rcnn
 
 from rcnn_cli.api import Detector
 
 
 @pytest.fixture(scope="module")
 def real_images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("openvino-images")
-    for image in bccd_images(2) + facemask_images(1):
-        shutil.copy(image, folder / image.name)
-    return folder
+    return image_folder(tmp_path_factory.mktemp("openvino-images"), bccd_images(2) + facemask_images(1))
 
 
 @pytest.fixture(scope="module")

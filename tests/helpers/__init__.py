@@ -61,3 +61,13 @@ def run_rcnn(*args: str, cwd: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "rcnn_cli.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=600)   # a hung run fails the test, not CI
+
+
+def image_folder(folder: Path, images: list[Path]) -> Path:
+    """A folder holding copies of ``images`` (shared pictures are never written to)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        shutil.copy(image, folder / image.name)
+    return folder
