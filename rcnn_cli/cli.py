@@ -195,6 +195,8 @@ def export_cmd(
     int8: Annotated[bool, typer.Option("--int8", help="also NAME.int8.onnx: the ONNX graph quantized by onnxruntime, "
                                        "calibrated on --images (default: training images), kept if mAP50 vs fp32 "
                                        ">= 0.98")] = False,
+    half: Annotated[bool, typer.Option("--half", help="also NAME.fp16.torchscript for GPUs (fp16 backbone), traced "
+                                       "and checked on the GPU, kept if mAP50 vs fp32 >= 0.98")] = False,
 ) -> None:
     """Export the whole detector (resize, RPN, NMS, heads, postprocess) and prove parity with torch."""
     from .commands import export as command
@@ -203,7 +205,7 @@ def export_cmd(
     flags = [s for s, wanted in ((".onnx", onnx), (".torchscript", torchscript)) if wanted]
     suffixes = list(dict.fromkeys(flags + chosen)) or [".onnx"]
     raise typer.Exit(command.run(command.ExportOptions(weights, suffixes, overrides or [], config_dir, out, images,
-                                                       input_dtype, int8)))
+                                                       input_dtype, int8, half)))
 
 
 @app.command("benchmark")

@@ -115,3 +115,18 @@ def test_bf16_mixed_training_validates_and_saves_fp32_detections(tmp_path):
     detector = Detector.load(tmp_path / "runs" / "bf16" / "checkpoints" / "last.ckpt")
     found = detector.predict(torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8))
     assert found["scores"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("supported, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_a_gpu_takes_bf16_from_its_support_not_from_a_timing(monkeypatch, supported, expected):
+    """On an H200 four concurrent runs timed the probe conv (launch-bound there) and three of them
+    chose 16-mixed, one bf16-mixed: on a GPU the choice must not depend on a timing."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a GPU was timed")
+
+    monkeypatch.setattr(hardware, "timed", no_probe)
+    assert hardware.training_autocast_dtype("cuda") == expected
+    assert hardware.bf16_pays_off("cuda") == supported

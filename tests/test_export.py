@@ -205,3 +205,14 @@ def test_uint8_and_float_inputs_give_the_same_detections():
     with torch.inference_mode():
         a, b = detector.model(images)[0], detector.model(as_float)[0]
     assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_half_without_a_gpu_is_one_line_and_exit_2(tiny_run, tmp_path):
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    result = run_rcnn("export", "--weights", str(weights), "--format", "torchscript", "--half", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--half traces and checks the fp16 file on a GPU" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = run_rcnn("export", "--weights", str(weights), "--half", cwd=tmp_path)
+    assert missing.returncode == 2 and "add --format torchscript" in missing.stderr

@@ -38,6 +38,7 @@ class ExportOptions:
     images: list[str] | None = None
     input_dtype: str = "uint8"
     int8: bool = False      # also best.int8.onnx: the verified ONNX graph quantized (export/int8.py)
+    half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
 
 
 class _Rejected(Exception):
@@ -70,6 +71,7 @@ def run(options: ExportOptions) -> int:
         raise UsageError(f"--input-dtype {options.input_dtype}: use one of {', '.join(INPUT_DTYPES)}")
     if options.int8 and ".onnx" not in options.suffixes:
         raise UsageError("--int8 quantizes the ONNX file; add --format onnx")
+    _check_half(options)
     weights = weights_or_default(options.weights)
     if Path(weights).suffix.lower() in WRITERS:
         raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
@@ -82,7 +84,8 @@ def run(options: ExportOptions) -> int:
     checked = check_images(options.images, detector.metadata.get("dataset"))
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
     failed, result = [], None
-    for path in output_paths(Path(weights), options.out, options.suffixes):
+    paths = output_paths(Path(weights), options.out, options.suffixes)
+    for path in paths:
         companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
         reduced = None
         try:
@@ -105,13 +108,73 @@ def run(options: ExportOptions) -> int:
     sizes = ", ".join(f"{w}x{h}" for h, w in result.sizes)
     say(f"checked on {len(result.sizes)} images ({sizes}); tolerances: boxes {BOX_TOLERANCE} px, "
         f"scores {SCORE_TOLERANCE}, mAP50 >= {MIN_AGREEMENT_MAP50}; input: (3, H, W) {options.input_dtype}")
-    if options.int8:
-        onnx_path = next(p for p in output_paths(Path(weights), options.out, options.suffixes) if p.suffix == ".onnx")
-        if onnx_path.name not in failed and not _write_int8(detector, onnx_path, checked, options.images):
-            failed.append(int8_path(onnx_path).name)
+    by_suffix = {path.suffix: path for path in paths}
+    if options.int8 and by_suffix[".onnx"].name not in failed:
+        if not _write_int8(detector, by_suffix[".onnx"], checked, options.images):
+            failed.append(int8_path(by_suffix[".onnx"]).name)
+    if options.half and by_suffix[".torchscript"].name not in failed:
+        if not _write_half(detector, by_suffix[".torchscript"], checked, options.input_dtype):
+            failed.append(half_path(by_suffix[".torchscript"]).name)
     if failed:
         raise JobFailed(f"{', '.join(failed)} disagreed with the torch model and were not written")
     return 0
+
+
+def half_path(script: Path) -> Path:
+    return script.with_name(f"{script.stem}.fp16{script.suffix}")
+
+
+def _check_half(options: ExportOptions) -> None:
+    import torch
+
+    if not options.half:
+        return
+    if ".torchscript" not in options.suffixes:
+        raise UsageError("--half writes NAME.fp16.torchscript beside the fp32 file; add --format torchscript")
+    if not torch.cuda.is_available():
+        raise UsageError("--half traces and checks the fp16 file on a GPU, and no CUDA device is visible here; "
+                         "run it where the file will run")
+
+
+def _write_half(detector, script: Path, checked, input_dtype: str) -> bool:
+    """best.torchscript -> best.fp16.torchscript (GPU, fp16 backbone and FPN, fp32 heads), kept only
+    when its detections agree with fp32 torch's on the GPU at mAP50 >= MIN_REDUCED_AGREEMENT_MAP50."""
+    import copy
+
+    from ..runtime.exported import ExportError, load_exported
+
+    path = half_path(script)
+    sample = checked[0] if input_dtype == "uint8" else checked[0].float() / 255
+    reference = copy.deepcopy(detector.model).float().cuda().eval()
+    try:
+        with atomic_path(path) as pending:
+            with console.status(f"tracing {path.name} on the GPU and checking it on {len(checked)} images"):
+                write_torchscript(detector, pending, sample, input_dtype, half=True)
+                try:
+                    result = verify_export(reference, load_exported(pending), checked)
+                except ExportError as err:
+                    raise JobFailed(str(err)) from None
+            if not _say_reduced(path, pending, "fp16 backbone, CUDA", result, MIN_REDUCED_AGREEMENT_MAP50,
+                                "torch fp32 on the GPU", "torchscript fp16"):
+                raise _Rejected
+    except _Rejected:
+        return False
+    return True
+
+
+def _say_reduced(path: Path, pending: Path, what: str, result, threshold: float, reference: str,
+                 runtime: str) -> bool:
+    """One line for a reduced-precision file: its agreement with fp32 and the verdict -> passed."""
+    agreement = result.agreement
+    passed = agreement.map50 is None or agreement.map50 >= threshold
+    size = f"{pending.stat().st_size / 1e6:.1f} MB, " if passed else ""
+    map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
+    verdict = "[green]ok[/]" if passed else "[red]FAILED, not written[/]"
+    say(f"{path} ({size}{what}): agreement mAP50 with {reference} {map50} (needs >= {threshold}) {verdict}; "
+        f"{agreement.matched}/{agreement.compared} detections matched, max score diff "
+        f"{agreement.max_score_diff:.1e}; torch {result.torch_ms:.0f} ms/img, "
+        f"{runtime} {result.exported_ms:.0f} ms/img")
+    return passed
 
 
 def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> bool:
@@ -131,15 +194,8 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
                     result = verify_export(detector.model, load_exported(pending), checked)
                 except ExportError as err:
                     raise JobFailed(str(err)) from None
-            agreement = result.agreement
-            passed = agreement.map50 is None or agreement.map50 >= MIN_INT8_AGREEMENT_MAP50
-            size = f"{pending.stat().st_size / 1e6:.1f} MB, " if passed else ""
-            map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
-            verdict = "[green]ok[/]" if passed else "[red]FAILED, not written[/]"
-            say(f"{path} ({size}int8, calibrated on {len(images)} {origin}): agreement mAP50 with fp32 torch {map50} "
-                f"(needs >= {MIN_INT8_AGREEMENT_MAP50}) {verdict}; {agreement.matched}/{agreement.compared} "
-                f"detections matched, max score diff {agreement.max_score_diff:.1e}; torch {result.torch_ms:.0f} "
-                f"ms/img, onnxruntime int8 {result.exported_ms:.0f} ms/img")
+            passed = _say_reduced(path, pending, f"int8, calibrated on {len(images)} {origin}", result,
+                                  MIN_INT8_AGREEMENT_MAP50, "fp32 torch", "onnxruntime int8")
             if not passed:
                 raise _Rejected
     except _Rejected:

@@ -43,11 +43,14 @@ def export_metadata(detector, input_dtype: str) -> dict[str, str]:
     }
 
 
-def traceable(detector, input_dtype: str) -> SingleImageDetector:
-    """A single-image graph over a CPU fp32 copy of the detector's model, in eval mode."""
+def traceable(detector, input_dtype: str, device: str = "cpu", half: bool = False) -> SingleImageDetector:
+    """A single-image graph over an fp32 copy of the detector's model on ``device``, in eval mode;
+    ``half``: its backbone and FPN in fp16 (the bulk of the work; heads and box arithmetic stay fp32)."""
     import copy
 
-    model = copy.deepcopy(detector.model).float().cpu().eval()
+    model = copy.deepcopy(detector.model).float().to(device).eval()
+    if half:
+        model.backbone.half()
     return SingleImageDetector(model, input_dtype).eval()
 
 
@@ -82,12 +85,18 @@ def write_onnx(detector, path: Path, sample: torch.Tensor, input_dtype: str = "u
     return path
 
 
-def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8") -> Path:
-    """Traced TorchScript module; metadata in the archive's extra file ``rcnn_meta.json``."""
-    graph = traceable(detector, input_dtype)
+def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8",
+                      half: bool = False) -> Path:
+    """Traced TorchScript module; metadata in the archive's extra file ``rcnn_meta.json``.
+    ``half``: traced on the GPU with an fp16 backbone (a GPU-only file: the trace records the device)."""
+    device = "cuda" if half else "cpu"
+    graph = traceable(detector, input_dtype, device, half)
+    meta = export_metadata(detector, input_dtype)
+    if half:
+        meta.update(device="cuda", backbone_dtype="float16")
     with _quiet_trace(), torch.no_grad():
-        traced = torch.jit.trace(graph, (sample,), check_trace=False)
-        extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(export_metadata(detector, input_dtype))}
+        traced = torch.jit.trace(graph, (sample.to(device),), check_trace=False)
+        extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(meta)}
         torch.jit.save(traced, str(path), _extra_files=extra)
     return path
 

@@ -34,12 +34,20 @@ class SingleImageDetector(nn.Module):
             raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
         self.model = model.eval()
         self.input_dtype = input_dtype
+        # A half backbone (export --half) runs in fp16; its features return to fp32 for the heads.
+        parameter = next(model.backbone.parameters())
+        self.backbone_dtype, self.device = parameter.dtype, parameter.device
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         tensor, resized_hw, original_hw = self.preprocess(image)
-        features = self.model.backbone(tensor)
+        if self.device.type != "cpu":
+            # sizes are computed on the CPU (shape arithmetic); boxes are clipped and scaled on the device
+            resized_hw, original_hw = resized_hw.to(self.device), original_hw.to(self.device)
+        features = self.model.backbone(tensor.to(self.backbone_dtype))
         if isinstance(features, Tensor):
             features = {"0": features}
+        if self.backbone_dtype != torch.float32:
+            features = {name: feature.float() for name, feature in features.items()}
         proposals = self.propose(list(features.values()), tensor, resized_hw)
         boxes, scores, labels = self.detect(features, proposals, resized_hw)
         ratio = (original_hw.to(torch.float32) / resized_hw.to(torch.float32)).flip(0).repeat(2)

@@ -77,7 +77,8 @@ def _real_images(sources: list[str] | None, dataset_cfg: dict | None, count: int
 
 
 def _timed(fn, images: list[Tensor]) -> tuple[list[dict], float]:
-    fn(images[0])   # warm-up: first-call allocations and graph optimisation
+    for _ in range(2):   # warm-up: first-call allocations; TorchScript optimises its graph on the 2nd run
+        fn(images[0])
     outputs, times = [], []
     for image in images:
         start = time.perf_counter()

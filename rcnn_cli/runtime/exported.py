@@ -97,15 +97,23 @@ class TorchScriptDetector(ExportedDetector):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)   # "jit is deprecated": still the format we ship
-                self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+                # as saved (graph constants included) where CUDA exists; else onto the CPU to read the metadata
+                location = None if torch.cuda.is_available() else "cpu"
+                self.module = torch.jit.load(str(path), map_location=location, _extra_files=extra)
         except (RuntimeError, ValueError) as err:
             raise ExportError(f"{path}: not a readable TorchScript file ({str(err).splitlines()[0]})") from err
-        super().__init__(json.loads(extra[TORCHSCRIPT_META] or "{}"), path)
-        self.runs_as = "torchscript"
+        meta = json.loads(extra[TORCHSCRIPT_META] or "{}")
+        super().__init__(meta, path)
+        # A file traced on the GPU (export --half) records that device in its graph: it runs there only.
+        self.device = torch.device(meta.get("device", "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ExportError(f"{path}: an fp16 GPU file (export --half) and no CUDA device is visible here; "
+                              "export without --half for the CPU")
+        self.runs_as = "torchscript fp16 backbone, cuda" if meta.get("backbone_dtype") == "float16" else "torchscript"
 
     def run_one(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         with torch.inference_mode():
-            return self.module(image)
+            return tuple(output.cpu() for output in self.module(image.to(self.device)))
 
 
 class OpenVinoDetector(ExportedDetector):

@@ -1,0 +1,70 @@
+"""What runs only on a GPU: mixed-precision training (bf16-mixed and 16-mixed with its loss scaler),
+inference on CUDA against the CPU's, and `rcnn export --half` (an fp16 TorchScript file traced and
+checked on the GPU). Skipped where no CUDA device is visible (CI has none); run on a lent GPU machine
+(see README, "Checked on a GPU")."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import TINY_TRAIN, run_rcnn, tiny_images
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_training_on_the_gpu_learns_and_saves_fp32_weights(tmp_path, precision):
+    import csv
+
+    out = run_rcnn("train", *TINY_TRAIN, "trainer.accelerator=gpu", f"trainer.precision={precision}",
+                   "trainer.max_epochs=2", "run_dir=runs/gpu", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"precision: {precision}" in out.stdout + out.stderr
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "gpu" / "metrics.csv")))
+    losses = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
+    assert losses and all(math.isfinite(v) for v in losses), losses
+    state = torch.load(tmp_path / "runs" / "gpu" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+
+
+def test_cuda_detections_agree_with_the_cpus(tiny_run):
+    from rcnn_cli.api import Detector
+    from rcnn_cli.eval.agreement import compare_detections
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    images = [str(p) for p in tiny_images(6)]
+    on_cpu = Detector.load(weights, device="cpu", precision="fp32")
+    on_gpu = Detector.load(weights, device="cuda", precision="fp32")
+    reference = [on_cpu.predict(p) for p in images]
+    candidate = [on_gpu.predict(p) for p in images]
+    agreement = compare_detections(reference, candidate, len(on_cpu.class_names), 0.05, 1e-3)
+    print(f"cuda vs cpu fp32: mAP50 {agreement.map50}, {agreement.matched}/{agreement.compared} matched")
+    assert agreement.map50 is None or agreement.map50 >= 0.99
+
+
+def test_half_export_is_traced_and_checked_on_the_gpu_and_predict_runs_it(tiny_run, tmp_path):
+    import re
+
+    from rcnn_cli.runtime.exported import load_exported
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    out = tmp_path / "tiny.torchscript"
+    result = run_rcnn("export", "--weights", str(weights), "--format", "torchscript", "--half", "--out", str(out),
+                      cwd=tmp_path)
+    print(result.stderr[-1500:])
+    line = re.search(r"tiny\.fp16\.torchscript .*agreement mAP50 with torch fp32 on the GPU ([0-9.na/]+)",
+                     result.stderr)
+    assert line, result.stderr[-3000:]
+    kept = (tmp_path / "tiny.fp16.torchscript").exists()
+    assert kept == (result.returncode == 0), result.stderr[-2000:]
+    if kept:
+        runner = load_exported(tmp_path / "tiny.fp16.torchscript")
+        assert runner.runs_as == "torchscript fp16 backbone, cuda"
+        found = runner.detect([torch.randint(0, 255, (3, 160, 200), dtype=torch.uint8)])[0]
+        assert found["boxes"].device.type == "cpu" and found["scores"].dtype == torch.float32
+        predicted = run_rcnn("predict", str(tiny_images(2)[0]), "--weights", str(tmp_path / "tiny.fp16.torchscript"),
+                             "--out", str(tmp_path / "pred"), "--format", "json", cwd=tmp_path)
+        assert predicted.returncode == 0, predicted.stderr[-2000:]
