@@ -216,3 +216,18 @@ def test_half_without_a_gpu_is_one_line_and_exit_2(tiny_run, tmp_path):
     assert "Traceback" not in result.stderr
     missing = run_rcnn("export", "--weights", str(weights), "--half", cwd=tmp_path)
     assert missing.returncode == 2 and "add --format torchscript" in missing.stderr
+
+
+def test_a_torchscript_file_loads_in_a_fresh_process_that_never_imported_torchvision(exported):
+    """The graph calls torchvision::roi_align and nms; a process that had not imported torchvision
+    could not load it (seen on a GPU machine: 'Unknown builtin op: torchvision::roi_align')."""
+    import subprocess
+    import sys
+
+    _, out, _ = exported
+    code = ("import sys, torch\nfrom rcnn_cli.runtime.exported import load_exported\n"
+            "assert 'torchvision' not in sys.modules\n"
+            f"runner = load_exported({str(out.with_suffix('.torchscript'))!r})\n"
+            "found = runner.detect([torch.zeros(3, 96, 128, dtype=torch.uint8)])[0]\nprint('ok', len(found['boxes']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]

@@ -92,28 +92,45 @@ class TorchScriptDetector(ExportedDetector):
     """An exported ``.torchscript`` file (traced graph, no Python model code needed)."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
+        import torchvision  # noqa: F401  registers torchvision::roi_align and nms, which the graph calls
+
         path = Path(path)
-        extra = {TORCHSCRIPT_META: ""}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)   # "jit is deprecated": still the format we ship
-                # as saved (graph constants included) where CUDA exists; else onto the CPU to read the metadata
-                location = None if torch.cuda.is_available() else "cpu"
-                self.module = torch.jit.load(str(path), map_location=location, _extra_files=extra)
-        except (RuntimeError, ValueError) as err:
-            raise ExportError(f"{path}: not a readable TorchScript file ({str(err).splitlines()[0]})") from err
-        meta = json.loads(extra[TORCHSCRIPT_META] or "{}")
+        meta = _torchscript_meta(path)
         super().__init__(meta, path)
         # A file traced on the GPU (export --half) records that device in its graph: it runs there only.
         self.device = torch.device(meta.get("device", "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ExportError(f"{path}: an fp16 GPU file (export --half) and no CUDA device is visible here; "
                               "export without --half for the CPU")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)   # "jit is deprecated": still the format we ship
+                self.module = torch.jit.load(str(path), map_location=self.device)
+        except (RuntimeError, ValueError) as err:
+            raise ExportError(f"{path}: not a readable TorchScript file ({_first_line(err)})") from err
         self.runs_as = "torchscript fp16 backbone, cuda" if meta.get("backbone_dtype") == "float16" else "torchscript"
 
     def run_one(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         with torch.inference_mode():
             return tuple(output.cpu() for output in self.module(image.to(self.device)))
+
+
+def _torchscript_meta(path: Path) -> dict[str, str]:
+    """The metadata inside a .torchscript archive (a zip: <name>/extra/rcnn_meta.json), read
+    without loading the graph, so the graph can be loaded onto the device it was traced on."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_META}")]
+            return json.loads(archive.read(names[0])) if names else {}
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise ExportError(f"{path}: not a readable TorchScript file ({_first_line(err)})") from err
+
+
+def _first_line(err: Exception) -> str:
+    """The first line that says something (torch's loader errors begin with an empty one)."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:300]
 
 
 class OpenVinoDetector(ExportedDetector):
