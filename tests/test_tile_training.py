@@ -157,3 +157,15 @@ def test_a_short_tiled_training_run_logs_a_finite_loss_and_tiled_val_map(mosaic_
     assert all(math.isfinite(float(r["val/loss"])) for r in rows if r.get("val/loss"))
 
 
+
+
+def test_data_check_says_how_many_tiles_the_training_set_makes(mosaic_set, tmp_path, capsys):
+    from rcnn_cli.commands import check
+
+    check.run(check.CheckOptions(mosaic_overrides(mosaic_set), json_path=tmp_path / "check.json", show=1,
+                                 augmented=True, out=tmp_path / "show"))
+    tiles = json.loads((tmp_path / "check.json").read_text())["tiles"]
+    assert tiles == {"tile": 640, "overlap": 0.2, "images": 2, "cut_images": 1, "tiles": 20, "empty_tiles": 0,
+                     "items": 21}
+    assert "1 of 2 training images cut into 20 tiles" in " ".join(capsys.readouterr().out.split())
+    assert Image.open(next((tmp_path / "show").glob("aug_*.png"))).size == (800, 800)    # a tile, resized

@@ -50,7 +50,7 @@ def run(options: CheckOptions) -> int:
         write_json(options.json_path, report)
         stdout.print(f"report written to {options.json_path}", highlight=False)
     if options.show and options.augmented:
-        written = draw_augmented(cfg, loaded, options.show, options.out)
+        written = draw_augmented(cfg, loaded, options.show, options.out, train if "tiles" in report else None)
         stdout.print(f"{len(written)} training pictures as the model sees them (augment={cfg.augment.name}, "
                      f"min_size {cfg.model.min_size}, max_size {cfg.model.max_size}) in {options.out}",
                      highlight=False)
