@@ -86,6 +86,9 @@ RULES: dict[str, Rule] = {
     "dataset.val_fraction": FRACTION,
     "dataset.batch_size": Rule(INT, low=1),
     "dataset.repeat_factor_thresh": Rule(FLOAT, nullable=True, low=0.0, high=1.0),   # null: no repeats
+    "dataset.tile": Rule(INT, nullable=True, low=32),                # null: whole images, no tiles
+    "dataset.tile_overlap": Rule(FLOAT, low=0.0, high=0.9),          # tile_windows needs < 1
+    "dataset.tile_min_visibility": FRACTION, "dataset.tile_empty_share": FRACTION,
     # the rest of the config
     "optim.name": Rule(TEXT, ("sgd", "adamw")),
     "optim.schedule": Rule(TEXT, ("multistep", "cosine", "constant")),

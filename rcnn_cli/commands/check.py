@@ -40,6 +40,9 @@ def run(options: CheckOptions) -> int:
     # Both are about training: the split the sampler repeats and the boxes the anchors must match.
     train = loaded.splits.get("train") or [r for records in loaded.splits.values() for r in records]
     use_ignored = bool(cfg.dataset.use_difficult)
+    if cfg.dataset.get("tile") is not None:
+        # Training on tiles: the sampler repeats tiles and the anchors see tile-sized pictures.
+        train, report["tiles"] = training_tiles(cfg, train, use_ignored)
     report["balance"] = class_balance(train, loaded.class_names, use_ignored)
     report["anchor_fit"] = anchor_fit(train, loaded.class_names, cfg.model, use_ignored)
     print_report(stdout, report)
@@ -47,7 +50,7 @@ def run(options: CheckOptions) -> int:
         write_json(options.json_path, report)
         stdout.print(f"report written to {options.json_path}", highlight=False)
     if options.show and options.augmented:
-        written = draw_augmented(cfg, loaded, options.show, options.out)
+        written = draw_augmented(cfg, loaded, options.show, options.out, train if "tiles" in report else None)
         stdout.print(f"{len(written)} training pictures as the model sees them (augment={cfg.augment.name}, "
                      f"min_size {cfg.model.min_size}, max_size {cfg.model.max_size}) in {options.out}",
                      highlight=False)
@@ -55,6 +58,17 @@ def run(options: CheckOptions) -> int:
         written = draw_samples(loaded, options.show, options.out, cfg.dataset.max_image_pixels)
         stdout.print(f"{len(written)} pictures with boxes in {options.out}", highlight=False)
     return 1 if cfg.dataset.strict and report["problems"] else 0
+
+
+def training_tiles(cfg, records: list, use_ignored: bool) -> tuple[list, dict[str, Any]]:
+    """The training items ``dataset.tile`` makes (as the DataModule makes them) and their summary."""
+    from ..data.tiles import tile_records, tiling_summary
+
+    data = cfg.dataset
+    items = tile_records(records, int(data.tile), float(data.tile_overlap), float(data.tile_min_visibility),
+                         float(data.tile_empty_share), seed=int(cfg.seed), use_ignored=use_ignored)
+    summary = {"tile": int(data.tile), "overlap": float(data.tile_overlap), **tiling_summary(records, items)}
+    return items, summary
 
 
 def _progress(items, total: int, description: str):
@@ -93,6 +107,11 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         if report[key]:
             console.print(f"[yellow]{len(report[key])} {title}[/] ({sum(g['count'] for g in report[key])} images), "
                           "e.g. " + "; ".join(_group_line(g) for g in report[key][:3]), highlight=False)
+    if "tiles" in report:
+        t = report["tiles"]
+        console.print(f"training tiles (dataset.tile={t['tile']}, tile_overlap={t['overlap']:g}): {t['cut_images']} "
+                      f"of {t['images']} training images cut into {t['tiles']} tiles ({t['empty_tiles']} without "
+                      f"boxes), the others whole: {t['items']} training items an epoch", highlight=False)
     if "balance" in report:
         print_balance(console, report["balance"])
     if "anchor_fit" in report:

@@ -150,11 +150,13 @@ def draw_samples(loaded: LoadedDataset, count: int, out: Path, max_pixels: int |
     return written
 
 
-def draw_augmented(cfg, loaded: LoadedDataset, count: int, out: Path) -> list[Path]:
+def draw_augmented(cfg, loaded: LoadedDataset, count: int, out: Path, train: list[ImageRecord] | None = None
+                   ) -> list[Path]:
     """What the model sees in training: ``count`` training images through the configured augmentation
     and the model's own resize (``model.min_size`` / ``max_size``, a random size per image when
     min_size is a list), boxes included, as ``out/aug_<n>_<stem>.png``. Catches a wrong flip,
-    crop or scale before a run is spent on it."""
+    crop or scale before a run is spent on it. train: the training items when they are not the
+    records (``dataset.tile``: tiles)."""
     import torch
 
     from ..model.structures import PaddedBoxes
@@ -167,7 +169,7 @@ def draw_augmented(cfg, loaded: LoadedDataset, count: int, out: Path) -> list[Pa
     transform = ImageTransform(list(model.min_size) if not isinstance(model.min_size, int) else model.min_size,
                                model.max_size, list(model.image_mean), list(model.image_std), model.size_divisible)
     transform.train()
-    records = [r for r in loaded.splits.get("train", []) if r.num_boxes][:count]
+    records = [r for r in (loaded.splits.get("train", []) if train is None else train) if r.num_boxes][:count]
     dataset = DetectionDataset(records, build_augment(cfg.augment, seed=int(cfg.seed)), train=True,
                                max_pixels=cfg.dataset.max_image_pixels)
     out.mkdir(parents=True, exist_ok=True)

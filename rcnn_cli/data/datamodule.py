@@ -16,6 +16,7 @@ from .load import load_dataset
 from .records import ImageRecord, LoadedDataset
 from .repeat import RepeatFactors, repeat_factors
 from .sampler import GroupedBatchSampler
+from .tiles import source_positions, tile_records, tiling_summary
 
 
 def worker_count(setting, cpus: int | None = None) -> int:
@@ -36,6 +37,7 @@ class DetectionDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = cfg
         self.loaded: LoadedDataset | None = None
+        self._train_items: list[ImageRecord] | None = None
 
     # -- data -----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -62,6 +64,33 @@ class DetectionDataModule(L.LightningDataModule):
             split = "val"
         return splits.get(split) or []
 
+    @property
+    def tile(self) -> int | None:
+        """``dataset.tile``: training on tiles of pictures larger than this many px (None: off)."""
+        tile = self.cfg.dataset.get("tile")
+        return None if tile is None else int(tile)
+
+    def train_items(self) -> list[ImageRecord]:
+        """What an epoch is made of: the training records, or with ``dataset.tile`` their tiles (pictures
+        no larger than the tile stay whole). Computed from the records and settings alone, the same on
+        every DDP rank."""
+        if self._train_items is None:
+            records = self.records("train")
+            self._train_items = records if self.tile is None else self._tiles(records)
+        return self._train_items
+
+    def _tiles(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        data = self.cfg.dataset
+        items = tile_records(records, self.tile, float(data.tile_overlap), float(data.tile_min_visibility),
+                             float(data.tile_empty_share), seed=int(self.cfg.seed),
+                             use_ignored=bool(data.get("use_difficult")))
+        summary = tiling_summary(records, items)
+        rank_zero_info(f"data: training on tiles (dataset.tile={self.tile}, tile_overlap={data.tile_overlap:g}): "
+                       f"{summary['cut_images']} of {summary['images']} images cut into {summary['tiles']} tiles "
+                       f"({summary['empty_tiles']} without boxes), the others whole: {summary['items']} items an "
+                       "epoch")
+        return items
+
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         # Each rank its own augmentation stream (workers are reseeded per rank and worker too).
@@ -70,7 +99,7 @@ class DetectionDataModule(L.LightningDataModule):
         base = self.cfg.augment.seed
         base = int(self.cfg.seed) if base is None else int(base)
         augment = build_augment(self.cfg.augment, seed=stream_seed(base, rank))
-        dataset = DetectionDataset(self.records("train"), augment, train=True,
+        dataset = DetectionDataset(self.train_items(), augment, train=True,
                                    use_ignored=bool(self.cfg.dataset.get("use_difficult")),
                                    max_pixels=self._max_pixels())
         return self._loader(dataset, train=True)
@@ -92,24 +121,27 @@ class DetectionDataModule(L.LightningDataModule):
         sampler = GroupedBatchSampler([r.width >= r.height for r in dataset.records], int(data.batch_size),
                                       shuffle=train, seed=int(self.cfg.seed), rank=rank,
                                       world_size=world, pad=train, group=group,
-                                      repeat=None if factors is None else factors.per_image)
+                                      repeat=None if factors is None else factors.per_image,
+                                      sources=source_positions(dataset.records) if train and self.tile else None)
         workers = worker_count(data.get("num_workers"))
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=self._uses_gpu(),
                           worker_init_fn=ReseedWorker(rank) if workers > 0 else None)
 
     def repeat_factors(self) -> RepeatFactors | None:
-        """The training images' repeat factors under ``dataset.repeat_factor_thresh`` (None: off)."""
+        """The training items' repeat factors under ``dataset.repeat_factor_thresh`` (None: off); with
+        ``dataset.tile`` each tile's from the classes inside it, f_c the share of tiles holding c."""
         thresh = self.cfg.dataset.get("repeat_factor_thresh")
         if thresh is None:
             return None
-        records = self.records("train")
+        records = self.train_items()
+        items = "images" if self.tile is None else "items (tiles)"
         factors = repeat_factors(records, float(thresh), len(self.class_names),
                                  use_ignored=bool(self.cfg.dataset.get("use_difficult")))
         repeated = ", ".join(f"{name} x{r:.2f}" for name, r in zip(self.class_names, factors.per_class) if r > 1)
         rank_zero_info(f"data: repeat-factor sampling (dataset.repeat_factor_thresh={thresh:g}): "
-                       f"~{factors.epoch_images:.0f} images an epoch from {len(records)}; "
-                       + (f"images with {repeated}" if repeated else "no class under the threshold, no repeats"))
+                       f"~{factors.epoch_images:.0f} {items} an epoch from {len(records)}; "
+                       + (f"{items} with {repeated}" if repeated else "no class under the threshold, no repeats"))
         return factors
 
     def _rank_and_world(self) -> tuple[int, int]:

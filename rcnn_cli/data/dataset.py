@@ -21,6 +21,11 @@ class DetectionDataset(Dataset):
     train: boxes marked ignore (VOC difficult, COCO crowd) are removed unless ``use_ignored``;
     for evaluation they stay, flagged, so that matching them is neither a hit nor a miss.
     max_pixels: dataset.max_image_pixels, the limit the records were loaded under (None: its default).
+
+    Records may be tiles (``tiles.TileRecord``): the tile is cropped from its decoded picture, and the
+    last decoded picture is kept (one per DataLoader worker, e.g. 144 MB for 8,000 x 6,000) because the
+    sampler hands a picture's tiles out together; decoding the whole picture again per tile is what
+    this saves (JPEG and PNG decoders cannot decode a region alone).
     """
 
     def __init__(self, records: list[ImageRecord], transform=None, train: bool = False,
@@ -30,6 +35,7 @@ class DetectionDataset(Dataset):
         self.train = train
         self.use_ignored = use_ignored
         self.max_pixels = max_pixels
+        self._last_decoded: tuple[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -41,7 +47,7 @@ class DetectionDataset(Dataset):
         index = -index - 1 if padding else index
         record = self.records[index]
         try:
-            image = read_rgb(record.path, self.max_pixels)
+            image = self._pixels(record)
         except ImageReadError as err:
             # Raised inside a DataLoader worker: the message must say which file it was.
             raise ImageReadError(f"while loading a batch: {err}") from None
@@ -63,6 +69,26 @@ class DetectionDataset(Dataset):
                   "ignore": torch.from_numpy(np.asarray(ignore, bool)),
                   "index": index, "padding": padding}
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), target
+
+    def _pixels(self, record: ImageRecord) -> np.ndarray:
+        window = getattr(record, "window", None)
+        if window is None:
+            return read_rgb(record.path, self.max_pixels)
+        x0, y0, x1, y1 = window
+        return self._decoded(record.source)[y0:y1, x0:x1].copy()     # a copy: the cached picture stays intact
+
+    def _decoded(self, source: ImageRecord) -> np.ndarray:
+        """The whole picture a tile is cut from, decoded once for consecutive tiles of it."""
+        key = str(source.path)
+        if self._last_decoded is None or self._last_decoded[0] != key:
+            self._last_decoded = None                  # free the previous picture before decoding the next
+            image = read_rgb(source.path, self.max_pixels)
+            if image.shape[:2] != (source.height, source.width):
+                raise ImageReadError(f"{source.path}: decoded as {image.shape[1]}x{image.shape[0]}, annotated as "
+                                     f"{source.width}x{source.height}; tiles are cut from the annotated size "
+                                     "(`rcnn data check` lists such images)")
+            self._last_decoded = (key, image)
+        return self._last_decoded[1]
 
 
 def _turned_boxes(record: ImageRecord, image: np.ndarray, boxes: np.ndarray, max_pixels: int | None

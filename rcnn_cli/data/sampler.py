@@ -24,11 +24,15 @@ class GroupedBatchSampler(Sampler[list[int]]):
     alone, so every rank builds the same expanded list before taking its shard. The epoch is then
     cut or topped up (with its first batches) to the batch count of its expected length, the same
     every epoch: Lightning counts an epoch's steps once, at the start of training.
+
+    sources: per item, the picture it comes from (training on tiles, ``data/tiles.py``): shuffling then
+    orders the pictures at random and each picture's items at random, but keeps a picture's items
+    together, so a worker decodes an 8,000 px picture once for several of its tiles, not once per tile.
     """
 
     def __init__(self, landscape: Sequence[bool], batch_size: int, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, pad: bool = True, group: bool = True,
-                 repeat: Sequence[float] | None = None):
+                 repeat: Sequence[float] | None = None, sources: Sequence[int] | None = None):
         self.landscape = [bool(x) for x in landscape]
         self.batch_size = max(int(batch_size), 1)
         self.shuffle, self.seed, self.pad, self.group = shuffle, seed, pad, group
@@ -36,6 +40,9 @@ class GroupedBatchSampler(Sampler[list[int]]):
         self.repeat = None if repeat is None else [float(r) for r in repeat]
         if self.repeat is not None and len(self.repeat) != len(self.landscape):
             raise ValueError(f"{len(self.repeat)} repeat factors for {len(self.landscape)} items")
+        self.sources = None if sources is None else torch.as_tensor(list(sources), dtype=torch.long)
+        if self.sources is not None and len(self.sources) != len(self.landscape):
+            raise ValueError(f"{len(self.sources)} sources for {len(self.landscape)} items")
         self.epoch = 0
         self.sampler = _EpochHook(self)
 
@@ -50,7 +57,18 @@ class GroupedBatchSampler(Sampler[list[int]]):
         items = list(range(n)) if self.repeat is None else expand(self.repeat, generator)
         if not self.shuffle:
             return items
+        if self.sources is not None:
+            return self._shuffled_by_source(items, generator)
         return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
+
+    def _shuffled_by_source(self, items: list[int], generator: torch.Generator) -> list[int]:
+        """Sources in random order, each source's items in random order, kept together."""
+        if not items:
+            return items
+        source_rank = torch.randperm(int(self.sources.max()) + 1, generator=generator)
+        within = torch.rand(len(items), generator=generator, dtype=torch.float64)
+        keys = source_rank[self.sources[torch.as_tensor(items, dtype=torch.long)]].double() + within
+        return [items[i] for i in torch.argsort(keys, stable=True).tolist()]
 
     def _keys(self) -> list[bool]:
         return self.landscape if self.group else [True] * len(self.landscape)

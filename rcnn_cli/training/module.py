@@ -16,6 +16,7 @@ from ..errors import JobFailed
 from ..model.factory import LoadedDetector
 from ..model.weights import META_KEY
 from .optim import REFERENCE_BATCH, build_optimizer, build_scheduler, scaled_lr
+from .tiled_validation import Tiling, tiled_forward
 
 # Consecutive non-finite 16-mixed steps that mean the run diverged rather than overflowed once.
 MAX_SKIPPED_FP16_STEPS = 20
@@ -33,7 +34,8 @@ class DetectorModule(L.LightningModule):
     """
 
     def __init__(self, detector: LoadedDetector, optim_cfg: Mapping[str, Any], metadata: dict[str, Any],
-                 batch_size: int = 1, image_paths: Mapping[str, list[str]] | None = None):
+                 batch_size: int = 1, image_paths: Mapping[str, list[str]] | None = None,
+                 tiling: Tiling | None = None):
         super().__init__()
         self.model = detector.model
         self.class_names = detector.class_names
@@ -44,6 +46,7 @@ class DetectorModule(L.LightningModule):
         self.evaluated: list[tuple[int, dict, dict]] = []   # (index, prediction, target) this epoch
         self.skipped_in_a_row = 0                           # 16-mixed steps skipped for a non-finite loss
         self.last_report = None
+        self.tiling = tiling                # trained on tiles: validation detects tiled (tiled_validation.py)
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -109,9 +112,14 @@ class DetectorModule(L.LightningModule):
         """Under DDP a rank may get padding batches (copies marked ``padding``) so that every rank runs
         as many steps as the others; they run the same collectives but count nowhere."""
         images, targets = batch
-        losses, detections = self.model.forward_with_losses(images, targets)
+        if self.tiling is None:
+            losses, detections = self.model.forward_with_losses(images, targets)
+            loss = float(sum(losses.values()))
+        else:
+            loss, detections = tiled_forward(self.model, images, targets, self.tiling,
+                                             float(self.model.roi_heads.nms_thresh))
         real = [not t.get("padding", False) for t in targets]
-        self.val_loss += torch.tensor([float(sum(losses.values())) * sum(real), sum(real)], dtype=torch.float64)
+        self.val_loss += torch.tensor([loss * sum(real), sum(real)], dtype=torch.float64)
         for detection, target, counts in zip(detections, targets, real, strict=True):
             if counts:
                 self.evaluated.append((int(target["index"]), _to_cpu(detection), _to_cpu(target)))

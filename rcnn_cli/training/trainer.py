@@ -117,4 +117,20 @@ def _plain(config: Any) -> dict[str, Any]:
 
 
 def image_paths(datamodule) -> dict[str, list[str]]:
-    return {split: [str(r.path) for r in datamodule.records(split)] for split in ("train", "val")}
+    """Per split, the name of each item (a tile is its picture plus where it sits), for error messages."""
+    def name(record) -> str:
+        window = getattr(record, "window", None)
+        return str(record.path) if window is None else f"{record.path} (tile at x={window[0]}, y={window[1]})"
+
+    return {"train": [name(r) for r in datamodule.train_items()],
+            "val": [str(r.path) for r in datamodule.records("val")]}
+
+
+def validation_tiling(cfg: DictConfig, datamodule):
+    """Trained on tiles: validation detects tiled with the same grid (training/tiled_validation.py)."""
+    from .tiled_validation import Tiling
+
+    if datamodule.tile is None:
+        return None
+    data = cfg.dataset
+    return Tiling(datamodule.tile, float(data.tile_overlap), float(data.tile_min_visibility), int(data.batch_size))
