@@ -53,7 +53,7 @@ class Detector:
         settings = resolve("predict", [f"model={model}"] if model else [],
                            _values(overrides, device, precision), weights=weights)
         self = cls.__new__(cls)
-        self._setup(load_predictor(settings.cfg, settings.checkpoint))
+        self._setup(load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed))
         self.notes = settings.notes + self.notes
         return self
 

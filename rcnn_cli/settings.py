@@ -38,6 +38,7 @@ class Settings:
     cfg: DictConfig                                   # the resolved config
     checkpoint: tuple[dict, dict] | None = None       # (state_dict, metadata) of the weights, read once
     notes: list[str] = field(default_factory=list)    # what the rule decided that the user should see
+    typed: dict[str, Any] = field(default_factory=dict)   # what was typed (key=value, API keywords), dotted keys
 
 
 def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None,
@@ -79,7 +80,7 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         with open_dict(cfg):
             cfg.model.weights = str(weights)
     check(cfg, defaults)
-    return Settings(cfg, checkpoint, notes)
+    return Settings(cfg, checkpoint, notes, typed)
 
 
 def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> tuple[dict[str, str], dict[str, Any]]:

@@ -231,3 +231,13 @@ def test_a_torchscript_file_loads_in_a_fresh_process_that_never_imported_torchvi
             "found = runner.detect([torch.zeros(3, 96, 128, dtype=torch.uint8)])[0]\nprint('ok', len(found['boxes']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
+
+
+def test_the_python_api_refuses_model_settings_an_exported_file_would_ignore(exported):
+    """Detector.load("x.onnx", box_score_thresh=...) used to run with the file's own threshold, silently."""
+    from rcnn_cli.errors import UsageError
+
+    _, out, _ = exported
+    with pytest.raises(UsageError, match="model.box_score_thresh=0.3: an exported file runs as it was exported"):
+        Detector.load(out, box_score_thresh=0.3)
+    assert Detector.load(out, precision="auto").class_names     # what the runtime takes is accepted

@@ -15,7 +15,7 @@ from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings import resolve
-from . import console, say, tiling_note, weights_or_default
+from . import console, lower_score_floor, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 
@@ -63,17 +63,14 @@ def run(options: PredictOptions) -> int:
         raise UsageError("no images or videos found in " + ", ".join(options.sources)
                          + (f" ({problems[0]})" if problems else ""))
     overrides = shorthand(options.overrides, device=options.device, precision=options.precision)
-    # Detections below --conf are never shown: let the model keep them only down to that floor.
-    floor = {"model.box_score_thresh": min(lowest_threshold(threshold), 0.05)}
-    settings = resolve("predict", overrides, floor if not _typed(overrides, "model.box_score_thresh") else {},
-                       weights=weights, config_dir=options.config_dir)
-    _refuse_model_overrides_for_exported(settings, overrides)
+    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir)
+    lower_score_floor(settings, lowest_threshold(threshold))
     for note in settings.notes:
         say(f"note: {note}")
     from ..data.images import read_decodable_chw
 
     calibration = read_decodable_chw(images[:CALIBRATION_IMAGES]) if settings.cfg.model.precision == "int8" else []
-    predictor = load_predictor(settings.cfg, settings.checkpoint, calibration)
+    predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed)
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "
@@ -94,24 +91,6 @@ def run(options: PredictOptions) -> int:
     say(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({predictor.runs_as} on "
         f"{predictor.device.type}); results in {out} ({', '.join(p.name for p in written)})")
     return 1 if problems or result.failures else 0
-
-
-def _typed(overrides: list[str], key: str) -> bool:
-    return any(o.lstrip("+").split("=", 1)[0] == key for o in overrides)
-
-
-def _refuse_model_overrides_for_exported(settings, overrides: list[str]) -> None:
-    from ..runtime.exported import EXPORTED_SUFFIXES
-
-    if Path(str(settings.cfg.model.weights)).suffix.lower() not in EXPORTED_SUFFIXES:
-        return
-    # an OpenVINO file runs at the precision asked for (its inference precision hint)
-    precision_ok = ("model.precision=",) if str(settings.cfg.model.weights).lower().endswith(".xml") \
-        else ("model.precision=auto",)
-    typed = [o for o in overrides if o.lstrip("+").startswith("model.") and not o.startswith(precision_ok)]
-    if typed:
-        raise UsageError(f"{typed[0]}: an exported file runs as it was exported; export again with the setting "
-                         "(rcnn export --weights CKPT ...), or use --conf for the score threshold")
 
 
 def _run_with_progress(predictor, images, videos, out, options):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..settings import resolve
-from . import say, weights_or_default
+from . import lower_score_floor, say, weights_or_default
 
 
 @dataclass
@@ -29,11 +29,11 @@ def build(options: ServeOptions):
     from ..runtime.predictor import load_predictor
 
     weights = weights_or_default(options.weights)
-    floor = {"model.box_score_thresh": min(options.conf, 0.05)}
-    settings = resolve("predict", options.overrides, floor, weights=weights, config_dir=options.config_dir)
+    settings = resolve("predict", options.overrides, weights=weights, config_dir=options.config_dir)
+    lower_score_floor(settings, options.conf)
     for note in settings.notes:
         say(f"note: {note}")
-    predictor = load_predictor(settings.cfg, settings.checkpoint)
+    predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed)
     limits = ServeLimits(options.max_body_mb, int(settings.cfg.dataset.max_image_pixels), options.max_batch,
                          options.max_wait_ms)
     return build_app(predictor, options.conf, limits, name=str(weights)), predictor

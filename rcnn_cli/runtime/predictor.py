@@ -4,7 +4,7 @@ by its runtime. ``rcnn predict``, ``rcnn export`` and the Python API all load th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,15 +36,17 @@ class Predictor:
 
 def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
                    calibration: Sequence[torch.Tensor] = (), class_names: list[str] | None = None,
-                   prepare: bool = True) -> Predictor:
+                   prepare: bool = True, typed: Mapping[str, Any] | None = None) -> Predictor:
     """cfg: the resolved root config (``model``, ``device``); checkpoint: the weights file already
     read by ``settings.resolve``. calibration: images for ``model.precision=int8``. prepare=False
-    keeps the exact eager model whatever ``model.precision`` says (export traces that one)."""
+    keeps the exact eager model whatever ``model.precision`` says (export traces that one).
+    typed: what the user typed (``Settings.typed``): an exported file refuses ``model.*`` settings."""
     device = resolve_device(cfg.device)
     weights = cfg.model.weights
     from .exported import EXPORTED_SUFFIXES, load_exported
 
     if weights and Path(weights).suffix.lower() in EXPORTED_SUFFIXES:
+        refuse_model_settings(str(weights), typed or {})
         exported = load_exported(weights, str(device), str(cfg.model.precision))
         return Predictor(exported.detect, exported.class_names, exported.runs_as, device,
                          metadata={"category_ids": exported.category_ids})
@@ -58,6 +60,20 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
         runs_as = prepare_model(model, str(cfg.model.precision), calibration, device)
     return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
                      loaded.metadata, loaded.notes)
+
+
+def refuse_model_settings(weights: str, typed: Mapping[str, Any]) -> None:
+    """An exported file runs as it was exported: a typed ``model.*`` value would be silently ignored,
+    so it is refused. Precision is the exception where the runtime takes it: any for OpenVINO (its
+    inference precision hint), ``auto`` for the others."""
+    for key, value in typed.items():
+        key = key.lstrip("+")
+        if not key.startswith("model.") or key == "model.weights":
+            continue
+        if key == "model.precision" and (weights.lower().endswith(".xml") or value == "auto"):
+            continue
+        raise UsageError(f"{key}={value}: an exported file runs as it was exported; export again with the "
+                         "setting (rcnn export --weights CKPT ...), or use --conf for the score threshold")
 
 
 def prepare_model(model, precision: str, calibration: Sequence[torch.Tensor], device: torch.device) -> str:
