@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from rcnn_cli.config import load_config
+from rcnn_cli.data import coco
 from rcnn_cli.data.check import build_report
 from rcnn_cli.data.dataset import DetectionDataset
 from rcnn_cli.data.images import ImageReadError
@@ -96,3 +97,36 @@ def test_coco_declaring_the_stored_size_of_an_exif_photo_gets_its_boxes_turned(t
     assert target["boxes"].tolist() == [[18.0, 10.0, 38.0, 30.0]]
     (problem,) = build_report(loaded)["problems"]
     assert problem["kind"] == "unrotated_annotation"
+
+
+def test_coco_fast_path_gives_what_checking_each_image_gives(tmp_path, monkeypatch):
+    # Clean images take numpy's fast path, the others are checked one by one; forcing every image
+    # through the check must change nothing: records, problems and their order.
+    names = [f"{i}.jpg" for i in range(8)]
+    for i, name in enumerate(names):
+        picture(tmp_path / name, (64, 48), i)
+    cfg = coco_set(tmp_path, {name: (64, 48) for name in names})
+    data = json.loads(Path(cfg.train_json).read_text())
+    data["annotations"] += [
+        {"id": 20, "image_id": 2, "category_id": 1, "bbox": [-5, 10, 20, 20]},           # clipped
+        {"id": 21, "image_id": 2, "category_id": 7, "bbox": [1, 1, 5, 5]},               # unknown category
+        {"id": 22, "image_id": 4, "category_id": 1, "bbox": [1, 1, 0, 5]},               # no area
+        {"id": 23, "image_id": 4, "category_id": 1, "bbox": [1, "2", 3, 4]},             # not a number
+        {"id": 24, "image_id": 5, "category_id": 1, "bbox": [float("nan"), 1, 3, 4]},
+        {"id": 25, "image_id": 99, "category_id": 1, "bbox": [1, 1, 3, 4]},              # unknown image
+        {"id": 26, "image_id": 1, "category_id": 1, "bbox": [30, 20, 4, 4], "iscrowd": 1},
+    ]
+    data["images"][6]["file_name"] = "missing.jpg"
+    data["images"][7]["width"] = 0                                                       # header read
+    Path(cfg.train_json).write_text(json.dumps(data))
+
+    def loaded_as_lists():
+        loaded = load_dataset(cfg, ("train",))
+        return ([(str(r.path), r.width, r.height, r.boxes.tolist(), r.labels.tolist(), r.ignore.tolist(), r.source_id)
+                 for r in loaded.splits["train"]], [(p.kind, p.file, p.detail) for p in loaded.problems.problems])
+
+    fast = loaded_as_lists()
+    monkeypatch.setattr(coco, "_regular_files", lambda folder: set())
+    assert loaded_as_lists() == fast
+    assert len(fast[0]) == 7 and {kind for kind, _, _ in fast[1]} == {
+        "box_outside_image", "unknown_label", "zero_size_box", "bad_annotation", "non_finite_box", "missing_image"}
