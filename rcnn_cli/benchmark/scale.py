@@ -24,6 +24,7 @@ DETECTIONS = 100                 # ... with this many detections each (COCO's ca
 LOADER_IMAGES = 2000             # the DataLoader is timed on at most this many images
 COCO_TRAIN = 118_287             # images in COCO train2017, the size extrapolated to
 IMAGE_SIZE = (64, 48)            # stored pixels of every generated image (cheap to write and read)
+LINKS_PER_PICTURE = 50_000       # generate(distinct=False): ext4 allows 65,000 links to one file
 
 
 def class_weights(count: int = CLASSES) -> np.ndarray:
@@ -40,9 +41,9 @@ def generate(folder: Path, count: int, seed: int = 0, val_fraction: float = 0.1,
     their sizes, with 1 + Poisson(6.3) boxes per image (COCO's mean of 7.3), classes drawn by
     ``class_weights``, box sizes log-uniform from 4 px to the whole image.
 
-    distinct=False: every image file is a hard link to one picture (for timing annotation loading
-    at COCO's size, where writing 118k pictures would take longer than what is timed); the
-    annotations are the same as with distinct pictures."""
+    distinct=False: the image files are hard links to a few pictures (one per ``LINKS_PER_PICTURE``
+    images), for timing annotation loading at COCO's size, where writing 118k pictures would take
+    longer than what is timed; the annotations are the same as with distinct pictures."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -57,11 +58,11 @@ def generate(folder: Path, count: int, seed: int = 0, val_fraction: float = 0.1,
     for index in range(count):
         split = "val" if index < num_val else "train"
         name = f"{index:07d}.jpg"
-        if distinct or index == 0:
+        if distinct or index % LINKS_PER_PICTURE == 0:
             blocks = pictures.integers(0, 256, (6, 8, 3), dtype=np.uint8)
             Image.fromarray(blocks).resize(IMAGE_SIZE, Image.NEAREST).save(images_dir / name, quality=90)
         else:
-            os.link(images_dir / f"{0:07d}.jpg", images_dir / name)
+            os.link(images_dir / f"{index - index % LINKS_PER_PICTURE:07d}.jpg", images_dir / name)
         entries[split].append({"id": index + 1, "file_name": name, "width": width, "height": height})
         num = 1 + int(rng.poisson(6.3))
         sides = np.exp(rng.uniform(np.log(4), np.log(min(width, height)), (num, 2)))
@@ -232,12 +233,12 @@ def extrapolate(points: list[dict[str, Any]], target: int = COCO_TRAIN) -> dict[
 
 
 def measure_load(count: int, folder: Path, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
-    """Annotation loading alone on ``count`` images whose files are links to one picture
+    """Annotation loading alone on ``count`` images whose files are links to a few pictures
     (``generate(distinct=False)``): measured at sizes where the full ``measure`` would take long."""
     from ..config import load_config
     from ..data.load import load_dataset
 
-    result: dict[str, Any] = {"images": count, "pictures": "one picture, linked"}
+    result: dict[str, Any] = {"images": count, "pictures": "linked to a few pictures"}
     say(f"{count} images: generating annotations")
     with timed(result, "generate"):
         paths = generate(folder, count, distinct=False)

@@ -165,7 +165,7 @@ def dumps(result: dict) -> str:
 def data_scale_command(text: str | None, json_path: Path | None, console, load_text: str | None = None) -> dict:
     """``--data-scale N[,N...]``: the data side (annotation loading, data check, evaluation,
     DataLoader) on generated COCO sets of N images each; no model. ``--load-scale N[,N...]``:
-    annotation loading alone, on sets whose image files are links to one picture."""
+    annotation loading alone, on sets whose image files are links to a few pictures."""
     from ..benchmark.scale import scale_benchmark
 
     counts, load_counts = image_counts(text, "--data-scale"), image_counts(load_text, "--load-scale")
@@ -195,7 +195,7 @@ def print_scale(console, result: dict) -> None:
         print_scale_points(console, result)
     for point in result.get("load_only", []):
         console.print(f"load annotations alone, {point['images']:,} images ({point['boxes']:,} boxes, "
-                      f"{point['annotations_mb']:g} MB of JSON; image files linked to one picture): "
+                      f"{point['annotations_mb']:g} MB of JSON; image files linked to a few pictures): "
                       f"{point['load_s']:g} s, peak memory {point['load_peak_mb']:g} MB", highlight=False)
 
 
