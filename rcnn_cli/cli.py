@@ -226,7 +226,7 @@ def benchmark_cmd(
         "COCO eval, DataLoader) on generated COCO sets of N images")] = None,
     load_scale: Annotated[str | None, typer.Option(
         "--load-scale", metavar="N[,N...]", help="instead (or with --data-scale): time annotation loading alone "
-        "on generated COCO sets of N images whose files are links to a few pictures (e.g. 118287, COCO's size)")] = None,
+        "on generated COCO sets of N images whose files are links to a few pictures (118287: COCO's size)")] = None,
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import DatasetError
 from .records import ImageRecord, ProblemLog
-from .sanitize import make_record, report, safe_join
+from .sanitize import make_record, report, safe_join, trusted_size
 
 ROBOFLOW_JSON = "_annotations.coco.json"
 ROBOFLOW_SPLITS = {"train": "train", "val": "valid", "test": "test"}
@@ -135,7 +135,7 @@ class _Columns:
 def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_pixels: int | None = None
                  ) -> list[ImageRecord]:
     """Records of one file; images[].width/height, when given, are trusted without opening the image
-    (see ``sanitize.make_record``); images without them are opened for their size.
+    (``sanitize.trusted_size``); images without them are opened for their size.
 
     Linear in the annotations, with numpy doing the per-box work: an image whose annotations and
     declared size pass every check takes the fast path (slices of the file's arrays); any other
@@ -166,9 +166,9 @@ def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_p
 
 
 def _usable_size(image: dict[str, Any], limit: int) -> tuple[int, int]:
-    """The declared (width, height) when both are there and within the pixel limit, else (0, 0)."""
-    width, height = _int_or_none(image.get("width")), _int_or_none(image.get("height"))
-    return (width, height) if width and height and width * height <= limit else (0, 0)
+    """The declared (width, height) when ``make_record`` would trust it, else (0, 0)."""
+    declared = (_int_or_none(image.get("width")), _int_or_none(image.get("height")))
+    return declared if trusted_size(declared, limit) else (0, 0)
 
 
 def _columns(coco: CocoFile, label_of: dict[Any, int], widths: np.ndarray, heights: np.ndarray
@@ -262,7 +262,7 @@ def _checked_record(coco: CocoFile, image_id: int, image: dict[str, Any], annota
     declared = (_int_or_none(image.get("width")), _int_or_none(image.get("height")))
     return make_record(path, declared if all(declared) else None, np.array(boxes, np.float32),
                        np.array(labels, np.int64), np.array(ignore, bool), log, image_id, coco.path,
-                       max_pixels, trust_declared=True)
+                       max_pixels)
 
 
 def _is_number(value: Any) -> bool:

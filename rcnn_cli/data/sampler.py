@@ -14,7 +14,8 @@ from .repeat import expand, expected_batches
 class GroupedBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices.
 
-    landscape: per item, True when width >= height; batches hold one orientation only.
+    landscape: per item, True when width >= height, None when not known (``landscape_flags``);
+    batches hold one of these only.
     Every rank gets the same number of batches (the batch list is padded by repeating its first
     batches), as DDP needs. Training (``pad=True``) uses the repeats as ordinary batches;
     evaluation (``pad=False``) marks them as padding so every image is counted exactly once.
@@ -26,10 +27,10 @@ class GroupedBatchSampler(Sampler[list[int]]):
     every epoch: Lightning counts an epoch's steps once, at the start of training.
     """
 
-    def __init__(self, landscape: Sequence[bool], batch_size: int, shuffle: bool, seed: int = 0,
+    def __init__(self, landscape: Sequence[bool | None], batch_size: int, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, pad: bool = True, group: bool = True,
                  repeat: Sequence[float] | None = None):
-        self.landscape = [bool(x) for x in landscape]
+        self.landscape = [None if x is None else bool(x) for x in landscape]
         self.batch_size = max(int(batch_size), 1)
         self.shuffle, self.seed, self.pad, self.group = shuffle, seed, pad, group
         self.rank, self.world_size = rank, world_size
@@ -52,12 +53,12 @@ class GroupedBatchSampler(Sampler[list[int]]):
             return items
         return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
 
-    def _keys(self) -> list[bool]:
+    def _keys(self) -> list[bool | None]:
         return self.landscape if self.group else [True] * len(self.landscape)
 
     def _all_batches(self) -> list[list[int]]:
         order = self.expanded()
-        buckets: dict[bool, list[int]] = {True: [], False: []}
+        buckets: dict[bool | None, list[int]] = {True: [], False: [], None: []}
         batches = []
         for index in order:
             key = self.landscape[index] if self.group else True
@@ -103,3 +104,10 @@ class _EpochHook:
 
     def set_epoch(self, epoch: int) -> None:
         self.owner.set_epoch(epoch)
+
+
+def landscape_flags(records: Sequence) -> list[bool | None]:
+    """Per record, whether it is landscape (width >= height), for ``GroupedBatchSampler``; None where
+    the size is not known without opening the image (YOLO, ``records.NormalisedRecord``): such
+    images form a group of their own, and no rank reads every header to sort them."""
+    return [r.width >= r.height if getattr(r, "size_known", True) else None for r in records]
