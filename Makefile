@@ -46,7 +46,7 @@ bench: setup
 	$(RCNN) benchmark model=resnet50_fpn dataset=bccd --count 4 --batch 2 --json benchmarks/results-$(BENCH_DEVICE)-resnet50_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --json benchmarks/results-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json benchmarks/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
-	$(RCNN) benchmark --data-scale 1000,10000 --json benchmarks/scale-$(BENCH_DEVICE).json
+	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json benchmarks/scale-$(BENCH_DEVICE).json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

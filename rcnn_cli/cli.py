@@ -226,12 +226,16 @@ def benchmark_cmd(
     data_scale: Annotated[str | None, typer.Option(
         "--data-scale", metavar="N[,N...]", help="instead: time the data side (annotation loading, data check, "
         "COCO eval, DataLoader) on generated COCO sets of N images")] = None,
+    load_scale: Annotated[str | None, typer.Option(
+        "--load-scale", metavar="N[,N...]", help="instead (or with --data-scale): time annotation loading alone "
+        "on generated COCO sets of N images whose files are links to a few pictures (118287: COCO's size)")] = None,
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command
 
     command.run(command.BenchmarkOptions(overrides or [], config_dir, weights, images, count, batch, repeats, warmup,
-                                         not no_train, scaling, json_path, data_scale))
+                                         not no_train, scaling, json_path, data_scale,
+                                         load_scale))
 
 
 # Lightning's advice aimed at library users, not at people running a finished command.

@@ -8,7 +8,7 @@ import torch
 from helpers import run_rcnn, tiny_images
 
 from rcnn_cli import Detector
-from rcnn_cli.benchmark.scale import extrapolate, scale_benchmark
+from rcnn_cli.benchmark.scale import extrapolate, generate, scale_benchmark
 from rcnn_cli.eval.coco import coco_metrics
 from rcnn_cli.runtime.fast import fold_batchnorm, optimize_for_inference
 
@@ -49,6 +49,17 @@ def test_data_scale_benchmark_measures_every_stage_and_extrapolates_linearly(tmp
             assert point[key] > 0
     extrapolated = extrapolate([{"images": 1000, "check_s": 2.0}, {"images": 10_000, "check_s": 11.0}])
     assert extrapolated["check_s"] == 119.3 and "estimate" in extrapolated["method"]
+
+
+def test_load_only_points_time_loading_on_linked_pictures(tmp_path):
+    result = scale_benchmark([], workdir=tmp_path, load_counts=[30])
+    (point,) = result["load_only"]
+    assert point["images"] == 30 and point["problems"] == 0 and point["boxes"] >= 30
+    assert point["load_s"] > 0 and point["load_peak_mb"] > 0 and list(tmp_path.iterdir()) == []
+    # The annotations do not depend on whether the pictures are distinct.
+    distinct, linked = generate(tmp_path / "a", 30), generate(tmp_path / "b", 30, distinct=False)
+    assert distinct["train"].read_text() == linked["train"].read_text()
+    assert len({p.stat().st_ino for p in linked["images"].iterdir()}) == 1
 
 
 def test_folded_batchnorm_detects_what_the_exact_model_detects(tiny_run):

@@ -12,8 +12,9 @@ from test_data_formats import coco_file, voc_xml, write_image
 
 from rcnn_cli.config import load_config
 from rcnn_cli.data.check import build_report
+from rcnn_cli.data.dataset import DetectionDataset
 from rcnn_cli.data.errors import DatasetError
-from rcnn_cli.data.images import read_rgb
+from rcnn_cli.data.images import ImageReadError, read_rgb
 from rcnn_cli.data.load import load_dataset
 
 
@@ -69,12 +70,20 @@ def test_labels_outside_the_configured_classes_are_dropped(tmp_path):
 def test_missing_and_unreadable_images_are_skipped(tmp_path):
     good_voc_image(tmp_path)
     voc_xml(tmp_path / "xml" / "gone.xml", "gone.jpg", [("dog", (1, 1, 9, 9), False)])
-    (tmp_path / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    voc_xml(tmp_path / "xml" / "broken.xml", "broken.jpg", [("dog", (1, 1, 9, 9), False)])
+    for stem in ("broken", "unsized"):
+        (tmp_path / "images" / f"{stem}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        voc_xml(tmp_path / "xml" / f"{stem}.xml", f"{stem}.jpg", [("dog", (1, 1, 9, 9), False)],
+                size=(64, 48) if stem == "broken" else (0, 0))
     loaded = load_flat_voc(tmp_path)
-    assert [r.path.stem for r in loaded.splits["train"]] == ["good"]
+    # broken.xml declares a size: trusted, the image is not opened at load (issue 17) ...
+    assert [r.path.stem for r in loaded.splits["train"]] == ["broken", "good"]
     assert only(loaded, "missing_image")[0].file.endswith("gone.xml")
-    assert only(loaded, "unreadable_image")[0].file.endswith("broken.jpg")
+    # ... unsized.xml does not: its header is read, and the image skipped.
+    assert [p.file for p in only(loaded, "unreadable_image")] == [str(tmp_path / "images" / "unsized.jpg")]
+    with pytest.raises(ImageReadError, match="broken.jpg"):           # the first read names it
+        DetectionDataset(loaded.splits["train"])[0]
+    build_report(loaded)                                                # and so does `rcnn data check`
+    assert [p.file for p in only(loaded, "unreadable_image")][1:] == [str(tmp_path / "images" / "broken.jpg")]
 
 
 def test_a_truncated_jpeg_is_reported_when_decoded(tmp_path):

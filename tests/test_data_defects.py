@@ -18,6 +18,7 @@ from PIL import Image
 from test_data_formats import voc_xml
 
 from rcnn_cli.config import load_config
+from rcnn_cli.data.check import build_report
 from rcnn_cli.data.dataset import DetectionDataset
 from rcnn_cli.data.images import ImageReadError, image_size, open_image, read_rgb
 from rcnn_cli.data.load import load_dataset
@@ -95,18 +96,27 @@ def test_labelimg_boxes_on_stored_pixels_turn_with_the_exif_rotated_photo(tmp_pa
     path = exif_photo(tmp_path, orientation, (640, 480))     # LabelImg: size and boxes of the stored pixels
     loaded = flat_voc(tmp_path)
     (record,) = loaded.splits["train"]
-    assert (record.width, record.height) == (480, 640)
+    # The declared size is trusted at load (issue 17: no image opened), as for COCO ...
+    assert (record.width, record.height) == (640, 480) and len(loaded.problems) == 0
     assert record.num_boxes == 20                              # every BCCD box kept, none clipped away
-    assert [p.kind for p in loaded.problems.problems] == ["unrotated_annotation"]
-    assert "orientation" in loaded.problems.problems[0].detail
     with Image.open(path) as opened:
         stored = np.asarray(opened.convert("RGB"))              # PIL leaves EXIF alone unless asked
+    # ... and the first read turns the boxes with the photo.
     item_image, target = DetectionDataset(loaded.splits["train"])[0]
     upright = item_image.permute(1, 2, 0).numpy()              # what training and drawing decode
-    assert upright.shape == (640, 480, 3) and np.array_equal(target["boxes"].numpy(), record.boxes)
-    for before, after in zip(bccd_boxes("BloodImage_00000"), record.boxes, strict=True):
+    assert upright.shape == (640, 480, 3)
+    for before, after in zip(bccd_boxes("BloodImage_00000"), target["boxes"].numpy(), strict=True):
         turned = np.asarray(Image.fromarray(crop(stored, before)).transpose(UPRIGHT[orientation]))
         assert np.array_equal(crop(upright, after), turned)    # the same cells, turned upright
+    # `rcnn data check` says so.
+    (problem,) = build_report(loaded)["problems"]
+    assert problem["kind"] == "unrotated_annotation" and "orientation" in problem["examples"][0]
+
+
+def test_a_voc_photo_without_a_declared_size_gets_its_upright_size_from_the_header(tmp_path, bccd_root):
+    exif_photo(tmp_path, 6, (0, 0))                           # no usable <size>: the header decides at load
+    (record,) = flat_voc(tmp_path).splits["train"]
+    assert (record.width, record.height) == (480, 640)
 
 
 def test_boxes_on_the_upright_photo_are_kept_as_they_are(tmp_path, bccd_root):

@@ -5,6 +5,7 @@ loading its annotations, ``rcnn data check``, COCO evaluation and the DataLoader
 from __future__ import annotations
 
 import gc
+import os
 import tempfile
 import time
 import tracemalloc
@@ -23,6 +24,7 @@ DETECTIONS = 100                 # ... with this many detections each (COCO's ca
 LOADER_IMAGES = 2000             # the DataLoader is timed on at most this many images
 COCO_TRAIN = 118_287             # images in COCO train2017, the size extrapolated to
 IMAGE_SIZE = (64, 48)            # stored pixels of every generated image (cheap to write and read)
+LINKS_PER_PICTURE = 50_000       # generate(distinct=False): ext4 allows 65,000 links to one file
 
 
 def class_weights(count: int = CLASSES) -> np.ndarray:
@@ -32,14 +34,20 @@ def class_weights(count: int = CLASSES) -> np.ndarray:
     return weights / weights.sum()
 
 
-def generate(folder: Path, count: int, seed: int = 0, val_fraction: float = 0.1) -> dict[str, Path]:
+def generate(folder: Path, count: int, seed: int = 0, val_fraction: float = 0.1, distinct: bool = True
+             ) -> dict[str, Path]:
     """``count`` distinct images (random 6 x 8 colour blocks: unrelated perceptual hashes) in
     ``folder/images`` and COCO files ``train.json`` / ``val.json`` (``val_fraction`` of them) declaring
     their sizes, with 1 + Poisson(6.3) boxes per image (COCO's mean of 7.3), classes drawn by
-    ``class_weights``, box sizes log-uniform from 4 px to the whole image."""
+    ``class_weights``, box sizes log-uniform from 4 px to the whole image.
+
+    distinct=False: the image files are hard links to a few pictures (one per ``LINKS_PER_PICTURE``
+    images), for timing annotation loading at COCO's size, where writing 118k pictures would take
+    longer than what is timed; the annotations are the same as with distinct pictures."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    pictures = np.random.default_rng(seed + 1)      # apart from ``rng``: the annotations do not depend on it
     images_dir = folder / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     width, height = IMAGE_SIZE
@@ -50,8 +58,11 @@ def generate(folder: Path, count: int, seed: int = 0, val_fraction: float = 0.1)
     for index in range(count):
         split = "val" if index < num_val else "train"
         name = f"{index:07d}.jpg"
-        blocks = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        Image.fromarray(blocks).resize(IMAGE_SIZE, Image.NEAREST).save(images_dir / name, quality=90)
+        if distinct or index % LINKS_PER_PICTURE == 0:
+            blocks = pictures.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+            Image.fromarray(blocks).resize(IMAGE_SIZE, Image.NEAREST).save(images_dir / name, quality=90)
+        else:
+            os.link(images_dir / f"{index - index % LINKS_PER_PICTURE:07d}.jpg", images_dir / name)
         entries[split].append({"id": index + 1, "file_name": name, "width": width, "height": height})
         num = 1 + int(rng.poisson(6.3))
         sides = np.exp(rng.uniform(np.log(4), np.log(min(width, height)), (num, 2)))
@@ -221,13 +232,43 @@ def extrapolate(points: list[dict[str, Any]], target: int = COCO_TRAIN) -> dict[
     return out
 
 
+def measure_load(count: int, folder: Path, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Annotation loading alone on ``count`` images whose files are links to a few pictures
+    (``generate(distinct=False)``): measured at sizes where the full ``measure`` would take long."""
+    from ..config import load_config
+    from ..data.load import load_dataset
+
+    result: dict[str, Any] = {"images": count, "pictures": "linked to a few pictures"}
+    say(f"{count} images: generating annotations")
+    with timed(result, "generate"):
+        paths = generate(folder, count, distinct=False)
+    cfg = load_config(["dataset=coco", f"dataset.train_json={paths['train']}", f"dataset.val_json={paths['val']}",
+                       f"dataset.train_images={paths['images']}", f"dataset.val_images={paths['images']}"]).dataset
+    result["annotations_mb"] = round(sum(paths[s].stat().st_size for s in ("train", "val")) / 2**20, 1)
+    say(f"{count} images: loading annotations")
+    with timed(result, "load"):
+        loaded = load_dataset(cfg, ("train", "val"))
+    result["boxes"] = int(sum(r.num_boxes for split in ("train", "val") for r in loaded.splits[split]))
+    result["problems"] = len(loaded.problems)
+    del loaded
+    peak_memory(result, "load", lambda: load_dataset(cfg, ("train", "val")))
+    return result
+
+
 def scale_benchmark(counts: list[int], say: Callable[[str], None] = lambda line: None,
-                    workdir: Path | None = None) -> dict[str, Any]:
-    """``measure`` for each count (in a temporary folder, removed after), and the extrapolation."""
+                    workdir: Path | None = None, load_counts: list[int] = ()) -> dict[str, Any]:
+    """``measure`` for each count and ``measure_load`` for each of ``load_counts`` (each in a
+    temporary folder, removed after), and the extrapolation."""
     from .machine import machine_info
 
-    points = []
+    points, load_points = [], []
     for count in counts:
         with tempfile.TemporaryDirectory(prefix="rcnn-scale-", dir=workdir) as folder:
             points.append(measure(count, Path(folder), say))
-    return {"machine": machine_info(), "points": points, "extrapolated": extrapolate(points)}
+    for count in load_counts:
+        with tempfile.TemporaryDirectory(prefix="rcnn-scale-", dir=workdir) as folder:
+            load_points.append(measure_load(count, Path(folder), say))
+    result = {"machine": machine_info(), "points": points, "extrapolated": extrapolate(points)}
+    if load_points:
+        result["load_only"] = load_points
+    return result

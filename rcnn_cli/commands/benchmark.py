@@ -120,11 +120,12 @@ class BenchmarkOptions:
     scaling: bool = False
     json_path: Path | None = None
     data_scale: str | None = None          # "1000,10000": the data-side benchmark instead
+    load_scale: str | None = None          # "118287": annotation loading alone at these sizes (with data_scale or not)
 
 
 def run(options: BenchmarkOptions) -> dict:
-    if options.data_scale:
-        return data_scale_command(options.data_scale, options.json_path, stdout)
+    if options.data_scale or options.load_scale:
+        return data_scale_command(options.data_scale, options.json_path, stdout, options.load_scale)
     settings = resolve("benchmark", options.overrides, weights=options.weights, config_dir=options.config_dir)
     for note in settings.notes:
         stderr_console.print(f"note: {note}", highlight=False)
@@ -161,18 +162,15 @@ def dumps(result: dict) -> str:
     return json.dumps(result, indent=2)
 
 
-def data_scale_command(text: str, json_path: Path | None, console) -> dict:
+def data_scale_command(text: str | None, json_path: Path | None, console, load_text: str | None = None) -> dict:
     """``--data-scale N[,N...]``: the data side (annotation loading, data check, evaluation,
-    DataLoader) on generated COCO sets of N images each; no model."""
+    DataLoader) on generated COCO sets of N images each; no model. ``--load-scale N[,N...]``:
+    annotation loading alone, on sets whose image files are links to a few pictures."""
     from ..benchmark.scale import scale_benchmark
 
-    try:
-        counts = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--data-scale takes image counts such as 1000,10000, not {text!r}") from None
-    if any(n < 2 for n in counts):
-        raise UsageError(f"--data-scale needs image counts of at least 2, got {text}")
-    result = scale_benchmark(counts, lambda line: stderr_console.print(line, highlight=False))
+    counts, load_counts = image_counts(text, "--data-scale"), image_counts(load_text, "--load-scale")
+    result = scale_benchmark(counts, lambda line: stderr_console.print(line, highlight=False),
+                             load_counts=load_counts)
     print_scale(console, result)
     if json_path:
         write_json(Path(json_path), result)
@@ -180,7 +178,28 @@ def data_scale_command(text: str, json_path: Path | None, console) -> dict:
     return result
 
 
+def image_counts(text: str | None, option: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{option} takes image counts such as 1000,10000, not {text!r}") from None
+    if any(n < 2 for n in counts):
+        raise UsageError(f"{option} needs image counts of at least 2, got {text}")
+    return counts
+
+
 def print_scale(console, result: dict) -> None:
+    if result["points"]:
+        print_scale_points(console, result)
+    for point in result.get("load_only", []):
+        console.print(f"load annotations alone, {point['images']:,} images ({point['boxes']:,} boxes, "
+                      f"{point['annotations_mb']:g} MB of JSON; image files linked to a few pictures): "
+                      f"{point['load_s']:g} s, peak memory {point['load_peak_mb']:g} MB", highlight=False)
+
+
+def print_scale_points(console, result: dict) -> None:
     machine = result["machine"]
     table = Table(title=f"data at scale on {machine['cpu']} ({machine['cores']} cores, "
                         f"{', '.join(machine['cpu_flags'])})", title_justify="left")

@@ -37,14 +37,17 @@ def build_report(loaded: LoadedDataset, max_pixels: int | None = None, progress:
                  ) -> dict[str, Any]:
     """The report as a dict. Every image is read once (header, bytes, pHash), shown by ``progress``:
     images that no longer decode or whose size differs from the record's (an annotation's declared
-    size is trusted at load, see ``sanitize.make_record``) are added to ``loaded.problems``."""
+    size is trusted at load, see ``sanitize.make_record``) are added to ``loaded.problems``.
+    Records whose size was not known (YOLO) get it here; those whose image cannot be read are
+    dropped from ``loaded.splits``, having no size to report or to fit anchors to."""
     items = [(split, r) for split, recs in loaded.splits.items() for r in recs]
     track = progress or _no_progress
     prints = [fingerprint(r.path, max_pixels) for _, r in track(items, len(items), "reading images")]
     for (_, record), found in zip(items, prints):
         verify_size(record, found, loaded.problems)
     groups = find_duplicate_groups([(split, r.path) for split, r in items], prints)
-    records = [r for _, r in items]
+    loaded.splits = {split: [r for r in recs if r.size_known] for split, recs in loaded.splits.items()}
+    records = [r for recs in loaded.splits.values() for r in recs]
     classes = Counter(int(label) for r in records for label in r.labels)
     areas = np.concatenate([(r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1]) for r in records]
                            or [np.zeros(0)])
@@ -70,7 +73,8 @@ def build_report(loaded: LoadedDataset, max_pixels: int | None = None, progress:
 
 
 def verify_size(record: ImageRecord, found: Fingerprint, log: ProblemLog) -> None:
-    """Report an image that cannot be decoded, or whose header disagrees with the record's size."""
+    """Report an image that cannot be decoded, or whose header disagrees with the record's size;
+    give a record without a size (YOLO's) the header's."""
     from .images import SWAPS_SIDES
 
     if found.error:
@@ -78,6 +82,9 @@ def verify_size(record: ImageRecord, found: Fingerprint, log: ProblemLog) -> Non
         return
     stored = found.size
     upright = (stored[1], stored[0]) if found.orientation in SWAPS_SIDES else stored
+    if not record.size_known:
+        record.resolve(*upright)
+        return
     if upright == (record.width, record.height):
         return
     if found.orientation in SWAPS_SIDES and stored == (record.width, record.height):

@@ -7,7 +7,10 @@ and ``LoadedDataset.category_ids`` maps them back when results are written.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Hashable
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import numpy as np
 
 from .errors import DatasetError
 from .records import ImageRecord, ProblemLog
-from .sanitize import make_record, report, safe_join
+from .sanitize import make_record, report, safe_join, trusted_size
 
 ROBOFLOW_JSON = "_annotations.coco.json"
 ROBOFLOW_SPLITS = {"train": "train", "val": "valid", "test": "test"}
@@ -23,13 +26,15 @@ ROBOFLOW_SPLITS = {"train": "train", "val": "valid", "test": "test"}
 
 @dataclass
 class CocoFile:
-    """One parsed COCO file: categories {id: name}, images {id: info}, annotations per image id."""
+    """One parsed COCO file: categories {id: name}, images {id: info}, and the annotations of those
+    images in file order, with ``owners[k]``: the position in ``images`` of annotation k's image."""
 
     path: Path
     images_dir: Path
     categories: dict[int, str]
     images: dict[int, dict[str, Any]]
-    annotations: dict[int, list[dict[str, Any]]]
+    annotations: list[dict[str, Any]]
+    owners: np.ndarray
 
 
 def read_json(path: Path) -> Any:
@@ -70,13 +75,24 @@ def parse_coco(path: Path, images_dir: Path, log: ProblemLog) -> CocoFile:
             report(log, "duplicate_image_id", path, f"image id {image_id}")
             continue
         images[image_id] = image
-    annotations: dict[int, list[dict[str, Any]]] = {}
-    for annotation in data.get("annotations") or []:
-        if not isinstance(annotation, dict) or annotation.get("image_id") not in images:
-            report(log, "bad_annotation", path, f"annotation for unknown image {_get(annotation, 'image_id')!r:.40}")
-            continue
-        annotations.setdefault(annotation["image_id"], []).append(annotation)
-    return CocoFile(path, images_dir, categories, images, annotations)
+    annotations, owners = _owned_annotations(data.get("annotations") or [], images, path, log)
+    return CocoFile(path, images_dir, categories, images, annotations, owners)
+
+
+def _owned_annotations(annotations: list, images: dict[int, dict], path: Path, log: ProblemLog
+                       ) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The annotations whose image is in ``images`` and their images' positions; the others are
+    reported. One comprehension over all of them: a COCO file has ~7 per image."""
+    position = {image_id: index for index, image_id in enumerate(images)}
+    owners = np.array([position.get(a.get("image_id"), -1) if isinstance(a, dict) else -1 for a in annotations],
+                      np.int64)
+    for index in np.flatnonzero(owners < 0).tolist():
+        annotation = annotations[index]
+        report(log, "bad_annotation", path, f"annotation for unknown image {_get(annotation, 'image_id')!r:.40}")
+    kept = np.flatnonzero(owners >= 0)
+    if len(kept) == len(annotations):
+        return list(annotations), owners
+    return [annotations[i] for i in kept.tolist()], owners[kept]
 
 
 def _get(item: Any, key: str) -> Any:
@@ -90,7 +106,7 @@ def category_table(files: list[CocoFile], class_names: list[str] | None, log: Pr
     names: dict[int, str] = {}
     for coco in files:
         names.update(coco.categories)
-    used = {a.get("category_id") for coco in files for anns in coco.annotations.values() for a in anns}
+    used = {a.get("category_id") for coco in files for a in coco.annotations}
     if class_names:
         by_name = {name: cid for cid, name in names.items()}
         missing = [n for n in class_names if n not in by_name]
@@ -105,37 +121,148 @@ def category_table(files: list[CocoFile], class_names: list[str] | None, log: Pr
     return [names[c] for c in ids], ids
 
 
+@dataclass
+class _Columns:
+    """Every annotation of a file as arrays, grouped by image: image i owns rows starts[i]:starts[i+1]."""
+
+    boxes: np.ndarray       # (A, 4) float32 xyxy
+    labels: np.ndarray      # (A,) int64
+    ignore: np.ndarray      # (A,) bool
+    starts: np.ndarray      # (I + 1,)
+    order: np.ndarray       # (A,) row -> index into CocoFile.annotations
+
+
 def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_pixels: int | None = None
                  ) -> list[ImageRecord]:
     """Records of one file; images[].width/height, when given, are trusted without opening the image
-    (see ``sanitize.make_record``); images without them are opened for their size."""
+    (``sanitize.trusted_size``); images without them are opened for their size.
+
+    Linear in the annotations, with numpy doing the per-box work: an image whose annotations and
+    declared size pass every check takes the fast path (slices of the file's arrays); any other
+    image goes through ``_checked_record``, which reports its problems one by one. Clean images
+    report nothing, so the problems come out as from checking every image one by one."""
+    from .images import default_max_pixels
+
     label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
+    limit = max_pixels or default_max_pixels()
+    sizes = [_usable_size(image, limit) for image in coco.images.values()]
+    widths, heights = (np.array(side, np.float32) for side in zip(*sizes)) if sizes else (np.zeros(0),) * 2
+    columns, clean = _columns(coco, label_of, widths, heights)
+    listing = _regular_files(coco.images_dir)
+    root = _resolved_root(coco.images_dir)
     records = []
-    for image_id, image in coco.images.items():
-        path = safe_join(coco.images_dir, str(image["file_name"]))
-        if path is None:
-            report(log, "unsafe_path", coco.path, f"file_name {image['file_name']!r}")
+    for index, (image_id, image) in enumerate(coco.images.items()):
+        name = str(image["file_name"])
+        start, end = columns.starts[index], columns.starts[index + 1]
+        if clean[index] and name in listing:
+            records.append(ImageRecord(root / name, *sizes[index], columns.boxes[start:end],
+                                       columns.labels[start:end], columns.ignore[start:end], image_id))
             continue
-        boxes, labels, ignore = [], [], []
-        for annotation in coco.annotations.get(image_id, []):
-            bbox, category = annotation.get("bbox"), annotation.get("category_id")
-            if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-                report(log, "bad_annotation", coco.path, f"annotation {annotation.get('id')}: bbox {bbox!r:.60}")
-                continue
-            if category not in label_of:
-                report(log, "unknown_label", coco.path, f"annotation {annotation.get('id')}: category {category!r}")
-                continue
-            x, y, w, h = (float(v) for v in bbox)
-            boxes.append([x, y, x + w, y + h])
-            labels.append(label_of[category])
-            ignore.append(bool(annotation.get("iscrowd", 0)))
-        declared = (_int_or_none(image.get("width")), _int_or_none(image.get("height")))
-        record = make_record(path, declared if all(declared) else None, np.array(boxes, np.float32),
-                             np.array(labels, np.int64), np.array(ignore, bool), log, image_id, coco.path,
-                             max_pixels, trust_declared=True)
+        owned = [coco.annotations[k] for k in columns.order[start:end].tolist()]
+        record = _checked_record(coco, image_id, image, owned, label_of, log, max_pixels)
         if record is not None:
             records.append(record)
     return records
+
+
+def _usable_size(image: dict[str, Any], limit: int) -> tuple[int, int]:
+    """The declared (width, height) when ``make_record`` would trust it, else (0, 0)."""
+    declared = (_int_or_none(image.get("width")), _int_or_none(image.get("height")))
+    return declared if trusted_size(declared, limit) else (0, 0)
+
+
+def _columns(coco: CocoFile, label_of: dict[Any, int], widths: np.ndarray, heights: np.ndarray
+             ) -> tuple[_Columns, np.ndarray]:
+    """The annotations as arrays grouped by image, and per image whether all of it is clean: a
+    usable declared size, and every annotation a valid bbox of a known category with nothing for
+    ``clean_boxes`` to report."""
+    annotations = coco.annotations
+    xywh, valid = _bbox_array([a.get("bbox") for a in annotations])
+    labels = _labels([a.get("category_id") for a in annotations], label_of)
+    ignore = np.array([bool(a.get("iscrowd", 0)) for a in annotations], bool)
+    with np.errstate(over="ignore"):        # 1e308-sized boxes: ``_checked_record`` reports them
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
+    owners = coco.owners
+    trouble = ~valid | (labels <= 0) | _box_trouble(boxes, widths[owners], heights[owners])
+    clean = widths > 0
+    clean[owners[trouble]] = False
+    order = np.argsort(owners, kind="stable")
+    starts = np.searchsorted(owners[order], np.arange(len(widths) + 1))
+    return _Columns(boxes[order], labels[order], ignore[order], starts, order), clean
+
+
+def _bbox_array(bboxes: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(A, 4) float64 [x, y, w, h] (zeros where invalid) and (A,) whether each is a list of four numbers."""
+    if all(type(b) is list and len(b) == 4 for b in bboxes):
+        flat = list(chain.from_iterable(bboxes))
+        if set(map(type, flat)) <= {int, float}:            # JSON numbers; bool is refused as before
+            return np.array(flat, np.float64).reshape(-1, 4), np.ones(len(bboxes), bool)
+    valid = [_is_bbox(b) for b in bboxes]
+    values = [b if ok else [0, 0, 0, 0] for b, ok in zip(bboxes, valid)]
+    return np.array(values, np.float64).reshape(-1, 4), np.array(valid, bool)
+
+
+def _is_bbox(bbox: Any) -> bool:
+    return isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
+
+
+def _labels(categories: list[Any], label_of: dict[Any, int]) -> np.ndarray:
+    """(A,) label of each category id: 0 for an unknown one, -1 for one that cannot be looked up
+    (a list: reported, or raised, by ``_checked_record`` as before)."""
+    try:
+        return np.array([label_of.get(c, 0) for c in categories], np.int64)
+    except TypeError:
+        return np.array([label_of.get(c, 0) if isinstance(c, Hashable) else -1 for c in categories], np.int64)
+
+
+def _box_trouble(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> np.ndarray:
+    """(A,) whether ``clean_boxes`` would report the box: not finite, no area, or not inside."""
+    x1, y1, x2, y2 = boxes.T
+    with np.errstate(invalid="ignore"):
+        return (~np.isfinite(boxes).all(axis=1) | (x2 <= x1) | (y2 <= y1)
+                | (x1 < 0) | (y1 < 0) | (x2 > widths) | (y2 > heights))
+
+
+def _regular_files(folder: Path) -> set[str]:
+    """Names of the regular files (not links) directly in ``folder``: one directory read instead of
+    one ``stat`` per image. Such a name exists and cannot lead out of the folder (names starting
+    with a backslash are left to ``safe_join``, which refuses them)."""
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries
+                    if entry.is_file(follow_symlinks=False) and not entry.name.startswith("\\")}
+    except OSError:
+        return set()
+
+
+def _resolved_root(folder: Path) -> Path:
+    return Path(os.path.realpath(folder))
+
+
+def _checked_record(coco: CocoFile, image_id: int, image: dict[str, Any], annotations: list[dict[str, Any]],
+                    label_of: dict[Any, int], log: ProblemLog, max_pixels: int | None) -> ImageRecord | None:
+    """One image, every check made and reported one by one (the path of images with any problem)."""
+    path = safe_join(coco.images_dir, str(image["file_name"]))
+    if path is None:
+        report(log, "unsafe_path", coco.path, f"file_name {image['file_name']!r}")
+        return None
+    boxes, labels, ignore = [], [], []
+    for annotation in annotations:
+        bbox, category = annotation.get("bbox"), annotation.get("category_id")
+        if not _is_bbox(bbox):
+            report(log, "bad_annotation", coco.path, f"annotation {annotation.get('id')}: bbox {bbox!r:.60}")
+            continue
+        if category not in label_of:
+            report(log, "unknown_label", coco.path, f"annotation {annotation.get('id')}: category {category!r}")
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        boxes.append([x, y, x + w, y + h])
+        labels.append(label_of[category])
+        ignore.append(bool(annotation.get("iscrowd", 0)))
+    declared = (_int_or_none(image.get("width")), _int_or_none(image.get("height")))
+    return make_record(path, declared if all(declared) else None, np.array(boxes, np.float32),
+                       np.array(labels, np.int64), np.array(ignore, bool), log, image_id, coco.path,
+                       max_pixels)
 
 
 def _is_number(value: Any) -> bool:

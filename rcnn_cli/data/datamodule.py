@@ -15,7 +15,7 @@ from .dataset import DetectionDataset, ReseedWorker, collate, stream_seed
 from .load import load_dataset
 from .records import ImageRecord, LoadedDataset
 from .repeat import RepeatFactors, repeat_factors
-from .sampler import GroupedBatchSampler
+from .sampler import GroupedBatchSampler, landscape_flags
 from .tiles import source_positions, tile_records, tiling_summary
 
 
@@ -118,7 +118,7 @@ class DetectionDataModule(L.LightningDataModule):
         rank, world = self._rank_and_world()
         group = bool(data.get("group_aspect_ratio", True)) and int(data.batch_size) > 1
         factors = self.repeat_factors() if train else None          # validation is never repeated
-        sampler = GroupedBatchSampler([r.width >= r.height for r in dataset.records], int(data.batch_size),
+        sampler = GroupedBatchSampler(landscape_flags(dataset.records), int(data.batch_size),
                                       shuffle=train, seed=int(self.cfg.seed), rank=rank,
                                       world_size=world, pad=train, group=group,
                                       repeat=None if factors is None else factors.per_image,

@@ -2,8 +2,9 @@
 
 Labelling tools (CVAT, Roboflow) show photos upright, i.e. with EXIF orientation applied, and users
 draw boxes on what they see; so we apply it too, in training, evaluation and prediction. LabelImg
-and a few others label the stored pixels instead: ``sanitize.make_record`` recognises those files by
-their declared size and turns their boxes (``upright_boxes``), so that pixels are decoded one way.
+and a few others label the stored pixels instead: such files are recognised by their declared size
+(the stored one) at the image's first read (``DetectionDataset``), or at load where the header is
+read anyway, and their boxes turned (``upright_boxes``), so that pixels are decoded one way.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What every reader (VOC, COCO, YOLO, shapes) produces: image records without pixels, plus the
-problems it found. Everything downstream (DataModule, ``rcnn data check``, evaluation) reads these."""
+problems it found. Everything downstream (DataModule, ``rcnn data check``, evaluation) reads these.
+YOLO's records are NormalisedRecord: the same attributes, the size read from the image when asked."""
 
 from __future__ import annotations
 
@@ -31,6 +32,66 @@ class ImageRecord:
     @property
     def num_boxes(self) -> int:
         return int(self.boxes.shape[0])
+
+    @property
+    def size_known(self) -> bool:
+        """Whether width and height are known without opening the image (see NormalisedRecord)."""
+        return True
+
+
+class NormalisedRecord:
+    """An ImageRecord whose boxes are stored as fractions of the image's (upright) width and height,
+    as YOLO labels give them: loading opens no image. ``width``, ``height`` and ``boxes`` (pixels,
+    as ImageRecord has them) read the image header the first time they are asked for, and raise
+    ImageReadError naming the file when it cannot be read; ``resolve`` gives a size already read
+    (``rcnn data check``). Code that only needs to know whether the size is known asks ``size_known``.
+
+    fractions: (N, 4) float64 xyxy in 0..1, already checked (``sanitize.clean_boxes``).
+    """
+
+    def __init__(self, path: Path, fractions: np.ndarray, labels: np.ndarray, ignore: np.ndarray,
+                 source_id: int | str = "", max_pixels: int | None = None):
+        self.path, self.fractions, self.labels, self.ignore = path, fractions, labels, ignore
+        self.source_id, self.max_pixels = source_id, max_pixels
+        self._size: tuple[int, int] | None = None
+        self._boxes: np.ndarray | None = None
+
+    @property
+    def size_known(self) -> bool:
+        return self._size is not None
+
+    def resolve(self, width: int, height: int) -> None:
+        """Set the image's decoded (upright) size; the pixel boxes follow from it."""
+        self._size = (int(width), int(height))
+        self._boxes = (self.fractions * np.array([width, height, width, height], np.float64)).astype(np.float32)
+
+    def _read_size(self) -> tuple[int, int]:
+        if self._size is None:
+            from .images import image_size
+
+            self.resolve(*image_size(self.path, self.max_pixels))
+        return self._size
+
+    @property
+    def width(self) -> int:
+        return self._read_size()[0]
+
+    @property
+    def height(self) -> int:
+        return self._read_size()[1]
+
+    @property
+    def boxes(self) -> np.ndarray:
+        self._read_size()
+        return self._boxes
+
+    @property
+    def num_boxes(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        size = f"{self._size[0]}x{self._size[1]}" if self._size else "size unread"
+        return f"NormalisedRecord({self.path}, {size}, {self.num_boxes} boxes)"
 
 
 def empty_annotations() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

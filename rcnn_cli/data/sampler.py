@@ -14,7 +14,8 @@ from .repeat import expand, expected_batches
 class GroupedBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices.
 
-    landscape: per item, True when width >= height; batches hold one orientation only.
+    landscape: per item, True when width >= height, None when not known (``landscape_flags``);
+    batches hold one of these only.
     Every rank gets the same number of batches (the batch list is padded by repeating its first
     batches), as DDP needs. Training (``pad=True``) uses the repeats as ordinary batches;
     evaluation (``pad=False``) marks them as padding so every image is counted exactly once.
@@ -30,10 +31,10 @@ class GroupedBatchSampler(Sampler[list[int]]):
     together, so a worker decodes an 8,000 px picture once for several of its tiles, not once per tile.
     """
 
-    def __init__(self, landscape: Sequence[bool], batch_size: int, shuffle: bool, seed: int = 0,
+    def __init__(self, landscape: Sequence[bool | None], batch_size: int, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, pad: bool = True, group: bool = True,
                  repeat: Sequence[float] | None = None, sources: Sequence[int] | None = None):
-        self.landscape = [bool(x) for x in landscape]
+        self.landscape = [None if x is None else bool(x) for x in landscape]
         self.batch_size = max(int(batch_size), 1)
         self.shuffle, self.seed, self.pad, self.group = shuffle, seed, pad, group
         self.rank, self.world_size = rank, world_size
@@ -70,12 +71,12 @@ class GroupedBatchSampler(Sampler[list[int]]):
         keys = source_rank[self.sources[torch.as_tensor(items, dtype=torch.long)]].double() + within
         return [items[i] for i in torch.argsort(keys, stable=True).tolist()]
 
-    def _keys(self) -> list[bool]:
+    def _keys(self) -> list[bool | None]:
         return self.landscape if self.group else [True] * len(self.landscape)
 
     def _all_batches(self) -> list[list[int]]:
         order = self.expanded()
-        buckets: dict[bool, list[int]] = {True: [], False: []}
+        buckets: dict[bool | None, list[int]] = {True: [], False: [], None: []}
         batches = []
         for index in order:
             key = self.landscape[index] if self.group else True
@@ -121,3 +122,10 @@ class _EpochHook:
 
     def set_epoch(self, epoch: int) -> None:
         self.owner.set_epoch(epoch)
+
+
+def landscape_flags(records: Sequence) -> list[bool | None]:
+    """Per record, whether it is landscape (width >= height), for ``GroupedBatchSampler``; None where
+    the size is not known without opening the image (YOLO, ``records.NormalisedRecord``): such
+    images form a group of their own, and no rank reads every header to sort them."""
+    return [r.width >= r.height if getattr(r, "size_known", True) else None for r in records]

@@ -34,19 +34,22 @@ def report(log: ProblemLog, kind: str, file: str | Path, detail: str = "") -> No
     log.add(kind, file, detail, POLICIES.get(kind, ""))
 
 
-def clean_boxes(boxes: np.ndarray, width: int, height: int, file: str | Path, log: ProblemLog) -> np.ndarray:
+def clean_boxes(boxes: np.ndarray, width: float, height: float, file: str | Path, log: ProblemLog,
+                unit: str = "px", min_side: float = 0.0) -> np.ndarray:
     """Indices of the boxes to keep, after clipping ``boxes`` in place.
 
-    boxes: (N, 4) float32 xyxy pixels; width/height: the decoded image size.
+    boxes: (N, 4) float32 xyxy pixels; width/height: the decoded image size. YOLO's boxes are
+    checked as fractions (width = height = 1, ``unit`` says so in the details), with ``min_side``
+    1e-6: a narrower box would have no area once in float32 pixels.
     """
     keep = np.isfinite(boxes).all(axis=1)
     for i in np.flatnonzero(~keep):
         report(log, "non_finite_box", file, f"box {i}: {boxes[i].tolist()}")
     boxes[~keep] = 0
-    degenerate = keep & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    sides = boxes[:, 2:] - boxes[:, :2]
+    degenerate = keep & (sides <= min_side).any(axis=1)
     for i in np.flatnonzero(degenerate):
-        w, h = boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]
-        report(log, "zero_size_box", file, f"box {i} is {w:g}x{h:g} px")
+        report(log, "zero_size_box", file, f"box {i} is {sides[i, 0]:g}x{sides[i, 1]:g} {unit}")
     keep &= ~degenerate
     outside = keep & ((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height))
     if outside.any():
@@ -78,40 +81,56 @@ def _resolved(folder: str) -> str:
 
 def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.ndarray, labels: np.ndarray,
                 ignore: np.ndarray, log: ProblemLog, source_id: int | str = "",
-                annotation_file: str | Path | None = None, max_pixels: int | None = None,
-                trust_declared: bool = False):
+                annotation_file: str | Path | None = None, max_pixels: int | None = None):
     """An ImageRecord after every check, or None when the image itself cannot be used.
 
     declared_size: (width, height) the annotation states, if any. boxes (N, 4) xyxy float,
     labels (N,) int64 in 1..C, ignore (N,) bool. max_pixels: dataset.max_image_pixels (None: its default).
 
-    trust_declared: take ``declared_size`` as the decoded (upright) size without opening the image,
-    so that loading 100k images takes seconds. Safe where the format's convention is the size of the
-    picture as shown (COCO: CVAT, Roboflow and COCO itself write it); VOC files come from LabelImg,
-    which writes the stored size of EXIF-rotated photos, so VOC reads the header to decide. A wrong
-    declared size is found at the image's first read (``DetectionDataset``: the boxes of an EXIF
-    photo labelled on its stored pixels are turned there, anything else stops with the file named)
-    and by ``rcnn data check``, which reads every header. The file's existence is still checked.
+    A declared size (both sides positive, within max_pixels) is taken as the decoded (upright)
+    size without opening the image, so that loading 100k images takes seconds and no DDP rank
+    reads every header. A wrong one is found at the image's first read (``DetectionDataset``: the
+    boxes of an EXIF photo labelled on its stored pixels, as LabelImg writes them, are turned
+    there; anything else stops with the file named) and by ``rcnn data check``, which reads every
+    header. Without a usable declared size the header is read here. The file's existence is
+    always checked.
     """
-    from .images import SWAPS_SIDES, ImageReadError, default_max_pixels, image_header, upright_boxes
     from .records import ImageRecord
 
     where = annotation_file or path
     if not path.is_file():
         report(log, "missing_image", where, f"{path} does not exist")
         return None
-    if trust_declared and declared_size and all(declared_size):
+    if trusted_size(declared_size, max_pixels):
         width, height = (int(v) for v in declared_size)
-        limit = max_pixels or default_max_pixels()
-        if width * height > limit:
-            report(log, "unreadable_image", path, f"{width}x{height} is {width * height:,} pixels (as declared), "
-                                                  f"over dataset.max_image_pixels={limit:,}; refusing to decode it "
-                                                  "(raise the limit if it is genuine)")
+    else:
+        read = _size_from_header(path, declared_size, boxes, log, where, max_pixels)
+        if read is None:
             return None
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
-        keep = clean_boxes(boxes, width, height, where, log)
-        return ImageRecord(path, width, height, boxes[keep], np.asarray(labels, np.int64)[keep],
-                           np.asarray(ignore, bool)[keep], source_id)
+        width, height, boxes = read
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    keep = clean_boxes(boxes, width, height, where, log)
+    return ImageRecord(path, width, height, boxes[keep], np.asarray(labels, np.int64)[keep],
+                       np.asarray(ignore, bool)[keep], source_id)
+
+
+def trusted_size(declared_size: tuple[int, int] | None, max_pixels: int | None = None) -> bool:
+    """Whether a declared (width, height) is taken without reading the image: both sides positive
+    and the area within max_pixels. A larger one is left to the header, which refuses a really
+    oversized image and corrects a wrong declaration (``size_mismatch``)."""
+    from .images import default_max_pixels
+
+    if not declared_size or not all(isinstance(v, int) and v > 0 for v in declared_size):
+        return False
+    return declared_size[0] * declared_size[1] <= (max_pixels or default_max_pixels())
+
+
+def _size_from_header(path: Path, declared_size: tuple[int, int] | None, boxes: np.ndarray, log: ProblemLog,
+                      where: str | Path, max_pixels: int | None) -> tuple[int, int, np.ndarray] | None:
+    """(width, height, boxes) from the image header, the boxes turned when the declared size is the
+    stored size of an EXIF-rotated photo; None (reported) when the header cannot be read."""
+    from .images import SWAPS_SIDES, ImageReadError, image_header, upright_boxes
+
     try:
         stored_width, stored_height, orientation = image_header(path, max_pixels)
     except ImageReadError as err:
@@ -119,7 +138,7 @@ def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.nda
         return None
     turned = orientation in SWAPS_SIDES
     width, height = (stored_height, stored_width) if turned else (stored_width, stored_height)
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if declared_size and all(declared_size) and tuple(declared_size) != (width, height):
         if turned and tuple(declared_size) == (stored_width, stored_height):
             # LabelImg and others label the stored pixels, ignoring EXIF; every reader decodes
@@ -130,6 +149,4 @@ def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.nda
         else:
             report(log, "size_mismatch", where, f"annotation says {declared_size[0]}x{declared_size[1]}, "
                                                 f"{path.name} is {width}x{height}")
-    keep = clean_boxes(boxes, width, height, where, log)
-    return ImageRecord(path, width, height, boxes[keep], np.asarray(labels, np.int64)[keep],
-                       np.asarray(ignore, bool)[keep], source_id)
+    return width, height, boxes

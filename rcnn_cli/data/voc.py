@@ -53,10 +53,13 @@ def parse_voc_xml(xml_path: Path, images_dir: Path, log: ProblemLog) -> VocFile 
 
 
 def _declared_size(root: ET.Element) -> tuple[int, int] | None:
+    """<size> as written; None when missing, not numbers, or not positive (some tools write 0 x 0
+    for images they could not read): the header is read instead."""
     try:
-        return int(float(root.findtext("size/width"))), int(float(root.findtext("size/height")))
-    except (TypeError, ValueError):
+        width, height = int(float(root.findtext("size/width"))), int(float(root.findtext("size/height")))
+    except (TypeError, ValueError, OverflowError):
         return None
+    return (width, height) if width > 0 and height > 0 else None
 
 
 def _image_for(xml_path: Path, filename: str | None, images_dir: Path, log: ProblemLog) -> Path | None:

@@ -10,8 +10,8 @@ import yaml
 
 from .errors import DatasetError
 from .images import IMAGE_EXTENSIONS
-from .records import ImageRecord, LoadedDataset, ProblemLog
-from .sanitize import make_record, report
+from .records import LoadedDataset, NormalisedRecord, ProblemLog
+from .sanitize import clean_boxes, report
 
 SPLIT_KEYS = {"train": ("train",), "val": ("val", "valid"), "test": ("test",)}
 
@@ -62,12 +62,11 @@ def label_file(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def read_labels(path: Path, width: int, height: int, num_classes: int, log: ProblemLog
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """(boxes (N, 4) xyxy pixels, labels (N,) in 1..C) of one label file."""
+def read_labels(path: Path, num_classes: int, log: ProblemLog) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes (N, 4) float64 xyxy as fractions of the image, labels (N,) in 1..C) of one label file."""
     boxes, labels = [], []
     if not path.is_file():
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+        return np.zeros((0, 4), np.float64), np.zeros((0,), np.int64)
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -83,38 +82,42 @@ def read_labels(path: Path, width: int, height: int, num_classes: int, log: Prob
         if not 0 <= cls < num_classes:
             report(log, "unknown_label", path, f"line {number}: class {cls}")
             continue
-        boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
+        boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
         labels.append(cls + 1)
-    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+    return np.array(boxes, np.float64).reshape(-1, 4), np.array(labels, np.int64)
 
 
 def load_yolo(cfg, splits, log: ProblemLog) -> LoadedDataset:
-    from .images import ImageReadError, image_size
-
+    """Records that keep YOLO's fractions (NormalisedRecord): no image is opened here; the first
+    read of an image, or ``rcnn data check``, gives its size and refuses one that cannot be read."""
     root = Path(cfg.root) if cfg.get("root") else None
     if root is None or not root.is_dir():
         raise DatasetError(f"dataset.root {root}: folder not found (the folder with data.yaml)")
     data = read_data_yaml(root)
     class_names = class_names_of(data)
     limit = cfg.get("max_image_pixels")
-    records: dict[str, list[ImageRecord]] = {}
+    records: dict[str, list[NormalisedRecord]] = {}
     for split in splits:
         images_dir = split_images_dir(root, data, split)
         if images_dir is None:
             continue
         records[split] = []
         for image in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
-            try:
-                width, height = image_size(image, limit)
-            except ImageReadError as err:
-                report(log, "unreadable_image", image, str(err).split(": ", 1)[-1])
-                continue
-            boxes, labels = read_labels(label_file(image), width, height, len(class_names), log)
-            record = make_record(image, None, boxes, labels, np.zeros(len(labels), bool), log, image.stem,
-                                 label_file(image), limit)
+            record = _record(image, len(class_names), log, limit)
             if record is not None:
                 records[split].append(record)
     if not records:
         raise DatasetError(f"{root}: no image folders for {list(splits)} (expected images/train, images/val "
                            "or the paths in data.yaml)")
     return LoadedDataset(class_names, records)
+
+
+def _record(image: Path, num_classes: int, log: ProblemLog, max_pixels: int | None) -> NormalisedRecord | None:
+    labels_path = label_file(image)
+    if not image.is_file():
+        report(log, "missing_image", labels_path, f"{image} does not exist")
+        return None
+    boxes, labels = read_labels(labels_path, num_classes, log)
+    # Fractions of the image: clipping to 1 x 1 is clipping to the image, whatever its size.
+    keep = clean_boxes(boxes, 1, 1, labels_path, log, unit="of the image", min_side=1e-6)
+    return NormalisedRecord(image, boxes[keep], labels[keep], np.zeros(len(keep), bool), image.stem, max_pixels)
