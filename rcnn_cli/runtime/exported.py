@@ -8,6 +8,8 @@ Both take the images ``rcnn predict`` reads and return what the torch model retu
 from __future__ import annotations
 
 import json
+import os
+import queue
 import warnings
 from pathlib import Path
 
@@ -41,6 +43,7 @@ class ExportedDetector:
     """Common part: metadata (class names, category ids, input dtype) and ``detect``."""
 
     runs_as = "exported"     # what ran, for the user
+    in_flight = 1            # images run at once by ``detect`` (the graph takes one image per run)
 
     def __init__(self, meta: dict[str, str], path: Path):
         try:
@@ -55,24 +58,32 @@ class ExportedDetector:
         raise NotImplementedError
 
     def detect(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        """images: per image (3, H, W) uint8 or float in [0, 1]; one graph run per image."""
-        results = []
-        for image in images:
+        """images: per image (3, H, W) uint8 or float in [0, 1]; one graph run per image, up to
+        ``in_flight`` of them at once (the runtimes release the GIL while they run)."""
+        def one(image: Tensor) -> dict[str, Tensor]:
             boxes, scores, labels = self.run_one(_as_input(image.cpu(), self.input_dtype))
-            results.append({"boxes": boxes, "scores": scores, "labels": labels.long()})
+            return {"boxes": boxes, "scores": scores, "labels": labels.long()}
+
+        if self.in_flight <= 1 or len(images) <= 1:
+            return [one(image) for image in images]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(self.in_flight, len(images))) as pool:
+            results = list(pool.map(one, images))
         return results
 
 
 class OnnxDetector(ExportedDetector):
     """An exported ``.onnx`` file run by onnxruntime (CUDA provider when present and asked for)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, requests: int = 1):
         import onnxruntime as ort
 
         path = Path(path)
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        self.in_flight = requests or auto_requests()
+        if threads or self.in_flight > 1:   # concurrent runs share the cores instead of each taking all
+            options.intra_op_num_threads = threads or max(1, cpu_count() // self.in_flight)
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -137,7 +148,7 @@ class OpenVinoDetector(ExportedDetector):
     """An exported OpenVINO IR (``.xml`` + ``.bin``) on the CPU, at ``precision`` (``model.precision``:
     auto, fp32 or bf16) as OpenVINO's inference precision hint."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "auto"):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "auto", requests: int = 1):
         import openvino as ov
 
         from .hardware import has_native_bf16
@@ -158,22 +169,46 @@ class OpenVinoDetector(ExportedDetector):
         meta = {key: str(model.get_rt_info([OPENVINO_META, key]).astype(str)) for key in METADATA_KEYS
                 if model.has_rt_info([OPENVINO_META, key])}
         super().__init__(meta, path)
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.hint})
-        self.request = self.compiled.create_infer_request()
+        # requests=0: OpenVINO's throughput mode picks the streams and how many requests keep them busy
+        config = {"INFERENCE_PRECISION_HINT": self.hint}
+        config.update({"PERFORMANCE_HINT": "THROUGHPUT"} if requests == 0 else {"NUM_STREAMS": requests})
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.in_flight = requests or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.in_flight):
+            self.requests.put(self.compiled.create_infer_request())
 
     def run_one(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        outputs = self.request.infer({0: np.ascontiguousarray(image.numpy())})
-        boxes, scores, labels = (outputs[self.compiled.output(name)] for name in ("boxes", "scores", "labels"))
-        return torch.from_numpy(boxes.copy()), torch.from_numpy(scores.copy()), torch.from_numpy(labels.copy())
+        request = self.requests.get()     # one infer request per run in flight
+        try:
+            outputs = request.infer({0: np.ascontiguousarray(image.numpy())})
+            boxes, scores, labels = (outputs[self.compiled.output(name)] for name in ("boxes", "scores", "labels"))
+            return torch.from_numpy(boxes.copy()), torch.from_numpy(scores.copy()), torch.from_numpy(labels.copy())
+        finally:
+            self.requests.put(request)
 
 
-def load_exported(path: str | Path, device: str = "cpu", precision: str = "auto") -> ExportedDetector:
-    """The runner for an exported file, chosen by its suffix; ``precision`` applies to OpenVINO."""
+def load_exported(path: str | Path, device: str = "cpu", precision: str = "auto", requests: int = 1
+                  ) -> ExportedDetector:
+    """The runner for an exported file, chosen by its suffix; ``precision`` applies to OpenVINO.
+    requests: images run at once when ``detect`` gets several (ONNX, OpenVINO); 0: as many as keep this
+    CPU busy (``auto_requests``; OpenVINO's own throughput mode). 1 keeps single-image latency lowest."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        return OnnxDetector(path, device)
+        return OnnxDetector(path, device, requests=requests)
     if path.suffix.lower() == ".torchscript":
         return TorchScriptDetector(path, device)
     if path.suffix.lower() == ".xml":
-        return OpenVinoDetector(path, device, precision)
+        return OpenVinoDetector(path, device, precision, requests)
     raise ExportError(f"{path}: exported files end in {', '.join(EXPORTED_SUFFIXES)}")
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def auto_requests() -> int:
+    """Runs in flight for onnxruntime: two on small CPUs (each run's convs do not use both cores
+    fully), then one per four cores, each run taking its share of the threads."""
+    cores = cpu_count()
+    return max(min(cores, 2), cores // 4)

@@ -47,7 +47,8 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
 
     if weights and Path(weights).suffix.lower() in EXPORTED_SUFFIXES:
         refuse_model_settings(str(weights), typed or {})
-        exported = load_exported(weights, str(device), str(cfg.model.precision))
+        # several images in flight when a batch comes (predict --batch-size, serve's batches)
+        exported = load_exported(weights, str(device), str(cfg.model.precision), requests=0)
         return Predictor(exported.detect, exported.class_names, exported.runs_as, device,
                          metadata={"category_ids": exported.category_ids})
     from ..model.factory import create_detector
