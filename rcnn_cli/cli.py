@@ -192,9 +192,9 @@ def export_cmd(
     images: Annotated[list[str] | None, typer.Option("--images",
                                                      help="images for the parity check (repeatable)")] = None,
     input_dtype: Annotated[str, typer.Option("--input-dtype", help="uint8 (0-255) or float32 (0-1) input")] = "uint8",
-    int8: Annotated[bool, typer.Option("--int8", help="also NAME.int8.onnx: the ONNX graph quantized by onnxruntime, "
-                                       "calibrated on --images (default: training images), kept if mAP50 vs fp32 "
-                                       ">= 0.98")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="also NAME.int8.onnx / NAME.int8.xml: the ONNX graph quantized "
+                                       "by onnxruntime, the OpenVINO IR by NNCF, calibrated on --images (default: "
+                                       "training images), each kept if mAP50 vs fp32 >= 0.98")] = False,
 ) -> None:
     """Export the whole detector (resize, RPN, NMS, heads, postprocess) and prove parity with torch."""
     from .commands import export as command

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import JobFailed, UsageError
 from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
-from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, calibration_images, int8_path, quantize_onnx
+from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, calibration_images, int8_path, quantize_onnx, quantize_openvino
 from ..export.verify import (
     BOX_TOLERANCE,
     MIN_AGREEMENT_MAP50,
@@ -17,7 +17,7 @@ from ..export.verify import (
     check_images,
     verify_export,
 )
-from ..files import atomic_path, atomic_paths
+from ..files import atomic_paths
 from ..settings import resolve
 from . import console, say, weights_or_default
 
@@ -26,6 +26,9 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}
 RUNTIMES = {".onnx": "onnxruntime", ".torchscript": "torchscript", ".xml": "openvino"}
 # Files written beside the one named: OpenVINO keeps the weights in model.bin next to model.xml.
 COMPANIONS = {".xml": (".bin",)}
+# --int8: the formats that have an int8 twin, and what quantizes them (export/int8.py)
+QUANTIZERS = {".onnx": quantize_onnx, ".xml": quantize_openvino}
+INT8_TOOLS = {".onnx": "onnxruntime", ".xml": "NNCF"}
 
 
 @dataclass
@@ -37,7 +40,7 @@ class ExportOptions:
     out: Path | None = None
     images: list[str] | None = None
     input_dtype: str = "uint8"
-    int8: bool = False      # also best.int8.onnx: the verified ONNX graph quantized (export/int8.py)
+    int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
 
 
 class _Rejected(Exception):
@@ -68,8 +71,8 @@ def run(options: ExportOptions) -> int:
 
     if options.input_dtype not in INPUT_DTYPES:
         raise UsageError(f"--input-dtype {options.input_dtype}: use one of {', '.join(INPUT_DTYPES)}")
-    if options.int8 and ".onnx" not in options.suffixes:
-        raise UsageError("--int8 quantizes the ONNX file; add --format onnx")
+    if options.int8 and not set(QUANTIZERS) & set(options.suffixes):
+        raise UsageError("--int8 quantizes the ONNX or OpenVINO file; add --format onnx or --format openvino")
     weights = weights_or_default(options.weights)
     if Path(weights).suffix.lower() in WRITERS:
         raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
@@ -106,40 +109,41 @@ def run(options: ExportOptions) -> int:
     say(f"checked on {len(result.sizes)} images ({sizes}); tolerances: boxes {BOX_TOLERANCE} px, "
         f"scores {SCORE_TOLERANCE}, mAP50 >= {MIN_AGREEMENT_MAP50}; input: (3, H, W) {options.input_dtype}")
     if options.int8:
-        onnx_path = next(p for p in output_paths(Path(weights), options.out, options.suffixes) if p.suffix == ".onnx")
-        if onnx_path.name not in failed and not _write_int8(detector, onnx_path, checked, options.images):
-            failed.append(int8_path(onnx_path).name)
+        for source in output_paths(Path(weights), options.out, options.suffixes):
+            if source.suffix in QUANTIZERS and source.name not in failed \
+                    and not _write_int8(detector, source, checked, options.images):
+                failed.append(int8_path(source).name)
     if failed:
         raise JobFailed(f"{', '.join(failed)} disagreed with the torch model and were not written")
     return 0
 
 
 def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> bool:
-    """best.onnx -> best.int8.onnx, kept only when its detections agree with fp32 torch's at mAP50 >=
-    MIN_INT8_AGREEMENT_MAP50 on the check images. Calibrated on --images, else the training images."""
-    from ..runtime.exported import ExportError, load_exported
+    """best.onnx -> best.int8.onnx (best.xml -> best.int8.xml), kept only when its detections agree with
+    fp32 torch's at mAP50 >= MIN_INT8_AGREEMENT_MAP50 on the check images, run as ``auto`` runs it.
+    Calibrated on --images, else the training images."""
+    from ..runtime.exported import ExportError, exported_size, load_exported
 
     images, origin = calibration_images(sources, detector.metadata.get("dataset"))
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
     path = int8_path(source)
+    companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
+    tool = INT8_TOOLS[source.suffix]
     try:
-        with atomic_path(path) as pending:
-            with console.status(f"quantizing {source.name} to int8 on {len(images)} images ({origin})"):
-                quantize_onnx(source, pending, images)
+        with atomic_paths(path, *companions) as pending_files:
+            pending = pending_files[0]
+            with console.status(f"quantizing {source.name} to int8 with {tool} on {len(images)} images ({origin})"):
+                QUANTIZERS[source.suffix](source, pending, images)
                 try:
                     result = verify_export(detector.model, load_exported(pending), checked)
                 except ExportError as err:
                     raise JobFailed(str(err)) from None
-            agreement = result.agreement
-            passed = agreement.map50 is None or agreement.map50 >= MIN_INT8_AGREEMENT_MAP50
-            size = f"{pending.stat().st_size / 1e6:.1f} MB, " if passed else ""
-            map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
-            verdict = "[green]ok[/]" if passed else "[red]FAILED, not written[/]"
-            say(f"{path} ({size}int8, calibrated on {len(images)} {origin}): agreement mAP50 with fp32 torch {map50} "
-                f"(needs >= {MIN_INT8_AGREEMENT_MAP50}) {verdict}; {agreement.matched}/{agreement.compared} "
-                f"detections matched, max score diff {agreement.max_score_diff:.1e}; torch {result.torch_ms:.0f} "
-                f"ms/img, onnxruntime int8 {result.exported_ms:.0f} ms/img")
+            passed = result.agreement.map50 is None or result.agreement.map50 >= MIN_INT8_AGREEMENT_MAP50
+            size = f"{exported_size(pending) / 1e6:.1f} MB, " if passed else ""
+            say(f"{path} ({size}int8 by {tool}, calibrated on {len(images)} {origin}): "
+                f"{_int8_verdict(result, passed)}; torch {result.torch_ms:.0f} ms/img, "
+                f"{RUNTIMES[source.suffix]} int8 {result.exported_ms:.0f} ms/img")
             if not passed:
                 raise _Rejected
     except _Rejected:
@@ -147,11 +151,22 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
     return True
 
 
+def _int8_verdict(result, passed: bool) -> str:
+    agreement = result.agreement
+    map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
+    verdict = "[green]ok[/]" if passed else "[red]FAILED, not written[/]"
+    return (f"agreement mAP50 with fp32 torch {map50} (needs >= {MIN_INT8_AGREEMENT_MAP50}) {verdict}; "
+            f"{agreement.matched}/{agreement.compared} detections matched, max score diff "
+            f"{agreement.max_score_diff:.1e}")
+
+
 def _summary(path: Path, result) -> str:
+    from ..runtime.exported import exported_size
+
     agreement = result.agreement
     runtime = RUNTIMES[path.suffix]
     verdict = "[green]parity ok[/]" if result.passed else "[red]parity FAILED[/]"
-    size = f"{path.stat().st_size / 1e6:.1f} MB, " if result.passed else ""
+    size = f"{exported_size(path) / 1e6:.1f} MB, " if result.passed else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
     tied = (f" ({agreement.tied} more tied in score with others: which of those survive NMS is decided by "
             "rounding, so they may differ)") if agreement.tied else ""
