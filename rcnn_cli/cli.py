@@ -224,12 +224,14 @@ def benchmark_cmd(
     data_scale: Annotated[str | None, typer.Option(
         "--data-scale", metavar="N[,N...]", help="instead: time the data side (annotation loading, data check, "
         "COCO eval, DataLoader) on generated COCO sets of N images")] = None,
+    formats: Annotated[str, typer.Option("--formats", help="also export and time onnx, openvino (comma-separated; "
+                                         "fp32 and int8 files, OpenVINO bf16 where native); default none")] = "",
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command
 
     command.run(command.BenchmarkOptions(overrides or [], config_dir, weights, images, count, batch, repeats, warmup,
-                                         not no_train, scaling, json_path, data_scale))
+                                         not no_train, scaling, json_path, data_scale, formats))
 
 
 # Lightning's advice aimed at library users, not at people running a finished command.
