@@ -41,10 +41,13 @@ demo: setup
 
 # Our detector vs torchvision's with the same weights, same images, same process (see README).
 BENCH_DEVICE ?= cpu
+# Exported runtimes timed beside torch (ONNX and OpenVINO, fp32 and int8) on the resnet18 run only:
+# each format is exported and quantized first, minutes at resnet50's 800 px.
+BENCH_FORMATS ?= onnx,openvino
 bench: setup
 	mkdir -p benchmarks
 	$(RCNN) benchmark model=resnet50_fpn dataset=bccd --count 4 --batch 2 --json benchmarks/results-$(BENCH_DEVICE)-resnet50_fpn.json
-	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --json benchmarks/results-$(BENCH_DEVICE)-resnet18_fpn.json
+	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --formats $(BENCH_FORMATS) --json benchmarks/results-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json benchmarks/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json benchmarks/scale-$(BENCH_DEVICE).json
 

@@ -192,9 +192,9 @@ def export_cmd(
     images: Annotated[list[str] | None, typer.Option("--images",
                                                      help="images for the parity check (repeatable)")] = None,
     input_dtype: Annotated[str, typer.Option("--input-dtype", help="uint8 (0-255) or float32 (0-1) input")] = "uint8",
-    int8: Annotated[bool, typer.Option("--int8", help="also NAME.int8.onnx: the ONNX graph quantized by onnxruntime, "
-                                       "calibrated on --images (default: training images), kept if mAP50 vs fp32 "
-                                       ">= 0.98")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="also NAME.int8.onnx / NAME.int8.xml: the ONNX graph quantized "
+                                       "by onnxruntime, the OpenVINO IR by NNCF, calibrated on --images (default: "
+                                       "training images), each kept if mAP50 vs fp32 >= 0.98")] = False,
     half: Annotated[bool, typer.Option("--half", help="also NAME.fp16.torchscript for GPUs (fp16 backbone), traced "
                                        "and checked on the GPU, kept if mAP50 vs fp32 >= 0.98")] = False,
 ) -> None:
@@ -229,13 +229,14 @@ def benchmark_cmd(
     load_scale: Annotated[str | None, typer.Option(
         "--load-scale", metavar="N[,N...]", help="instead (or with --data-scale): time annotation loading alone "
         "on generated COCO sets of N images whose files are links to a few pictures (118287: COCO's size)")] = None,
+    formats: Annotated[str, typer.Option("--formats", help="also export and time onnx, openvino (comma-separated; "
+                                         "fp32 and int8 files, OpenVINO bf16 where native); default none")] = "",
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command
 
     command.run(command.BenchmarkOptions(overrides or [], config_dir, weights, images, count, batch, repeats, warmup,
-                                         not no_train, scaling, json_path, data_scale,
-                                         load_scale))
+                                         not no_train, scaling, json_path, data_scale, load_scale, formats))
 
 
 # Lightning's advice aimed at library users, not at people running a finished command.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from helpers import run_rcnn, tiny_images
 
@@ -86,3 +87,40 @@ def test_scaling_rows_cover_every_size_and_proposal_count_and_restore_the_model(
     assert [(r["min_size"], r["proposals"]) for r in rows] == [(64, 10), (64, 50), (128, 10), (128, 50)]
     assert all(r["latency_batch1"]["median_s"] > 0 for r in rows)
     assert model.transform.min_size == (96,) and model.rpn.post_nms_top_n["test"] == 1000
+
+
+@pytest.mark.slow     # exports and quantizes twice: ~40 s of CPU on the 2-core EPYC
+def test_exported_runtimes_are_timed_beside_torch_with_size_and_agreement(tiny_run, tmp_path):
+    from helpers import image_folder
+
+    from rcnn_cli.runtime.hardware import has_native_bf16
+
+    images = image_folder(tmp_path / "images", tiny_images(2))     # 2 images: timed, and int8's calibration
+    out = run_rcnn("benchmark", "--weights", str(tiny_run / "checkpoints" / "best.ckpt"), "--images", str(images),
+                   "--count", "2", "--batch", "2", "--repeats", "1", "--warmup", "0", "--no-train",
+                   "--formats", "onnx,openvino", "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    rows = result["exported"]
+    assert list(rows) == ["onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8"]
+    measured = [name for name in rows if not (name == "openvino_bf16" and not has_native_bf16())]
+    assert rows["openvino_bf16"] == ({"skipped": "not native here"} if not has_native_bf16() else rows["openvino_bf16"])
+    for name in measured:
+        row = rows[name]
+        assert row["size_bytes"] > 0 and row["latency_batch1"]["median_s"] > 0, name
+        assert 0.0 <= row["agreement_map50"] <= 1.0, name
+    assert rows["onnx_fp32"]["agreement_map50"] > 0.99 and rows["openvino_f32"]["agreement_map50"] > 0.99
+    for int8, fp32 in (("onnx_int8", "onnx_fp32"), ("openvino_int8", "openvino_f32")):
+        assert rows[int8]["size_bytes"] < rows[fp32]["size_bytes"] / 2
+    assert rows["openvino_int8"]["runs_as"] == "openvino int8 auto: f32" and result["torch_weights_bytes"] > 0
+    assert "OpenVINO int8" in out.stdout and "agreement mAP50" in out.stdout
+
+
+def test_an_unknown_benchmark_format_is_a_usage_error():
+    from rcnn_cli.benchmark.exported import parse_formats
+    from rcnn_cli.errors import UsageError
+
+    assert parse_formats("") == [] and parse_formats("none") == [] and parse_formats("openvino, onnx") == [
+        "openvino", "onnx"]
+    with pytest.raises(UsageError, match="--formats tensorrt"):
+        parse_formats("onnx,tensorrt")

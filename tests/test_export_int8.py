@@ -75,5 +75,5 @@ def test_int8_that_passes_is_kept_and_predict_runs_it(exported, tiny_run, monkey
 def test_int8_needs_the_onnx_format():
     from rcnn_cli.errors import UsageError
 
-    with pytest.raises(UsageError, match="--int8 quantizes the ONNX file"):
+    with pytest.raises(UsageError, match="--int8 quantizes the ONNX or OpenVINO file"):
         command.run(command.ExportOptions(suffixes=[".torchscript"], int8=True))

@@ -184,14 +184,25 @@ def scaling_figures(model: nn.Module, images: list[torch.Tensor], repeats: int, 
     return rows
 
 
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size of the model's weights saved by torch (what a .pth of it holds), for the file-size column."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
 def int8_available() -> bool:
     return ENGINE in torch.backends.quantized.supported_engines and not torch.cuda.is_available()
 
 
 def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dict], batch: int = 4,
               repeats: int = 3, warmup: int = 1, train: bool = True,
-              calibration: list[torch.Tensor] | None = None, scaling: bool = False) -> dict[str, Any]:
-    """calibration: images for the int8 column's activation ranges (default: the timed images)."""
+              calibration: list[torch.Tensor] | None = None, scaling: bool = False,
+              formats: list[str] = ()) -> dict[str, Any]:
+    """calibration: images for the int8 columns' activation ranges (default: the timed images);
+    formats: exported files to time beside the torch columns (benchmark/exported.py)."""
     calibration = calibration or images
     models = build_models(cfg)
     if int8_available():
@@ -209,8 +220,14 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
     for name, label in (("ours_fast", "fast_vs_fp32"), ("ours_bf16", "bf16_vs_fp32"), ("ours_int8", "int8_vs_fp32")):
         if name in outputs:
             result["agreement_map50"][label] = agreement_map50(exact, outputs[name], num_classes)
-    if "ours_int8" in models:
+    if "ours_int8" in models or formats:
         result["int8_calibration_images"] = len(calibration)
+    if formats:
+        from .exported import exported_figures
+
+        result["exported"] = exported_figures(models["ours"], cfg, images, calibration, exact, list(formats),
+                                              repeats, warmup)
+        result["torch_weights_bytes"] = state_dict_bytes(models["ours"])
     # Speed-ups are against torchvision, or against our own exact fp32 where it has no twin.
     result["baseline"] = "torchvision" if "torchvision" in models else "ours"
     result["no_torchvision_twin"] = twin_problem(cfg)

@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from rich.table import Table
 
+from ..benchmark.exported import NOT_NATIVE, parse_formats
 from ..benchmark.machine import precision_advice
 from ..benchmark.run import benchmark
 from ..errors import UsageError
@@ -82,6 +83,42 @@ def print_result(console, result: dict) -> None:
                   highlight=False)
 
 
+RUNTIME_TITLES = {"onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8", "openvino_f32": "OpenVINO f32",
+                  "openvino_bf16": "OpenVINO bf16 hint", "openvino_int8": "OpenVINO int8"}
+
+
+def print_runtimes(console, result: dict) -> None:
+    """One row per runtime on the same images: torch and torchvision (from the main table), then the
+    exported files."""
+    table = Table(title=f"runtimes, batch 1, on the same {result['images']} images", title_justify="left")
+    for header in ("runtime", "what runs it", "file size (MB)", "ms/img", "agreement mAP50 with fp32 torch"):
+        table.add_column(header, justify="left" if header in ("runtime", "what runs it") else "right")
+    inference, agreement = result["inference"], result["agreement_map50"]
+    size = f"{result['torch_weights_bytes'] / 1e6:.1f}"
+    table.add_row("torch fp32 (ours)", "torch eager", size, _ms(inference["ours"]), "1 (the reference)")
+    if "torchvision" in inference:
+        table.add_row("torchvision fp32", "torchvision eager", size, _ms(inference["torchvision"]),
+                      _shown(agreement["ours_vs_torchvision"]))
+    for name, row in result["exported"].items():
+        if "skipped" in row:
+            table.add_row(RUNTIME_TITLES[name], row["skipped"], "", "", "")
+            continue
+        table.add_row(RUNTIME_TITLES[name], row["runs_as"], f"{row['size_bytes'] / 1e6:.1f}", _ms(row),
+                      _shown(row["agreement_map50"]))
+    console.print(table)
+    if any(row.get("skipped") == NOT_NATIVE for row in result["exported"].values()):
+        console.print("bf16 hint: not native here (no avx512_bf16/AMX), where OpenVINO emulates it slower than f32",
+                      highlight=False)
+
+
+def _ms(figures: dict) -> str:
+    return f"{figures['latency_batch1']['median_s'] * 1000:.0f}"
+
+
+def _shown(value) -> str:
+    return "n/a (no detections to compare)" if value is None else f"{value:.4f}"
+
+
 def print_scaling(console, rows: list[dict]) -> None:
     sizes = sorted({row["min_size"] for row in rows})
     proposals = sorted({row["proposals"] for row in rows})
@@ -121,23 +158,26 @@ class BenchmarkOptions:
     json_path: Path | None = None
     data_scale: str | None = None          # "1000,10000": the data-side benchmark instead
     load_scale: str | None = None          # "118287": annotation loading alone at these sizes (with data_scale or not)
+    formats: str = ""                      # "onnx,openvino": also time exported files (benchmark/exported.py)
 
 
 def run(options: BenchmarkOptions) -> dict:
     if options.data_scale or options.load_scale:
         return data_scale_command(options.data_scale, options.json_path, stdout, options.load_scale)
+    formats = parse_formats(options.formats)
     settings = resolve("benchmark", options.overrides, weights=options.weights, config_dir=options.config_dir)
     for note in settings.notes:
         stderr_console.print(f"note: {note}", highlight=False)
     try:
         return benchmark_command(settings.cfg, options.images, options.count, options.batch, options.repeats,
-                                 options.warmup, options.train, options.json_path, stdout, options.scaling)
+                                 options.warmup, options.train, options.json_path, stdout, options.scaling,
+                                 formats)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
 
 def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console,
-                      scaling: bool = False) -> dict:
+                      scaling: bool = False, formats: list[str] = ()) -> dict:
     images, targets = load_images(cfg, images_source, count)
     # int8's ranges come from training images, as in rcnn eval, so that the agreement is measured
     # on images calibration did not see; with --images SRC the first 16 of those calibrate.
@@ -147,8 +187,10 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
         raise ValueError("no images to benchmark on")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train,
-                       calibration=calibration, scaling=scaling)
+                       calibration=calibration, scaling=scaling, formats=formats)
     print_result(console, result)
+    if "exported" in result:
+        print_runtimes(console, result)
     if scaling:
         print_scaling(console, result["scaling"])
     console.print(precision_advice(), highlight=False)

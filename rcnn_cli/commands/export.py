@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import JobFailed, UsageError
 from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
-from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, calibration_images, int8_path, quantize_onnx
+from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, calibration_images, int8_path, quantize_onnx, quantize_openvino
 from ..export.verify import (
     BOX_TOLERANCE,
     MIN_AGREEMENT_MAP50,
@@ -26,6 +26,9 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}
 RUNTIMES = {".onnx": "onnxruntime", ".torchscript": "torchscript", ".xml": "openvino"}
 # Files written beside the one named: OpenVINO keeps the weights in model.bin next to model.xml.
 COMPANIONS = {".xml": (".bin",)}
+# --int8: the formats that have an int8 twin, and what quantizes them (export/int8.py)
+QUANTIZERS = {".onnx": quantize_onnx, ".xml": quantize_openvino}
+INT8_TOOLS = {".onnx": "onnxruntime", ".xml": "NNCF"}
 
 
 @dataclass
@@ -37,7 +40,7 @@ class ExportOptions:
     out: Path | None = None
     images: list[str] | None = None
     input_dtype: str = "uint8"
-    int8: bool = False      # also best.int8.onnx: the verified ONNX graph quantized (export/int8.py)
+    int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
     half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
 
 
@@ -69,8 +72,8 @@ def run(options: ExportOptions) -> int:
 
     if options.input_dtype not in INPUT_DTYPES:
         raise UsageError(f"--input-dtype {options.input_dtype}: use one of {', '.join(INPUT_DTYPES)}")
-    if options.int8 and ".onnx" not in options.suffixes:
-        raise UsageError("--int8 quantizes the ONNX file; add --format onnx")
+    if options.int8 and not set(QUANTIZERS) & set(options.suffixes):
+        raise UsageError("--int8 quantizes the ONNX or OpenVINO file; add --format onnx or --format openvino")
     _check_half(options)
     weights = weights_or_default(options.weights)
     if Path(weights).suffix.lower() in WRITERS:
@@ -109,9 +112,10 @@ def run(options: ExportOptions) -> int:
     say(f"checked on {len(result.sizes)} images ({sizes}); tolerances: boxes {BOX_TOLERANCE} px, "
         f"scores {SCORE_TOLERANCE}, mAP50 >= {MIN_AGREEMENT_MAP50}; input: (3, H, W) {options.input_dtype}")
     by_suffix = {path.suffix: path for path in paths}
-    if options.int8 and by_suffix[".onnx"].name not in failed:
-        if not _write_int8(detector, by_suffix[".onnx"], checked, options.images):
-            failed.append(int8_path(by_suffix[".onnx"]).name)
+    for suffix in QUANTIZERS if options.int8 else ():
+        source = by_suffix.get(suffix)
+        if source and source.name not in failed and not _write_int8(detector, source, checked, options.images):
+            failed.append(int8_path(source).name)
     if options.half and by_suffix[".torchscript"].name not in failed:
         if not _write_half(detector, by_suffix[".torchscript"], checked, options.input_dtype):
             failed.append(half_path(by_suffix[".torchscript"]).name)
@@ -165,9 +169,11 @@ def _write_half(detector, script: Path, checked, input_dtype: str) -> bool:
 def _say_reduced(path: Path, pending: Path, what: str, result, threshold: float, reference: str,
                  runtime: str) -> bool:
     """One line for a reduced-precision file: its agreement with fp32 and the verdict -> passed."""
+    from ..runtime.exported import exported_size
+
     agreement = result.agreement
     passed = agreement.map50 is None or agreement.map50 >= threshold
-    size = f"{pending.stat().st_size / 1e6:.1f} MB, " if passed else ""
+    size = f"{exported_size(pending) / 1e6:.1f} MB, " if passed else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
     verdict = "[green]ok[/]" if passed else "[red]FAILED, not written[/]"
     say(f"{path} ({size}{what}): agreement mAP50 with {reference} {map50} (needs >= {threshold}) {verdict}; "
@@ -178,24 +184,28 @@ def _say_reduced(path: Path, pending: Path, what: str, result, threshold: float,
 
 
 def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> bool:
-    """best.onnx -> best.int8.onnx, kept only when its detections agree with fp32 torch's at mAP50 >=
-    MIN_INT8_AGREEMENT_MAP50 on the check images. Calibrated on --images, else the training images."""
+    """best.onnx -> best.int8.onnx (best.xml -> best.int8.xml), kept only when its detections agree with
+    fp32 torch's at mAP50 >= MIN_INT8_AGREEMENT_MAP50 on the check images, run as ``auto`` runs it.
+    Calibrated on --images, else the training images."""
     from ..runtime.exported import ExportError, load_exported
 
     images, origin = calibration_images(sources, detector.metadata.get("dataset"))
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
     path = int8_path(source)
+    companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
+    tool = INT8_TOOLS[source.suffix]
     try:
-        with atomic_path(path) as pending:
-            with console.status(f"quantizing {source.name} to int8 on {len(images)} images ({origin})"):
-                quantize_onnx(source, pending, images)
+        with atomic_paths(path, *companions) as pending_files:
+            pending = pending_files[0]
+            with console.status(f"quantizing {source.name} to int8 with {tool} on {len(images)} images ({origin})"):
+                QUANTIZERS[source.suffix](source, pending, images)
                 try:
                     result = verify_export(detector.model, load_exported(pending), checked)
                 except ExportError as err:
                     raise JobFailed(str(err)) from None
-            passed = _say_reduced(path, pending, f"int8, calibrated on {len(images)} {origin}", result,
-                                  MIN_INT8_AGREEMENT_MAP50, "fp32 torch", "onnxruntime int8")
+            passed = _say_reduced(path, pending, f"int8 by {tool}, calibrated on {len(images)} {origin}", result,
+                                  MIN_INT8_AGREEMENT_MAP50, "fp32 torch", f"{RUNTIMES[source.suffix]} int8")
             if not passed:
                 raise _Rejected
     except _Rejected:
@@ -204,10 +214,12 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
 
 
 def _summary(path: Path, result) -> str:
+    from ..runtime.exported import exported_size
+
     agreement = result.agreement
     runtime = RUNTIMES[path.suffix]
     verdict = "[green]parity ok[/]" if result.passed else "[red]parity FAILED[/]"
-    size = f"{path.stat().st_size / 1e6:.1f} MB, " if result.passed else ""
+    size = f"{exported_size(path) / 1e6:.1f} MB, " if result.passed else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
     tied = (f" ({agreement.tied} more tied in score with others: which of those survive NMS is decided by "
             "rounding, so they may differ)") if agreement.tied else ""

@@ -101,16 +101,18 @@ def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: s
     return path
 
 
-def write_openvino(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8") -> Path:
+def write_openvino(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8",
+                   onnx_path: Path | None = None) -> Path:
     """OpenVINO IR: ``path`` (.xml) and the weights beside it (same name, .bin), converted from the
-    ONNX graph (the one ``write_onnx`` writes and the parity check proves), weights kept in fp32
-    (OpenVINO would halve them to fp16 by default); the metadata goes into the IR's rt_info."""
+    ONNX graph (the one ``write_onnx`` writes and the parity check proves; ``onnx_path``: one already
+    written), weights kept in fp32 (OpenVINO would halve them to fp16 by default); the metadata goes
+    into the IR's rt_info."""
     import tempfile
 
     import openvino as ov
 
     with tempfile.TemporaryDirectory(dir=path.parent) as folder:
-        onnx_path = write_onnx(detector, Path(folder) / "graph.onnx", sample, input_dtype)
+        onnx_path = onnx_path or write_onnx(detector, Path(folder) / "graph.onnx", sample, input_dtype)
         model = ov.convert_model(str(onnx_path))
     for key, value in export_metadata(detector, input_dtype).items():
         model.set_rt_info(value, [OPENVINO_META, key])

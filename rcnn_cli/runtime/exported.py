@@ -158,14 +158,19 @@ class OpenVinoDetector(ExportedDetector):
             raise ExportError(f"model.precision={precision}: an OpenVINO file runs at auto, fp32 or bf16")
         if not device.startswith("cpu"):
             raise ExportError(f"device={device}: OpenVINO files run on the CPU here; use device=cpu")
-        self.hint = OPENVINO_HINTS.get(precision) or ("bf16" if has_native_bf16() else "f32")
-        self.runs_as = f"openvino auto: {self.hint}" if precision == "auto" else f"openvino {self.hint}"
         core = ov.Core()
         try:
             model = core.read_model(str(path))
         except Exception as err:   # OpenVINO raises RuntimeError for a bad or half file
             raise ExportError(f"{path}: not a readable OpenVINO model ({str(err).strip().splitlines()[0][:200]}); "
                               f"it needs {path.with_suffix('.bin').name} beside it") from err
+        self.quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        # An int8 IR (rcnn export --int8) was verified with its float parts (box decoding, NMS, box
+        # head) at f32, and gets its speed from int8 already: auto keeps those parts f32.
+        native = has_native_bf16() and not self.quantized
+        self.hint = OPENVINO_HINTS.get(precision) or ("bf16" if native else "f32")
+        kind = "openvino int8" if self.quantized else "openvino"
+        self.runs_as = f"{kind} auto: {self.hint}" if precision == "auto" else f"{kind} {self.hint}"
         meta = {key: str(model.get_rt_info([OPENVINO_META, key]).astype(str)) for key in METADATA_KEYS
                 if model.has_rt_info([OPENVINO_META, key])}
         super().__init__(meta, path)
@@ -186,6 +191,14 @@ class OpenVinoDetector(ExportedDetector):
             return torch.from_numpy(boxes.copy()), torch.from_numpy(scores.copy()), torch.from_numpy(labels.copy())
         finally:
             self.requests.put(request)
+
+
+def exported_size(path: str | Path) -> int:
+    """Bytes of an exported file with what it needs beside it (an OpenVINO .xml's weights .bin)."""
+    path = Path(path)
+    companion = path.with_suffix(".bin")
+    extra = companion.stat().st_size if path.suffix.lower() == ".xml" and companion.is_file() else 0
+    return path.stat().st_size + extra
 
 
 def load_exported(path: str | Path, device: str = "cpu", precision: str = "auto", requests: int = 1

@@ -1,0 +1,84 @@
+"""``rcnn benchmark --formats onnx,openvino``: the benchmarked weights written as exported files (as
+``rcnn export`` writes them, int8 twins included) and run by their runtimes on the same images as the
+torch columns; per file: ms/img at batch 1, size on disk, and agreement with fp32 torch (mAP50 of its
+detections scored against fp32 torch's, as the other columns)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+from ..eval.agreement import agreement_map50
+from ..export.int8 import quantize_onnx, quantize_openvino
+from ..runtime.exported import exported_size, load_exported
+from ..runtime.hardware import has_native_bf16, timed
+
+FORMATS = ("onnx", "openvino")
+NOT_NATIVE = "not native here"      # bf16 emulated: slower than f32, so not worth a row of timings
+
+
+def parse_formats(text: str | None) -> list[str]:
+    """--formats onnx,openvino -> ["onnx", "openvino"]; "" or "none" -> []."""
+    names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
+    names = [name for name in names if name != "none"]
+    if unknown := [name for name in names if name not in FORMATS]:
+        raise UsageError(f"--formats {unknown[0]}: use one or more of {', '.join(FORMATS)} (comma-separated) or none")
+    return list(dict.fromkeys(names))
+
+
+def exported_figures(model: torch.nn.Module, cfg: dict[str, Any], images: list[torch.Tensor],
+                     calibration: list[torch.Tensor], exact: list[dict], formats: list[str], repeats: int,
+                     warmup: int) -> dict[str, dict]:
+    """{"onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8"} for the formats asked:
+    each ``{"runs_as", "size_bytes", "latency_batch1", "agreement_map50"}`` or ``{"skipped": why}``.
+    model: ours in exact fp32; exact: its outputs on ``images``, the reference."""
+    classes = model.roi_heads.box_predictor.cls_score.out_features - 1
+    detector = SimpleNamespace(model=model, config=cfg, metadata={},
+                               class_names=[f"class{i}" for i in range(1, classes + 1)])
+    measure = _measurer(images, exact, classes, repeats, warmup)
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as folder:
+        onnx_path = _write_onnx(detector, Path(folder), images[0])
+        if "onnx" in formats:
+            rows["onnx_fp32"] = measure(onnx_path)
+            rows["onnx_int8"] = measure(quantize_onnx(onnx_path, Path(folder) / "model.int8.onnx", calibration))
+        if "openvino" in formats:
+            rows.update(_openvino_rows(detector, Path(folder), onnx_path, images[0], calibration, measure))
+    return rows
+
+
+def _write_onnx(detector, folder: Path, sample: torch.Tensor) -> Path:
+    from ..export.exporters import write_onnx
+
+    return write_onnx(detector, folder / "model.onnx", sample)
+
+
+def _openvino_rows(detector, folder: Path, onnx_path: Path, sample: torch.Tensor, calibration, measure) -> dict:
+    from ..export.exporters import write_openvino
+
+    xml = write_openvino(detector, folder / "model.xml", sample, onnx_path=onnx_path)
+    rows = {"openvino_f32": measure(xml, "fp32")}
+    rows["openvino_bf16"] = measure(xml, "bf16") if has_native_bf16() else {"skipped": NOT_NATIVE}
+    rows["openvino_int8"] = measure(quantize_openvino(xml, folder / "model.int8.xml", calibration), "auto")
+    return rows
+
+
+def _measurer(images: list[torch.Tensor], exact: list[dict], classes: int, repeats: int, warmup: int):
+    """-> measure(path, precision): one row, the file run one image at a time as rcnn predict runs it."""
+    from .run import spread
+
+    def measure(path: Path, precision: str = "auto") -> dict[str, Any]:
+        runner = load_exported(path, precision=precision)
+        latency = timed(lambda: [runner.detect([image]) for image in images], repeats, warmup)
+        outputs = [runner.detect([image])[0] for image in images]
+        runs_as = "onnxruntime" if path.suffix == ".onnx" else runner.runs_as
+        return {"runs_as": runs_as, "size_bytes": exported_size(path),
+                "latency_batch1": spread([t / len(images) for t in latency]),
+                "agreement_map50": agreement_map50(exact, outputs, classes)}
+
+    return measure
