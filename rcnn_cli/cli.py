@@ -229,8 +229,9 @@ def benchmark_cmd(
     load_scale: Annotated[str | None, typer.Option(
         "--load-scale", metavar="N[,N...]", help="instead (or with --data-scale): time annotation loading alone "
         "on generated COCO sets of N images whose files are links to a few pictures (118287: COCO's size)")] = None,
-    formats: Annotated[str, typer.Option("--formats", help="also export and time onnx, openvino (comma-separated; "
-                                         "fp32 and int8 files, OpenVINO bf16 where native); default none")] = "",
+    formats: Annotated[str, typer.Option("--formats", help="also export and time onnx, openvino, torchscript "
+                                         "(comma-separated; fp32 and int8 files, OpenVINO bf16 where native, fp16 "
+                                         "TorchScript on a GPU); default none")] = "",
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command

@@ -98,18 +98,23 @@ def test_exported_runtimes_are_timed_beside_torch_with_size_and_agreement(tiny_r
     images = image_folder(tmp_path / "images", tiny_images(2))     # 2 images: timed, and int8's calibration
     out = run_rcnn("benchmark", "--weights", str(tiny_run / "checkpoints" / "best.ckpt"), "--images", str(images),
                    "--count", "2", "--batch", "2", "--repeats", "1", "--warmup", "0", "--no-train",
-                   "--formats", "onnx,openvino", "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+                   "--formats", "onnx,openvino,torchscript", "--json", str(tmp_path / "b.json"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "b.json").read_text())
     rows = result["exported"]
-    assert list(rows) == ["onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8"]
-    measured = [name for name in rows if not (name == "openvino_bf16" and not has_native_bf16())]
+    assert list(rows) == ["onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8",
+                          "torchscript_fp32", "torchscript_fp16"]
+    skipped = {"openvino_bf16"} if not has_native_bf16() else set()
+    skipped |= {"torchscript_fp16"} if not torch.cuda.is_available() else set()
+    measured = [name for name in rows if name not in skipped]
     assert rows["openvino_bf16"] == ({"skipped": "not native here"} if not has_native_bf16() else rows["openvino_bf16"])
     for name in measured:
         row = rows[name]
         assert row["size_bytes"] > 0 and row["latency_batch1"]["median_s"] > 0, name
         assert 0.0 <= row["agreement_map50"] <= 1.0, name
+        assert row["throughput"]["images_per_s"] > 0 and row["throughput"]["in_flight"] >= 1, name
     assert rows["onnx_fp32"]["agreement_map50"] > 0.99 and rows["openvino_f32"]["agreement_map50"] > 0.99
+    assert rows["torchscript_fp32"]["agreement_map50"] > 0.99
     for int8, fp32 in (("onnx_int8", "onnx_fp32"), ("openvino_int8", "openvino_f32")):
         assert rows[int8]["size_bytes"] < rows[fp32]["size_bytes"] / 2
     assert rows["openvino_int8"]["runs_as"] == "openvino int8 auto: f32" and result["torch_weights_bytes"] > 0

@@ -18,7 +18,7 @@ from ..export.int8 import quantize_onnx, quantize_openvino
 from ..runtime.exported import exported_size, load_exported
 from ..runtime.hardware import has_native_bf16, timed
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "torchscript")
 NOT_NATIVE = "not native here"      # bf16 emulated: slower than f32, so not worth a row of timings
 
 
@@ -34,8 +34,9 @@ def parse_formats(text: str | None) -> list[str]:
 def exported_figures(model: torch.nn.Module, cfg: dict[str, Any], images: list[torch.Tensor],
                      calibration: list[torch.Tensor], exact: list[dict], formats: list[str], repeats: int,
                      warmup: int) -> dict[str, dict]:
-    """{"onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8"} for the formats asked:
-    each ``{"runs_as", "size_bytes", "latency_batch1", "agreement_map50"}`` or ``{"skipped": why}``.
+    """{"onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8", "torchscript_fp32",
+    "torchscript_fp16"} for the formats asked: each ``{"runs_as", "size_bytes", "latency_batch1",
+    "throughput", "agreement_map50"}`` or ``{"skipped": why}``.
     model: ours in exact fp32; exact: its outputs on ``images``, the reference."""
     classes = model.roi_heads.box_predictor.cls_score.out_features - 1
     detector = SimpleNamespace(model=model, config=cfg, metadata={},
@@ -49,6 +50,20 @@ def exported_figures(model: torch.nn.Module, cfg: dict[str, Any], images: list[t
             rows["onnx_int8"] = measure(quantize_onnx(onnx_path, Path(folder) / "model.int8.onnx", calibration))
         if "openvino" in formats:
             rows.update(_openvino_rows(detector, Path(folder), onnx_path, images[0], calibration, measure))
+        if "torchscript" in formats:
+            rows.update(_torchscript_rows(detector, Path(folder), images[0], measure))
+    return rows
+
+
+def _torchscript_rows(detector, folder: Path, sample: torch.Tensor, measure) -> dict:
+    from ..export.exporters import write_torchscript
+
+    rows = {"torchscript_fp32": measure(write_torchscript(detector, folder / "model.torchscript", sample))}
+    if not torch.cuda.is_available():
+        rows["torchscript_fp16"] = {"skipped": "needs a GPU (export --half)"}
+        return rows
+    half = write_torchscript(detector, folder / "model.fp16.torchscript", sample, half=True)
+    rows["torchscript_fp16"] = measure(half)
     return rows
 
 
@@ -79,6 +94,15 @@ def _measurer(images: list[torch.Tensor], exact: list[dict], classes: int, repea
         runs_as = "onnxruntime" if path.suffix == ".onnx" else runner.runs_as
         return {"runs_as": runs_as, "size_bytes": exported_size(path),
                 "latency_batch1": spread([t / len(images) for t in latency]),
+                "throughput": _throughput(path, precision, images, repeats, warmup),
                 "agreement_map50": agreement_map50(exact, outputs, classes)}
 
     return measure
+
+
+def _throughput(path: Path, precision: str, images: list[torch.Tensor], repeats: int, warmup: int) -> dict:
+    """Images/s with all images handed over at once, as rcnn predict hands a batch: the runner keeps
+    as many in flight as it chooses for this CPU (``requests=0``)."""
+    runner = load_exported(path, precision=precision, requests=0)
+    best = min(timed(lambda: runner.detect(images), repeats, warmup))
+    return {"images_per_s": len(images) / best, "in_flight": runner.in_flight}

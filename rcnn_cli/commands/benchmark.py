@@ -84,31 +84,42 @@ def print_result(console, result: dict) -> None:
 
 
 RUNTIME_TITLES = {"onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8", "openvino_f32": "OpenVINO f32",
-                  "openvino_bf16": "OpenVINO bf16 hint", "openvino_int8": "OpenVINO int8"}
+                  "openvino_bf16": "OpenVINO bf16 hint", "openvino_int8": "OpenVINO int8",
+                  "torchscript_fp32": "TorchScript fp32", "torchscript_fp16": "TorchScript fp16 (--half)"}
 
 
 def print_runtimes(console, result: dict) -> None:
     """One row per runtime on the same images: torch and torchvision (from the main table), then the
-    exported files."""
-    table = Table(title=f"runtimes, batch 1, on the same {result['images']} images", title_justify="left")
-    for header in ("runtime", "what runs it", "file size (MB)", "ms/img", "agreement mAP50 with fp32 torch"):
-        table.add_column(header, justify="left" if header in ("runtime", "what runs it") else "right")
+    exported files; speed-up against torchvision fp32 eager at batch 1."""
     inference, agreement = result["inference"], result["agreement_map50"]
+    table = Table(title=f"runtimes on the same {result['images']} images", title_justify="left")
+    speedup = "x torchvision fp32" if "torchvision" in inference else "x ours fp32"
+    for header in ("runtime", "what runs it", "file size (MB)", "ms/img, batch 1", speedup,
+                   "img/s, a batch in flight", "agreement mAP50 with fp32 torch"):
+        table.add_column(header, justify="left" if header in ("runtime", "what runs it") else "right")
+    base = inference.get("torchvision", inference["ours"])["latency_batch1"]["median_s"]
     size = f"{result['torch_weights_bytes'] / 1e6:.1f}"
-    table.add_row("torch fp32 (ours)", "torch eager", size, _ms(inference["ours"]), "1 (the reference)")
+    table.add_row("torch fp32 (ours)", "torch eager", size, _ms(inference["ours"]), _ratio(base, inference["ours"]),
+                  "", "1 (the reference)")
     if "torchvision" in inference:
-        table.add_row("torchvision fp32", "torchvision eager", size, _ms(inference["torchvision"]),
+        table.add_row("torchvision fp32", "torchvision eager", size, _ms(inference["torchvision"]), "1.00", "",
                       _shown(agreement["ours_vs_torchvision"]))
     for name, row in result["exported"].items():
         if "skipped" in row:
-            table.add_row(RUNTIME_TITLES[name], row["skipped"], "", "", "")
+            table.add_row(RUNTIME_TITLES[name], row["skipped"], "", "", "", "", "")
             continue
+        flight = row["throughput"]
         table.add_row(RUNTIME_TITLES[name], row["runs_as"], f"{row['size_bytes'] / 1e6:.1f}", _ms(row),
+                      _ratio(base, row), f"{flight['images_per_s']:.1f} ({flight['in_flight']} at once)",
                       _shown(row["agreement_map50"]))
     console.print(table)
     if any(row.get("skipped") == NOT_NATIVE for row in result["exported"].values()):
         console.print("bf16 hint: not native here (no avx512_bf16/AMX), where OpenVINO emulates it slower than f32",
                       highlight=False)
+
+
+def _ratio(base_s: float, figures: dict) -> str:
+    return f"{base_s / figures['latency_batch1']['median_s']:.2f}"
 
 
 def _ms(figures: dict) -> str:

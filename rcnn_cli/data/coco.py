@@ -38,8 +38,17 @@ class CocoFile:
 
 
 def read_json(path: Path) -> Any:
+    """orjson parses COCO-sized files several times faster than json (a 106 MB file: most of the
+    start-up); a file it refuses is read again by json, which words the error (line, column) or
+    accepts what orjson does not (NaN, Infinity)."""
+    import orjson
+
     if not path.is_file():
         raise DatasetError(f"{path}: annotation file not found; check the dataset path")
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        pass
     try:
         with open(path, encoding="utf-8") as file:
             return json.load(file)
