@@ -203,3 +203,17 @@ def test_a_yolo_folder_without_data_yaml_is_a_one_line_error(tmp_path):
     (tmp_path / "images" / "train").mkdir(parents=True)
     with pytest.raises(DatasetError, match="no data.yaml"):
         load_dataset(load_config(["dataset=yolo", f"dataset.root={tmp_path}"]).dataset)
+
+
+def test_a_coco_category_id_that_is_not_a_number_is_reported_not_a_crash(tmp_path):
+    """A list as category_id (seen in the loader fuzz) raised TypeError: unhashable type: 'list'."""
+    for name in ("a.jpg", "b.jpg"):
+        write_image(tmp_path / "img" / name)
+    coco_file(tmp_path / "t.json", ["a.jpg", "b.jpg"], [(1, "ant"), (2, "bee")],
+              [(0, [1], [1, 1, 10, 10], 0), (0, 2, [20, 5, 10, 10], 0), (1, 1, [5, 5, 20, 20], 0)])
+    cfg = load_config(["dataset=coco", f"dataset.train_json={tmp_path}/t.json", f"dataset.train_images={tmp_path}/img",
+                       "dataset.val_fraction=0"]).dataset
+    loaded = load_dataset(cfg, ("train",))
+    assert loaded.class_names == ["ant", "bee"]
+    assert sorted(len(r.boxes) for r in loaded.splits["train"]) == [1, 1]
+    assert loaded.problems.by_kind()

@@ -115,7 +115,7 @@ def category_table(files: list[CocoFile], class_names: list[str] | None, log: Pr
     names: dict[int, str] = {}
     for coco in files:
         names.update(coco.categories)
-    used = {a.get("category_id") for coco in files for a in coco.annotations}
+    used = {c for coco in files for a in coco.annotations if isinstance(c := a.get("category_id"), Hashable)}
     if class_names:
         by_name = {name: cid for cid, name in names.items()}
         missing = [n for n in class_names if n not in by_name]
@@ -217,7 +217,7 @@ def _is_bbox(bbox: Any) -> bool:
 
 def _labels(categories: list[Any], label_of: dict[Any, int]) -> np.ndarray:
     """(A,) label of each category id: 0 for an unknown one, -1 for one that cannot be looked up
-    (a list: reported, or raised, by ``_checked_record`` as before)."""
+    (a list: reported as an unknown label by ``_checked_record``)."""
     try:
         return np.array([label_of.get(c, 0) for c in categories], np.int64)
     except TypeError:
@@ -261,7 +261,7 @@ def _checked_record(coco: CocoFile, image_id: int, image: dict[str, Any], annota
         if not _is_bbox(bbox):
             report(log, "bad_annotation", coco.path, f"annotation {annotation.get('id')}: bbox {bbox!r:.60}")
             continue
-        if category not in label_of:
+        if not isinstance(category, Hashable) or category not in label_of:   # a list as id: reported
             report(log, "unknown_label", coco.path, f"annotation {annotation.get('id')}: category {category!r}")
             continue
         x, y, w, h = (float(v) for v in bbox)
