@@ -169,3 +169,30 @@ def test_data_check_says_how_many_tiles_the_training_set_makes(mosaic_set, tmp_p
                      "items": 21}
     assert "1 of 2 training images cut into 20 tiles" in " ".join(capsys.readouterr().out.split())
     assert Image.open(next((tmp_path / "show").glob("aug_*.png"))).size == (800, 800)    # a tile, resized
+
+
+def test_eval_of_a_tile_trained_model_scores_in_its_tiles_unless_told_otherwise(monkeypatch, tmp_path):
+    """A checkpoint trained with dataset.tile carries it in its stored config; rcnn eval used to score
+    whole pictures unless --tile was typed again, so its AP differed from the val/map logged in training."""
+    from rcnn_cli.commands import evaluate as command
+    from rcnn_cli.settings import resolve
+
+    seen = []
+
+    def record(settings, datamodule, tile, overlap):
+        seen.append((tile, overlap))
+        raise RuntimeError("stop here")
+
+    def whole(settings, datamodule):
+        seen.append("whole pictures")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(command, "_score_tiled", record)
+    monkeypatch.setattr(command, "_score_with_lightning", whole)
+    for typed, expected in ((["dataset.tile=96", "dataset.tile_overlap=0.25"], (96, 0.25)), ([], "whole pictures")):
+        with pytest.raises(RuntimeError):
+            command.evaluate(resolve("eval", [*TINY_TRAIN, *typed]), tmp_path / "eval", tile=None)
+        assert seen[-1] == expected
+    with pytest.raises(RuntimeError):
+        command.evaluate(resolve("eval", [*TINY_TRAIN, "dataset.tile=96"]), tmp_path / "eval", tile=64, overlap=0.1)
+    assert seen[-1] == (64, 0.1)      # --tile typed wins

@@ -66,6 +66,11 @@ def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
     if stored and list(stored) != list(datamodule.class_names):
         raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
                          f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
+    if not tile and cfg.dataset.get("tile"):
+        # trained on tiles: score as validation did (training/tiled_validation.py), at its tile and overlap
+        tile, overlap = int(cfg.dataset.tile), float(cfg.dataset.tile_overlap)
+        say(f"note: scoring in tiles of {tile} px (overlap {overlap:g}) as the model was trained (dataset.tile); "
+            "dataset.tile=null scores whole pictures")
     if tile:
         report, indices = _score_tiled(settings, datamodule, tile, overlap)
     else:
