@@ -12,7 +12,7 @@ import re
 
 import onnx
 import pytest
-from helpers import run_rcnn
+from helpers import export_int8, run_rcnn
 
 from rcnn_cli.commands import export as command
 from rcnn_cli.export.int8 import MIN_INT8_AGREEMENT_MAP50
@@ -20,11 +20,7 @@ from rcnn_cli.export.int8 import MIN_INT8_AGREEMENT_MAP50
 
 @pytest.fixture(scope="module")
 def exported(tiny_run):
-    weights = tiny_run / "checkpoints" / "best.ckpt"
-    out = tiny_run / "int8" / "tiny.onnx"
-    result = run_rcnn("export", "--weights", str(weights), "--format", "onnx", "--int8", "--out", str(out),
-                      cwd=tiny_run.parent.parent)
-    return weights, out, result
+    return export_int8(tiny_run, "onnx", tiny_run / "int8" / "tiny.onnx")
 
 
 def _agreement(stderr: str) -> float:

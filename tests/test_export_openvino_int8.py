@@ -14,7 +14,7 @@ import re
 
 import openvino as ov
 import pytest
-from helpers import run_rcnn, tiny_images
+from helpers import export_int8, run_rcnn, tiny_images
 
 from rcnn_cli.api import Detector
 from rcnn_cli.commands import export as command
@@ -23,11 +23,7 @@ from rcnn_cli.export.int8 import MIN_INT8_AGREEMENT_MAP50
 
 @pytest.fixture(scope="module")
 def exported(tiny_run):
-    weights = tiny_run / "checkpoints" / "best.ckpt"
-    out = tiny_run / "openvino-int8" / "tiny.xml"
-    result = run_rcnn("export", "--weights", str(weights), "--format", "openvino", "--int8", "--out", str(out),
-                      cwd=tiny_run.parent.parent)
-    return weights, out, result
+    return export_int8(tiny_run, "openvino", tiny_run / "openvino-int8" / "tiny.xml")
 
 
 def _agreement(stderr: str) -> float:

@@ -71,3 +71,11 @@ def image_folder(folder: Path, images: list[Path]) -> Path:
     for image in images:
         shutil.copy(image, folder / image.name)
     return folder
+
+
+def export_int8(tiny_run: Path, fmt: str, out: Path):
+    """``rcnn export --format FMT --int8`` of the tiny run's best checkpoint -> (weights, out, result)."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    result = run_rcnn("export", "--weights", str(weights), "--format", fmt, "--int8", "--out", str(out),
+                      cwd=tiny_run.parent.parent)
+    return weights, out, result
