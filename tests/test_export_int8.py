@@ -8,11 +8,10 @@ threshold lowered, on the same graph, so that predict runs a real int8 file."""
 from __future__ import annotations
 
 import json
-import re
 
 import onnx
 import pytest
-from helpers import export_int8, run_rcnn
+from helpers import export_int8, int8_agreement, run_rcnn
 
 from rcnn_cli.commands import export as command
 from rcnn_cli.export.int8 import MIN_INT8_AGREEMENT_MAP50
@@ -24,7 +23,7 @@ def exported(tiny_run):
 
 
 def _agreement(stderr: str) -> float:
-    return float(re.search(r"agreement mAP50 with fp32 torch ([0-9.]+)", stderr).group(1))
+    return int8_agreement(stderr, "tiny.int8.onnx")
 
 
 def test_int8_below_the_agreement_rule_is_not_written(exported):

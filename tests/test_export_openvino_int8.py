@@ -10,11 +10,10 @@ that predict and Detector.load run a real int8 IR."""
 from __future__ import annotations
 
 import json
-import re
 
 import openvino as ov
 import pytest
-from helpers import export_int8, run_rcnn, tiny_images
+from helpers import export_int8, int8_agreement, run_rcnn, tiny_images
 
 from rcnn_cli.api import Detector
 from rcnn_cli.commands import export as command
@@ -27,7 +26,7 @@ def exported(tiny_run):
 
 
 def _agreement(stderr: str) -> float:
-    return float(re.search(r"tiny\.int8\.xml .*agreement mAP50 with fp32 torch ([0-9.]+)", stderr).group(1))
+    return int8_agreement(stderr, "tiny.int8.xml")
 
 
 def test_the_keep_or_refuse_decision_follows_the_printed_agreement(exported):

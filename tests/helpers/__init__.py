@@ -79,3 +79,10 @@ def export_int8(tiny_run: Path, fmt: str, out: Path):
     result = run_rcnn("export", "--weights", str(weights), "--format", fmt, "--int8", "--out", str(out),
                       cwd=tiny_run.parent.parent)
     return weights, out, result
+
+
+def int8_agreement(stderr: str, filename: str) -> float:
+    """The agreement ``rcnn export --int8`` printed for ``filename`` (e.g. tiny.int8.onnx)."""
+    import re
+
+    return float(re.search(re.escape(filename) + r" .*agreement mAP50 with fp32 torch ([0-9.]+)", stderr).group(1))
