@@ -14,9 +14,10 @@ import urllib.error
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
-from helpers import bccd_images
+from helpers import bccd_images, run_rcnn
 
 from rcnn_cli.commands import serve
 
@@ -27,13 +28,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_run):
-    """The tiny model served by uvicorn in a thread on 127.0.0.1 (exact fp32, so answers are comparable)."""
+@contextmanager
+def running(options: serve.ServeOptions):
+    """The service built from ``options``, served by uvicorn in a thread on 127.0.0.1 -> (url, predictor)."""
     import uvicorn
 
-    options = serve.ServeOptions(tiny_run / "checkpoints" / "best.ckpt", ["device=cpu", "model.precision=fp32"],
-                                 conf=0.05, max_body_mb=1.0)
     app, predictor = serve.build(options)
     port = free_port()
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -42,9 +41,20 @@ def server(tiny_run):
     deadline = time.monotonic() + 60
     while not instance.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", predictor
-    instance.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}", predictor
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    """The tiny model (exact fp32, so answers are comparable)."""
+    options = serve.ServeOptions(tiny_run / "checkpoints" / "best.ckpt", ["device=cpu", "model.precision=fp32"],
+                                 conf=0.05, max_body_mb=1.0)
+    with running(options) as served:
+        yield served
 
 
 def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
@@ -146,3 +156,23 @@ def test_200_requests_from_8_clients_all_answer_correctly(server):
     p50, p95 = statistics.median(latencies), latencies[int(0.95 * len(latencies)) - 1]
     print(f"serve load: 200 requests, 8 clients: {200 / seconds:.1f} req/s, p50 {p50 * 1000:.0f} ms, "
           f"p95 {p95 * 1000:.0f} ms, {passes} forward passes")
+
+
+def test_exported_files_are_served_like_rcnn_predict_runs_them(tiny_run, tmp_path):
+    """ONNX and OpenVINO files behind the same service: each answers what its own runner detects, and
+    the same objects as the checkpoint (parity: labels equal, boxes within a pixel)."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    out = run_rcnn("export", "--weights", str(weights), "--format", "onnx,openvino", "--out",
+                   str(tmp_path / "tiny.onnx"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    image = bccd_images(1)[0]
+    with running(serve.ServeOptions(weights, ["device=cpu", "model.precision=fp32"], conf=0.05)) as (url, _):
+        reference = post(url, image.read_bytes())[1]["detections"]
+    for name, runs_as in (("tiny.onnx", "onnx"), ("tiny.xml", "openvino")):
+        with running(serve.ServeOptions(tmp_path / name, ["model.precision=fp32"], conf=0.05)) as (url, predictor):
+            assert predictor.runs_as.startswith(runs_as)
+            status, answer = post(url, image.read_bytes())
+        assert status == 200 and answer["detections"] == expected(predictor, image), name
+        assert [d["label"] for d in answer["detections"]] == [d["label"] for d in reference], name
+        for got, want in zip(answer["detections"], reference):
+            assert max(abs(a - b) for a, b in zip(got["box"], want["box"])) < 1.0, name

@@ -66,12 +66,12 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
 def refuse_model_settings(weights: str, typed: Mapping[str, Any]) -> None:
     """An exported file runs as it was exported: a typed ``model.*`` value would be silently ignored,
     so it is refused. Precision is the exception where the runtime takes it: any for OpenVINO (its
-    inference precision hint), ``auto`` for the others."""
+    inference precision hint), ``auto`` or ``fp32`` (what they run) for the others."""
     for key, value in typed.items():
         key = key.lstrip("+")
         if not key.startswith("model.") or key == "model.weights":
             continue
-        if key == "model.precision" and (weights.lower().endswith(".xml") or value == "auto"):
+        if key == "model.precision" and (weights.lower().endswith(".xml") or value in ("auto", "fp32")):
             continue
         raise UsageError(f"{key}={value}: an exported file runs as it was exported; export again with the "
                          "setting (rcnn export --weights CKPT ...), or use --conf for the score threshold")
