@@ -167,7 +167,10 @@ def test_data_check_says_how_many_tiles_the_training_set_makes(mosaic_set, tmp_p
     tiles = json.loads((tmp_path / "check.json").read_text())["tiles"]
     assert tiles == {"tile": 640, "overlap": 0.2, "images": 2, "cut_images": 1, "tiles": 20, "empty_tiles": 0,
                      "items": 21}
-    assert "1 of 2 training images cut into 20 tiles" in " ".join(capsys.readouterr().out.split())
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "1 of 2 training images cut into 20 tiles" in printed
+    assert json.loads((tmp_path / "check.json").read_text())["balance"]["unit"] == "tiles and whole pictures"
+    assert "class imbalance (train): boxes" in printed and "; tiles and whole pictures " in printed
     assert Image.open(next((tmp_path / "show").glob("aug_*.png"))).size == (800, 800)    # a tile, resized
 
 

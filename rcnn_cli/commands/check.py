@@ -43,7 +43,8 @@ def run(options: CheckOptions) -> int:
     if cfg.dataset.get("tile") is not None:
         # Training on tiles: the sampler repeats tiles and the anchors see tile-sized pictures.
         train, report["tiles"] = training_tiles(cfg, train, use_ignored)
-    report["balance"] = class_balance(train, loaded.class_names, use_ignored)
+    unit = "tiles and whole pictures" if "tiles" in report else "images"
+    report["balance"] = class_balance(train, loaded.class_names, use_ignored, unit)
     report["anchor_fit"] = anchor_fit(train, loaded.class_names, cfg.model, use_ignored)
     print_report(stdout, report)
     if options.json_path:
@@ -126,18 +127,20 @@ def print_balance(console: Console, balance: dict[str, Any]) -> None:
         counts = {name: n for name, n in balance[key].items() if n}
         if counts:
             high, low = max(counts, key=counts.get), min(counts, key=counts.get)
-            parts.append(f"{key} {high} {counts[high]} / {low} {counts[low]} = {balance[ratio]:g}x")
+            label = key if key == "boxes" else balance["unit"]
+            parts.append(f"{label} {high} {counts[high]} / {low} {counts[low]} = {balance[ratio]:g}x")
     line = "class imbalance (train): " + "; ".join(parts)
     if balance["absent"]:
         line += f"; no training boxes for {', '.join(balance['absent'])}"
     console.print(line, highlight=False)
     hint = balance["suggestion"]
     if hint:
+        unit = balance["unit"]
         text = (f"[yellow]rare classes:[/] try {hint['setting']} (repeat-factor sampling): an epoch of "
-                f"~{hint['epoch_images']:g} images instead of {hint['train_images']}, {hint['rarest']} images "
+                f"~{hint['epoch_images']:g} {unit} instead of {hint['train_images']}, {hint['rarest']} {unit} "
                 f"x{hint['rarest_repeat']:g}")
         if balance["image_ratio"] <= IMBALANCE:
-            text += (f" (by images the classes are only {balance['image_ratio']:g}x apart: repeating images "
+            text += (f" (by {unit} the classes are only {balance['image_ratio']:g}x apart: repeating them "
                      "can rebalance them little)")
         console.print(text, highlight=False)
 

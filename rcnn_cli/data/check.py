@@ -102,11 +102,12 @@ def split_summary(records: list[ImageRecord], class_names: list[str]) -> dict[st
             "classes": {name: counts.get(i + 1, 0) for i, name in enumerate(class_names)}}
 
 
-def class_balance(records: list[ImageRecord], class_names: list[str], use_ignored: bool = False
-                  ) -> dict[str, Any]:
+def class_balance(records: list[ImageRecord], class_names: list[str], use_ignored: bool = False,
+                  unit: str = "images") -> dict[str, Any]:
     """The class imbalance of the training records: boxes and images containing each class, largest /
     smallest of each (over the classes present), and, when either ratio is above ``IMBALANCE``, the
-    repeat-factor setting to try with what it would do (expected epoch length, rarest class's repeat)."""
+    repeat-factor setting to try with what it would do (expected epoch length, rarest class's repeat).
+    unit: what a record is, as printed ("images", or "tiles" when training on tiles)."""
     boxes = Counter(int(label) for r in records for label, ignored in zip(r.labels, r.ignore)
                     if use_ignored or not ignored)
     images = image_class_counts(records, len(class_names), use_ignored)
@@ -114,7 +115,8 @@ def class_balance(records: list[ImageRecord], class_names: list[str], use_ignore
     image_counts = {name: int(images[i]) for i, name in enumerate(class_names)}
     result: dict[str, Any] = {"boxes": box_counts, "images": image_counts,
                               "box_ratio": _ratio(box_counts), "image_ratio": _ratio(image_counts),
-                              "absent": [name for name, n in box_counts.items() if n == 0], "suggestion": None}
+                              "absent": [name for name, n in box_counts.items() if n == 0], "suggestion": None,
+                              "unit": unit}
     if max(result["box_ratio"], result["image_ratio"]) > IMBALANCE:
         present = [i for i in range(len(class_names)) if images[i]]
         rarest = min(present, key=lambda i: (images[i], boxes.get(i + 1, 0)))
