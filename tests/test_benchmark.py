@@ -22,8 +22,9 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads((tmp_path / "b.json").read_text())
     assert {"cpu", "cores", "torch", "cpu_flags"} <= set(result["machine"])
+    assert result["device"] == ("cuda" if torch.cuda.is_available() else "cpu")    # device=auto, as the others
     names = ["torchvision", "ours", "ours_fast"] + (["ours_bf16"] if result["bf16_probe_speedup"] > 0 else [])
-    if "x86" in torch.backends.quantized.supported_engines:
+    if "x86" in torch.backends.quantized.supported_engines and not torch.cuda.is_available():
         names.append("ours_int8")
         assert "int8_vs_fp32" in result["agreement_map50"] and result["int8_calibration_images"] >= 2
         assert "this CPU:" in out.stdout + out.stderr

@@ -68,3 +68,18 @@ def test_half_export_is_traced_and_checked_on_the_gpu_and_predict_runs_it(tiny_r
         predicted = run_rcnn("predict", str(tiny_images(2)[0]), "--weights", str(tmp_path / "tiny.fp16.torchscript"),
                              "--out", str(tmp_path / "pred"), "--format", "json", cwd=tmp_path)
         assert predicted.returncode == 0, predicted.stderr[-2000:]
+
+
+def test_benchmark_times_the_torch_columns_on_the_gpu(tmp_path):
+    """On the lent H200 `rcnn benchmark` ran every column on the CPU (the models were never moved) and
+    did not finish in 210 s; device=auto must put them on the GPU like every other command."""
+    import json
+
+    out = run_rcnn("benchmark", "model.min_size=96", "model.max_size=96", "dataset.num_images=24",
+                   "dataset.image_size=96", "--count", "2", "--batch", "2", "--repeats", "1", "--warmup", "0",
+                   "--formats", "torchscript", "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["device"] == "cuda" and "ours_int8" not in result["inference"]
+    assert result["training"]["ours_auto"]["precision"] == "bfloat16"
+    assert result["exported"]["torchscript_fp16"]["agreement_map50"] is not None

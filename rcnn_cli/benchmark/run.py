@@ -74,7 +74,8 @@ def twin_problem(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0) -> dict[str, nn.Module]:
+def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0,
+                 device: torch.device | str = "cpu") -> dict[str, nn.Module]:
     """{"torchvision" (where it has the same detector), "ours", "ours_fast", and "ours_bf16" where
     bf16 is native} with identical weights: seeded random, or ``cfg["weights"]`` (then the class
     count comes from the file)."""
@@ -92,7 +93,7 @@ def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0) -> d
             p.requires_grad_(trains[name])
         models = {"torchvision": theirs, **models}
     models["ours_fast"] = optimize_for_inference(copy.deepcopy(ours))
-    if bf16_speedup(device_type(ours)) > 0:   # native bf16 only
+    if bf16_speedup(torch.device(device).type) > 0:   # native bf16 only
         models["ours_bf16"] = to_bfloat16(optimize_for_inference(copy.deepcopy(ours)))
     return models
 
@@ -200,18 +201,24 @@ def int8_available() -> bool:
 def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dict], batch: int = 4,
               repeats: int = 3, warmup: int = 1, train: bool = True,
               calibration: list[torch.Tensor] | None = None, scaling: bool = False,
-              formats: list[str] = ()) -> dict[str, Any]:
+              formats: list[str] = (), device: torch.device | str = "cpu") -> dict[str, Any]:
     """calibration: images for the int8 columns' activation ranges (default: the timed images);
-    formats: exported files to time beside the torch columns (benchmark/exported.py)."""
+    formats: exported files to time beside the torch columns (benchmark/exported.py); device: where
+    the torch columns run (``device``; int8 and the exported runtimes run on the CPU)."""
+    device = torch.device(device)
     calibration = calibration or images
-    models = build_models(cfg)
-    if int8_available():
+    models = {name: model.to(device) for name, model in build_models(cfg, device=device).items()}
+    if int8_available() and device.type == "cpu":
         models["ours_int8"] = quantize_int8(copy.deepcopy(models["ours"]), calibration)
+    cpu_images, images = images, [image.to(device) for image in images]
+    targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
     result: dict[str, Any] = {"machine": machine_info(), "model": cfg.get("name", cfg["backbone"]),
-                              "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images)}
+                              "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images),
+                              "device": str(device)}
     result["inference"] = inference_figures(models, images, batch, repeats, warmup)
     with torch.inference_mode():
-        outputs = {name: [model([image])[0] for image in as_float(images)] for name, model in models.items()}
+        outputs = {name: [{k: v.cpu() for k, v in model([image])[0].items()} for image in as_float(images)]
+                   for name, model in models.items()}
     num_classes = models["ours"].roi_heads.box_predictor.cls_score.out_features - 1
     exact = outputs["ours"]
     result["agreement_map50"] = {}
@@ -225,7 +232,7 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
     if formats:
         from .exported import exported_figures
 
-        result["exported"] = exported_figures(models["ours"], cfg, images, calibration, exact, list(formats),
+        result["exported"] = exported_figures(models["ours"], cfg, cpu_images, calibration, exact, list(formats),
                                               repeats, warmup)
         result["torch_weights_bytes"] = state_dict_bytes(models["ours"])
     # Speed-ups are against torchvision, or against our own exact fp32 where it has no twin.

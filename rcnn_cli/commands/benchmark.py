@@ -196,9 +196,11 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
                    else load_images(cfg, images_source, CALIBRATION_IMAGES)[0]) or images
     if not images:
         raise ValueError("no images to benchmark on")
+    from ..runtime.hardware import resolve_device
+
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train,
-                       calibration=calibration, scaling=scaling, formats=formats)
+                       calibration=calibration, scaling=scaling, formats=formats, device=resolve_device(cfg.device))
     print_result(console, result)
     if "exported" in result:
         print_runtimes(console, result)
