@@ -82,4 +82,4 @@ def test_benchmark_times_the_torch_columns_on_the_gpu(tmp_path):
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["device"] == "cuda" and "ours_int8" not in result["inference"]
     assert result["training"]["ours_auto"]["precision"] == "bfloat16"
-    assert result["exported"]["torchscript_fp16"]["agreement_map50"] is not None
+    assert result["exported"]["torchscript_fp16"]["latency_batch1"]["median_s"] > 0     # timed, not skipped
