@@ -124,9 +124,9 @@ def _stored_config(source, command: str) -> tuple[tuple | None, dict | None]:
     if not source:
         return None, None
     path = Path(str(source))
-    from .runtime.exported import EXPORTED_SUFFIXES
+    from .runtime.exported import is_exported
 
-    if path.suffix.lower() in EXPORTED_SUFFIXES:
+    if is_exported(path):
         return None, None
     from .model.factory import read_weights_source
 

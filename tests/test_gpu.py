@@ -25,8 +25,9 @@ def test_mixed_precision_training_on_the_gpu_learns_and_saves_fp32_weights(tmp_p
     rows = list(csv.DictReader(open(tmp_path / "runs" / "gpu" / "metrics.csv")))
     losses = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
     assert losses and all(math.isfinite(v) for v in losses), losses
-    state = torch.load(tmp_path / "runs" / "gpu" / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=True)["state_dict"]
+    from rcnn_cli.model.weights import read_weights_file
+
+    state = read_weights_file(tmp_path / "runs" / "gpu" / "checkpoints" / "last.ckpt")["state_dict"]
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
 
 

@@ -42,9 +42,9 @@ def tiling_note(tile: int, model) -> None:
 def lower_score_floor(settings, lowest_conf: float) -> None:
     """predict and serve never show detections under --conf, so the model may keep them down to that
     (at most its usual 0.05) unless model.box_score_thresh was typed; exported files keep their own."""
-    from ..runtime.exported import EXPORTED_SUFFIXES
+    from ..runtime.exported import is_exported
 
     typed = {key.lstrip("+") for key in settings.typed}
-    if "model.box_score_thresh" in typed or Path(str(settings.cfg.model.weights)).suffix.lower() in EXPORTED_SUFFIXES:
+    if "model.box_score_thresh" in typed or is_exported(settings.cfg.model.weights):
         return
     settings.cfg.model.box_score_thresh = min(lowest_conf, 0.05)

@@ -17,7 +17,7 @@ from ..export.verify import (
     check_images,
     verify_export,
 )
-from ..files import atomic_path, atomic_paths
+from ..files import atomic_paths
 from ..settings import resolve
 from . import console, say, weights_or_default
 
@@ -145,28 +145,37 @@ def _write_half(detector, script: Path, checked, input_dtype: str) -> bool:
     when its detections agree with fp32 torch's on the GPU at mAP50 >= MIN_REDUCED_AGREEMENT_MAP50."""
     import copy
 
-    from ..runtime.exported import ExportError, load_exported
-
     path = half_path(script)
     sample = checked[0] if input_dtype == "uint8" else checked[0].float() / 255
     reference = copy.deepcopy(detector.model).float().cuda().eval()
+    return _keep_if_agrees(
+        [path], lambda pending: write_torchscript(detector, pending, sample, input_dtype, half=True), reference,
+        checked, f"tracing {path.name} on the GPU and checking it on {len(checked)} images",
+        ("fp16 backbone, CUDA", MIN_REDUCED_AGREEMENT_MAP50, "torch fp32 on the GPU", "torchscript fp16"))
+
+
+def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, report: tuple) -> bool:
+    """Writes a reduced-precision file (``paths[0]``, its companions after it) through ``write(pending)``,
+    runs it beside ``reference`` on the check images and keeps it only when the agreement passes;
+    report: (what, threshold, reference name, runtime name) for the printed line."""
+    from ..runtime.exported import ExportError, load_exported
+
     try:
-        with atomic_path(path) as pending:
-            with console.status(f"tracing {path.name} on the GPU and checking it on {len(checked)} images"):
-                write_torchscript(detector, pending, sample, input_dtype, half=True)
+        with atomic_paths(*paths) as pending:
+            with console.status(status):
+                write(pending[0])
                 try:
-                    result = verify_export(reference, load_exported(pending), checked)
+                    result = verify_export(reference, load_exported(pending[0]), checked)
                 except ExportError as err:
                     raise JobFailed(str(err)) from None
-            if not _say_reduced(path, pending, "fp16 backbone, CUDA", result, MIN_REDUCED_AGREEMENT_MAP50,
-                                "torch fp32 on the GPU", "torchscript fp16"):
+            if not _say_reduced(paths[0], pending[0], result, *report):
                 raise _Rejected
     except _Rejected:
         return False
     return True
 
 
-def _say_reduced(path: Path, pending: Path, what: str, result, threshold: float, reference: str,
+def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float, reference: str,
                  runtime: str) -> bool:
     """One line for a reduced-precision file: its agreement with fp32 and the verdict -> passed."""
     from ..runtime.exported import exported_size
@@ -187,30 +196,17 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
     """best.onnx -> best.int8.onnx (best.xml -> best.int8.xml), kept only when its detections agree with
     fp32 torch's at mAP50 >= MIN_INT8_AGREEMENT_MAP50 on the check images, run as ``auto`` runs it.
     Calibrated on --images, else the training images."""
-    from ..runtime.exported import ExportError, load_exported
-
     images, origin = calibration_images(sources, detector.metadata.get("dataset"))
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
     path = int8_path(source)
     companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
     tool = INT8_TOOLS[source.suffix]
-    try:
-        with atomic_paths(path, *companions) as pending_files:
-            pending = pending_files[0]
-            with console.status(f"quantizing {source.name} to int8 with {tool} on {len(images)} images ({origin})"):
-                QUANTIZERS[source.suffix](source, pending, images)
-                try:
-                    result = verify_export(detector.model, load_exported(pending), checked)
-                except ExportError as err:
-                    raise JobFailed(str(err)) from None
-            passed = _say_reduced(path, pending, f"int8 by {tool}, calibrated on {len(images)} {origin}", result,
-                                  MIN_INT8_AGREEMENT_MAP50, "fp32 torch", f"{RUNTIMES[source.suffix]} int8")
-            if not passed:
-                raise _Rejected
-    except _Rejected:
-        return False
-    return True
+    return _keep_if_agrees(
+        [path, *companions], lambda pending: QUANTIZERS[source.suffix](source, pending, images), detector.model,
+        checked, f"quantizing {source.name} to int8 with {tool} on {len(images)} images ({origin})",
+        (f"int8 by {tool}, calibrated on {len(images)} {origin}", MIN_INT8_AGREEMENT_MAP50, "fp32 torch",
+         f"{RUNTIMES[source.suffix]} int8"))
 
 
 def _summary(path: Path, result) -> str:

@@ -158,7 +158,7 @@ def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_p
     widths, heights = (np.array(side, np.float32) for side in zip(*sizes)) if sizes else (np.zeros(0),) * 2
     columns, clean = _columns(coco, label_of, widths, heights)
     listing = _regular_files(coco.images_dir)
-    root = _resolved_root(coco.images_dir)
+    root = Path(os.path.realpath(coco.images_dir))
     records = []
     for index, (image_id, image) in enumerate(coco.images.items()):
         name = str(image["file_name"])
@@ -242,10 +242,6 @@ def _regular_files(folder: Path) -> set[str]:
                     if entry.is_file(follow_symlinks=False) and not entry.name.startswith("\\")}
     except OSError:
         return set()
-
-
-def _resolved_root(folder: Path) -> Path:
-    return Path(os.path.realpath(folder))
 
 
 def _checked_record(coco: CocoFile, image_id: int, image: dict[str, Any], annotations: list[dict[str, Any]],

@@ -28,6 +28,11 @@ METADATA_KEYS = ("producer", "class_names", "category_ids", "input_dtype", "scor
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
+def is_exported(weights: str | Path | None) -> bool:
+    """Whether ``weights`` names an exported file (run by its runtime, not built from a config)."""
+    return bool(weights) and Path(str(weights)).suffix.lower() in EXPORTED_SUFFIXES
+
+
 class ExportError(RcnnError):
     """An exported file that cannot be read, with what to do about it."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,9 +42,9 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     typed: what the user typed (``Settings.typed``): an exported file refuses ``model.*`` settings."""
     device = resolve_device(cfg.device)
     weights = cfg.model.weights
-    from .exported import EXPORTED_SUFFIXES, load_exported
+    from .exported import is_exported, load_exported
 
-    if weights and Path(weights).suffix.lower() in EXPORTED_SUFFIXES:
+    if is_exported(weights):
         refuse_model_settings(str(weights), typed or {})
         # several images in flight when a batch comes (predict --batch-size, serve's batches)
         exported = load_exported(weights, str(device), str(cfg.model.precision), requests=0)
