@@ -13,7 +13,9 @@ from PIL import Image
 from torch import Tensor
 
 from .data.images import read_chw, to_rgb_array
-from .runtime.predictor import Predictor, load_predictor, prepare_model
+from .data.samples import CHECK_IMAGES
+from .errors import UsageError
+from .runtime.predictor import Predictor, check_samples, load_predictor, prepare_model
 from .settings import resolve
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
@@ -72,13 +74,40 @@ class Detector:
         return self._predictor.runs_as
 
     def set_precision(self, precision: str = "auto", calibration: Sequence[ImageLike] = ()) -> str:
-        """Run faster from now on, as ``rcnn predict --precision`` does: ``auto`` (folded BatchNorm,
-        plus bf16 where this machine measures it faster), ``bf16``, ``int8`` (CPU; ``calibration``:
-        8-16 of your images) or ``fp32``. Returns what was chosen. One way: load the detector again
-        with ``precision="fp32"`` to go back to the exact model."""
+        """Run faster from now on, as ``rcnn predict --precision`` does, by the same rule
+        (runtime/precision.py): ``auto`` (folded BatchNorm, plus bf16 where this machine runs it
+        natively, faster, and in agreement with the exact model on real images: the model's
+        validation data, else ``calibration``), ``bf16``, ``int8`` (CPU; ``calibration``: 8-16 of
+        your images) or ``fp32``. Returns what runs; ``self.precision_decision.line()`` says why.
+        One way: load the detector again with ``precision="fp32"`` to go back to the exact model."""
+        from .data.samples import Samples
+        from .runtime.precision import cache_key
+
+        if self.model is None:
+            raise UsageError("an exported file runs as it was exported; load it again with "
+                             f"Detector.load(path, precision={precision!r}) (OpenVINO files take fp32, bf16, auto)")
+        if self.model.precision not in ("fp32", "folded") and precision != self.model.precision:
+            raise UsageError(f"this detector already runs {self.model.precision}; load it again with "
+                             f"Detector.load(weights, precision={precision!r})")
         images = [to_chw_tensor(image) for image in calibration]
-        self._predictor.runs_as = prepare_model(self.model, precision, images, self.device)
+        own = check_samples(self.metadata.get("dataset"))
+
+        def samples() -> Samples:
+            found = own()
+            return found if found or not images else Samples(images[:CHECK_IMAGES], "calibration images")
+
+        score_threshold = float(self.config.get("box_score_thresh", 0.05))
+        decision = prepare_model(self.model, precision, self.device, images, samples,
+                                 cache_key(self.config.get("weights"), dict(self.config), self.device.type),
+                                 len(self.class_names), score_threshold)
+        self._predictor.decision = decision
+        self._predictor.runs_as = decision.runs
         return self.model.precision
+
+    @property
+    def precision_decision(self):
+        """What ``precision`` chose and why, with its measured figures (runtime/precision.Decision)."""
+        return self._predictor.decision
 
     @torch.inference_mode()
     def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 4) -> list[dict[str, Any]]:

@@ -106,11 +106,17 @@ def evaluate(
     tile: Annotated[int | None, typer.Option("--tile", help="score huge pictures in overlapping tiles of this "
                                              "many px, as rcnn predict --tile")] = None,
     overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")] = 0.2,
+    precision: Annotated[str | None, typer.Option(
+        "--precision", help="fp32 (default: the exact model, the same figures on every CPU), or auto, bf16, int8 "
+        "to score a fast path, printed beside the exact figures; same as model.precision=...")] = None,
 ) -> None:
     """Evaluate a checkpoint: COCO mAP, VOC07/VOC AP50, per-class AP, PR curves, thresholds, report.html."""
     from .commands import evaluate as command
+    from .commands.predict import shorthand
 
-    command.run(command.EvalOptions(weights, overrides or [], config_dir, json_path, predictions, out, tile, overlap))
+    command.run(command.EvalOptions(weights=weights, overrides=shorthand(overrides or [], precision=precision),
+                                    config_dir=config_dir, json_path=json_path, predictions=predictions, out=out,
+                                    tile=tile, overlap=overlap))
 
 
 @app.command()

@@ -73,6 +73,10 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     defaults = cfg.copy()
     if stored is not None:
         cfg = _layer_stored(cfg, stored, groups, config_dir, resume_all=bool(resume))
+    if command == "eval" and "model.precision" not in typed:
+        # eval reports the model's number, the same on every CPU: the exact model unless a fast path is asked for
+        with open_dict(cfg):
+            cfg.model.precision = "fp32"
     _apply(cfg, typed)
     if resume:
         notes += _resume_changes(stored, cfg, groups)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import BCCD, FACEMASK, TINY_TRAIN, require_shared, run_rcnn
+
+# Auto precision decisions are cached per weights file and machine (runtime/precision.py): the tests keep
+# theirs in a folder of their own, never in the user's cache.
+os.environ.setdefault("RCNN_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"rcnn-tests-cache-{os.getpid()}"))
 
 # Tests run two to a 2-core machine (pytest -n 2): one torch thread each avoids oversubscription.
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..eval.agreement import agreement_map50
 from ..export.int8 import quantize_onnx, quantize_openvino
 from ..runtime.exported import exported_size, load_exported
-from ..runtime.hardware import has_native_bf16, timed
+from ..runtime.hardware import current, timed
 
 FORMATS = ("onnx", "openvino", "torchscript")
 NOT_NATIVE = "not native here"      # bf16 emulated: slower than f32, so not worth a row of timings
@@ -78,8 +78,8 @@ def _openvino_rows(detector, folder: Path, onnx_path: Path, sample: torch.Tensor
 
     xml = write_openvino(detector, folder / "model.xml", sample, onnx_path=onnx_path)
     rows = {"openvino_f32": measure(xml, "fp32")}
-    rows["openvino_bf16"] = measure(xml, "bf16") if has_native_bf16() else {"skipped": NOT_NATIVE}
-    rows["openvino_int8"] = measure(quantize_openvino(xml, folder / "model.int8.xml", calibration), "auto")
+    rows["openvino_bf16"] = measure(xml, "bf16") if current().native_bf16 else {"skipped": NOT_NATIVE}
+    rows["openvino_int8"] = measure(quantize_openvino(xml, folder / "model.int8.xml", calibration), "fp32")
     return rows
 
 
@@ -87,7 +87,7 @@ def _measurer(images: list[torch.Tensor], exact: list[dict], classes: int, repea
     """-> measure(path, precision): one row, the file run one image at a time as rcnn predict runs it."""
     from .run import spread
 
-    def measure(path: Path, precision: str = "auto") -> dict[str, Any]:
+    def measure(path: Path, precision: str = "fp32") -> dict[str, Any]:
         runner = load_exported(path, precision=precision)
         latency = timed(lambda: [runner.detect([image]) for image in images], repeats, warmup)
         outputs = [runner.detect([image])[0] for image in images]

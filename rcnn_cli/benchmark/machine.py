@@ -7,16 +7,19 @@ import os
 import torch
 import torchvision
 
-from ..runtime.hardware import bf16_pays_off, bf16_speedup, cpu_flags, cpu_model, has_native_bf16
+from ..runtime.hardware import bf16_pays_off, bf16_speedup, current
 
 # CPU features that decide which fast path is worth it (bf16 matmuls, int8 dot products).
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
 def machine_info() -> dict:
-    flags = cpu_flags()
+    hardware = current()
+    flags = hardware.cpu_flags
     return {
-        "cpu": cpu_model(),
+        "cpu": hardware.cpu_model,
+        "cpu_kind": hardware.kind,
+        "hardware_profile": hardware.profile,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_flags": sorted(f for f in FLAGS_OF_INTEREST if f in flags),
@@ -28,8 +31,8 @@ def machine_info() -> dict:
 
 def precision_advice() -> str:
     """One line: which reduced precisions this CPU runs natively and what ``auto`` chose."""
-    flags = cpu_flags()
-    if has_native_bf16():
+    flags = current().cpu_flags
+    if current().native_bf16:
         speedup = bf16_speedup("cpu")
         native = ", ".join(sorted({"avx512_bf16", "amx_bf16"} & flags))
         bf16 = (f"native bf16 ({native}), a 3x3 conv {speedup:.1f}x faster than fp32: model.precision=auto "

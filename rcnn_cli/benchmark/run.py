@@ -18,7 +18,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..eval.agreement import agreement_map50
 from ..model.factory import create_detector
 from ..runtime.fast import optimize_for_inference, to_bfloat16, use_channels_last
-from ..runtime.hardware import bf16_pays_off, bf16_speedup, timed, training_autocast_dtype
+from ..runtime.hardware import bf16_speedup, timed, training_autocast_dtype
+from ..runtime.precision import native_reduced_path
 from ..runtime.quantize import ENGINE, quantize_int8
 from .machine import machine_info
 
@@ -74,6 +75,21 @@ def twin_problem(cfg: dict[str, Any]) -> str | None:
     return None
 
 
+def auto_column(result: dict, images: int) -> str:
+    """What model.precision=auto runs here, by the one rule (runtime/precision.py) applied to this
+    benchmark's own figures: the bf16 column where it agrees with fp32 and is faster than folded."""
+    from ..runtime.precision import Trial, verdict
+
+    if "ours_bf16" not in result["inference"]:
+        return "ours_fast"
+    speed = result["inference"]
+    speedup = speed["ours_fast"]["latency_batch1"]["median_s"] / speed["ours_bf16"]["latency_batch1"]["median_s"]
+    agreement = result["agreement_map50"].get("bf16_vs_fp32")
+    takes, reason = verdict(Trial(speedup, agreement, 1 if agreement is not None else 0, images, "timed images"))
+    result["auto_reason"] = reason
+    return "ours_bf16" if takes else "ours_fast"
+
+
 def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0,
                  device: torch.device | str = "cpu") -> dict[str, nn.Module]:
     """{"torchvision" (where it has the same detector), "ours", "ours_fast", and "ours_bf16" where
@@ -93,7 +109,7 @@ def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0,
             p.requires_grad_(trains[name])
         models = {"torchvision": theirs, **models}
     models["ours_fast"] = optimize_for_inference(copy.deepcopy(ours))
-    if bf16_speedup(torch.device(device).type) > 0:   # native bf16 only
+    if native_reduced_path(torch.device(device).type):   # the only bf16 auto could choose
         models["ours_bf16"] = to_bfloat16(optimize_for_inference(copy.deepcopy(ours)))
     return models
 
@@ -242,8 +258,7 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
     result["speedup"] = {
         name: base / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}
     result["bf16_probe_speedup"] = bf16_speedup(device_type(models["ours"]))
-    # What model.precision=auto runs here: the bf16 column where the probe says bf16 pays.
-    auto = "ours_bf16" if "ours_bf16" in models and bf16_pays_off(device_type(models["ours"])) else "ours_fast"
+    auto = auto_column(result, len(images))
     result["auto"] = auto
     if scaling:
         result["scaling"] = scaling_figures(models[auto], images, repeats, warmup)

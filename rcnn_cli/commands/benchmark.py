@@ -14,9 +14,9 @@ from rich.table import Table
 from ..benchmark.exported import NOT_NATIVE, parse_formats
 from ..benchmark.machine import precision_advice
 from ..benchmark.run import benchmark
+from ..data.samples import CALIBRATION_IMAGES
 from ..errors import UsageError
 from ..files import write_json
-from ..runtime.quantize import CALIBRATION_IMAGES
 from ..settings import resolve
 from . import console as stderr_console
 from . import stdout

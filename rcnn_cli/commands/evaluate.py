@@ -45,6 +45,8 @@ def run(options: EvalOptions) -> EvalResult:
     result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap)
     if result.report is not None:
         print_report(result)
+        if settings.cfg.model.precision != "fp32":
+            compare_with_exact(settings, result, options.tile, options.overlap)
     return result
 
 
@@ -57,6 +59,15 @@ def default_eval_dir(weights: Path) -> Path:
 
 def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
              predictions_path: Path | None = None, tile: int | None = None, overlap: float = 0.2) -> EvalResult:
+    report, indices, datamodule = score(settings, tile, overlap)
+    if report is None:                # DDP ranks other than 0
+        return EvalResult(None, out_dir, 0, settings.cfg)
+    _write_outputs(report, indices, datamodule, settings.cfg, out_dir, json_path, predictions_path)
+    return EvalResult(report, out_dir, len(indices), settings.cfg)
+
+
+def score(settings: Settings, tile: int | None = None, overlap: float = 0.2):
+    """(EvalReport or None off rank 0, the validation record indices scored, the datamodule)."""
     from ..data.datamodule import DetectionDataModule
 
     cfg = settings.cfg
@@ -72,13 +83,24 @@ def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
         say(f"note: scoring in tiles of {tile} px (overlap {overlap:g}) as the model was trained (dataset.tile); "
             "dataset.tile=null scores whole pictures")
     if tile:
-        report, indices = _score_tiled(settings, datamodule, tile, overlap)
-    else:
-        report, indices = _score_with_lightning(settings, datamodule)
-        if report is None:                # DDP ranks other than 0
-            return EvalResult(None, out_dir, 0, cfg)
-    _write_outputs(report, indices, datamodule, cfg, out_dir, json_path, predictions_path)
-    return EvalResult(report, out_dir, len(indices), cfg)
+        return (*_score_tiled(settings, datamodule, tile, overlap), datamodule)
+    return (*_score_with_lightning(settings, datamodule), datamodule)
+
+
+def compare_with_exact(settings: Settings, result: EvalResult, tile: int | None, overlap: float) -> dict[str, float]:
+    """A fast path's figures beside the exact model's, so that eval's number of record stays the
+    model's: the same data scored again at model.precision=fp32. -> {metric: exact value}."""
+    import copy
+
+    exact = copy.copy(settings)
+    exact.cfg = settings.cfg.copy()
+    exact.cfg.model.precision = "fp32"
+    report = score(exact, tile, overlap)[0]
+    fast, truth = result.report.summary(), report.summary()
+    for key, title in EVAL_ROWS[:3]:
+        say(f"{title}: exact model {truth[key]:.4f}, at {settings.cfg.model.precision} {fast[key]:.4f} "
+            f"({fast[key] - truth[key]:+.4f})")
+    return {key: truth[key] for key in truth}
 
 
 def _score_with_lightning(settings: Settings, datamodule):
@@ -141,14 +163,16 @@ def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, j
 
 
 def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
-    """Scores the model as ``model.precision`` runs it (see runtime/fast.py), so that eval tells what
-    a precision costs. int8 calibrates on training images (validation ones when there are none):
-    the score then says what int8 costs on data the ranges were not fitted to."""
+    """Scores the model as ``model.precision`` runs it, chosen by the one rule (runtime/precision.py);
+    eval's default is the exact model (settings.resolve). int8 calibrates on training images
+    (validation ones when there are none): the score then says what int8 costs on data the ranges
+    were not fitted to. A reduced path is checked on validation images."""
     import torch
 
-    from ..data.images import read_chw
+    from ..data.images import read_decodable_chw
+    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES, Samples
+    from ..runtime.precision import cache_key
     from ..runtime.predictor import prepare_model
-    from ..runtime.quantize import CALIBRATION_IMAGES
     from ..training.trainer import trainer_device_type
 
     device = torch.device(trainer_device_type(cfg.trainer.accelerator))
@@ -157,8 +181,18 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
         if device.type != "cpu":
             raise UsageError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
         records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
-        images = [read_chw(r.path) for r in records]
-    prepare_model(model, cfg.model.precision, images, device)
+        images = read_decodable_chw([r.path for r in records])
+
+    def samples() -> Samples:
+        checked = read_decodable_chw([r.path for r in datamodule.records("val")[:CHECK_IMAGES]])
+        return Samples(checked, f"val images of {cfg.dataset.name}" if checked else "no decodable val image")
+
+    model_cfg = {k: v for k, v in cfg.model.items()}
+    decision = prepare_model(model, cfg.model.precision, device, images, samples,
+                             cache_key(cfg.model.weights, model_cfg, device.type), len(datamodule.class_names),
+                             float(cfg.model.box_score_thresh))
+    if decision.runs != "fp32":
+        say(decision.line())
 
 
 EVAL_ROWS = (("map", "AP @[.5:.95] (COCO)"), ("map_50", "AP50"), ("map_75", "AP75"), ("map_small", "AP small"),

@@ -90,24 +90,24 @@ def run(options: ExportOptions) -> int:
     paths = output_paths(Path(weights), options.out, options.suffixes)
     for path in paths:
         companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
-        reduced = None
         try:
             with atomic_paths(path, *companions) as pending:
                 with console.status(f"exporting {path.name} and checking it on {len(checked)} images"):
                     WRITERS[path.suffix](detector, pending[0], sample, options.input_dtype)
-                    try:
-                        # OpenVINO: the exact f32 graph first, to the same tolerances as the others
+                    try:   # OpenVINO: the exact f32 graph, to the same tolerances as the others
                         result = verify_export(detector.model, load_exported(pending[0], precision="fp32"), checked)
-                        reduced = _reduced_precision_check(detector.model, pending[0], checked)
                     except ExportError as err:
                         raise JobFailed(str(err)) from None
-                if not result.passed or (reduced is not None and not reduced[1]):
+                if result.agreement.compared == 0:
+                    raise JobFailed(f"the torch model detects nothing on the {len(checked)} check images, so "
+                                    "the export cannot be checked; pass --images with pictures it finds objects in")
+                if not result.passed:
                     raise _Rejected
         except _Rejected:
             failed.append(path.name)
         say(_summary(path, result))
-        if reduced is not None:
-            say(reduced[2])
+        if path.suffix == ".xml" and path.name not in failed:
+            say(_openvino_auto_line(path, checked))
     sizes = ", ".join(f"{w}x{h}" for h, w in result.sizes)
     say(f"checked on {len(result.sizes)} images ({sizes}); tolerances: boxes {BOX_TOLERANCE} px, "
         f"scores {SCORE_TOLERANCE}, mAP50 >= {MIN_AGREEMENT_MAP50}; input: (3, H, W) {options.input_dtype}")
@@ -181,7 +181,7 @@ def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float,
     from ..runtime.exported import exported_size
 
     agreement = result.agreement
-    passed = agreement.map50 is None or agreement.map50 >= threshold
+    passed = agreement.agrees(threshold)
     size = f"{exported_size(pending) / 1e6:.1f} MB, " if passed else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
     verdict = "[green]ok[/]" if passed else "[red]FAILED, not written[/]"
@@ -215,7 +215,7 @@ def _summary(path: Path, result) -> str:
     agreement = result.agreement
     runtime = RUNTIMES[path.suffix]
     verdict = "[green]parity ok[/]" if result.passed else "[red]parity FAILED[/]"
-    size = f"{exported_size(path) / 1e6:.1f} MB, " if result.passed else ""
+    size = f"{exported_size(path) / 1e6:.1f} MB, " if result.passed and path.exists() else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
     tied = (f" ({agreement.tied} more tied in score with others: which of those survive NMS is decided by "
             "rounding, so they may differ)") if agreement.tied else ""
@@ -225,20 +225,20 @@ def _summary(path: Path, result) -> str:
             f"{runtime} {result.exported_ms:.0f} ms/img")
 
 
-def _reduced_precision_check(model, path: Path, images) -> tuple[str, bool, str] | None:
-    """An OpenVINO file runs as ``auto`` picks (bf16 where the CPU has it natively): that precision
-    must detect what fp32 torch detects, mAP50 >= MIN_REDUCED_AGREEMENT_MAP50, or the file goes.
-    -> (hint, passed, line), or None where auto runs f32 (checked already) or for other formats."""
-    from ..runtime.exported import load_exported
+def _openvino_auto_line(path: Path, images) -> str:
+    """What model.precision=auto will run this IR at on this machine, decided by the one rule
+    (runtime/precision.py) on the check images and cached for rcnn predict and serve."""
+    from ..data.samples import Samples
+    from ..runtime.exported import OpenVinoDetector
+    from ..runtime.precision import cache_key, decide, measure
 
-    if path.suffix != ".xml":
-        return None
-    runner = load_exported(path, precision="auto")
-    if runner.hint == "f32":
-        return None
-    agreement = verify_export(model, runner, images).agreement
-    passed = agreement.map50 is None or agreement.map50 >= MIN_REDUCED_AGREEMENT_MAP50
-    map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
-    verdict = "[green]ok[/]" if passed else "[red]FAILED[/]"
-    return runner.hint, passed, (f"{path.name} at {runner.hint} (what auto runs here): agreement mAP50 with fp32 "
-                                 f"torch {map50} (needs >= {MIN_REDUCED_AGREEMENT_MAP50}) {verdict}")
+    exact = OpenVinoDetector(path, "cpu", "fp32")
+    samples = Samples(list(images), "check images")
+
+    def trial():
+        reduced = OpenVinoDetector(path, "cpu", "bf16")
+        return measure(exact.detect, reduced.detect, images, len(exact.class_names), exact.score_threshold,
+                       samples.origin)
+
+    decision = decide("auto", "cpu", lambda: samples, trial, cache_key(path, {}, "cpu", "openvino"))
+    return f"{path.name} on this CPU, {decision.line()}"

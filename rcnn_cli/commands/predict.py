@@ -47,8 +47,8 @@ def shorthand(overrides: list[str], **options: str | None) -> list[str]:
 
 
 def run(options: PredictOptions) -> int:
+    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES
     from ..runtime.predictor import load_predictor
-    from ..runtime.quantize import CALIBRATION_IMAGES
 
     formats = [f.strip().lower() for value in options.formats for f in value.split(",") if f.strip()]
     if unknown := [f for f in formats if f not in FORMATS]:
@@ -70,7 +70,11 @@ def run(options: PredictOptions) -> int:
     from ..data.images import read_decodable_chw
 
     calibration = read_decodable_chw(images[:CALIBRATION_IMAGES]) if settings.cfg.model.precision == "int8" else []
-    predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed)
+    # a reduced precision is checked on the model's validation images, else on the first inputs
+    predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
+                               sources=[str(p) for p in images[:CHECK_IMAGES]])
+    if predictor.decision is not None:
+        say(predictor.decision.line())
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "

@@ -34,6 +34,8 @@ def build(options: ServeOptions):
     for note in settings.notes:
         say(f"note: {note}")
     predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed)
+    if predictor.decision is not None:
+        say(predictor.decision.line())
     limits = ServeLimits(options.max_body_mb, int(settings.cfg.dataset.max_image_pixels), options.max_batch,
                          options.max_wait_ms)
     return build_app(predictor, options.conf, limits, name=str(weights)), predictor

@@ -58,8 +58,17 @@ class Agreement:
         return self.compared - self.unmatched - self.tied
 
     def passes(self, box_tol: float, score_tol: float, min_map50: float) -> bool:
+        """A comparison of nothing (the reference found no detection) proves nothing: it fails."""
         return (self.unmatched == 0 and self.max_box_diff <= box_tol and self.max_score_diff <= score_tol
-                and (self.map50 is None or self.map50 >= min_map50))
+                and self.agrees(min_map50))
+
+    def agrees(self, min_map50: float) -> bool:
+        """Judged on detections alone: at least one reference detection compared, and mAP50 against
+        the reference at least ``min_map50`` (no mAP50 only when every one compared was tied in
+        score, each then paired with a candidate of its score)."""
+        if self.compared == 0:
+            return False
+        return self.unmatched == 0 if self.map50 is None else self.map50 >= min_map50
 
 
 def compare_detections(reference: list[dict], candidate: list[dict], num_classes: int,

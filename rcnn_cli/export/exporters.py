@@ -48,6 +48,11 @@ def traceable(detector, input_dtype: str, device: str = "cpu", half: bool = Fals
     ``half``: its backbone and FPN in fp16 (the bulk of the work; heads and box arithmetic stay fp32)."""
     import copy
 
+    if getattr(detector.model, "precision", "fp32") not in ("fp32", "folded"):
+        from ..errors import UsageError
+
+        raise UsageError(f"this detector runs {detector.model.precision}; an export traces the exact model: "
+                         "load it with precision='fp32' (rcnn export does)")
     model = copy.deepcopy(detector.model).float().to(device).eval()
     if half:
         model.backbone.half()

@@ -26,10 +26,11 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..runtime.quantize import CALIBRATION_IMAGES
+from ..data.samples import CALIBRATION_IMAGES, sample_images
+from ..runtime.precision import MIN_AGREEMENT_MAP50
 
-# Int8 rounds, so it is held to detecting what fp32 detects, as reduced precisions are.
-MIN_INT8_AGREEMENT_MAP50 = 0.98
+# Int8 rounds, so it is held to detecting what fp32 detects, as every reduced precision is.
+MIN_INT8_AGREEMENT_MAP50 = MIN_AGREEMENT_MAP50
 QUANTIZED_OPS = ["Conv"]
 QUANTIZED_PREFIX = "/backbone/"      # ONNX node names follow the module path; the RPN head is "/head/"
 # OpenVINO op names are the ONNX node names: every op but the backbone's, the FPN's and the RPN's 3x3
@@ -46,25 +47,9 @@ def calibration_images(sources: list[str] | None, dataset_cfg: dict | None,
                        count: int = CALIBRATION_IMAGES) -> tuple[list[Tensor], str]:
     """Up to ``count`` (3, H, W) uint8 images to calibrate on and where they came from: ``sources``
     (--images), else the checkpoint's training images (validation ones when it has none), as
-    ``model.precision=int8`` calibrates in rcnn eval; [] when neither is on this machine."""
-    from ..data.images import read_decodable_chw
-
-    if sources:
-        from ..data.sources import expand_sources
-
-        return read_decodable_chw(expand_sources(sources)[0][:count]), "--images"
-    if not dataset_cfg:
-        return [], ""
-    from omegaconf import OmegaConf
-
-    from ..data.load import load_dataset
-
-    try:
-        splits = load_dataset(OmegaConf.create(dataset_cfg), ("train", "val")).splits
-    except Exception:   # data not on this machine, moved, or unreadable
-        return [], ""
-    split = "train" if splits.get("train") else "val"
-    return read_decodable_chw([r.path for r in (splits.get(split) or [])[:count]]), f"{split} images"
+    ``model.precision=int8`` calibrates in rcnn eval; ([], why) when neither is on this machine."""
+    samples = sample_images(sources, dataset_cfg, count, splits=("train", "val"))
+    return samples.images, samples.origin
 
 
 @contextmanager

@@ -23,8 +23,9 @@ EXPORTED_SUFFIXES = (".onnx", ".torchscript", ".xml")
 TORCHSCRIPT_META = "rcnn_meta.json"     # the metadata file inside an exported .torchscript
 OPENVINO_META = "rcnn"                  # the rt_info section of an exported .xml holding the metadata
 METADATA_KEYS = ("producer", "class_names", "category_ids", "input_dtype", "score_threshold", "model")
-# model.precision -> OpenVINO's INFERENCE_PRECISION_HINT; auto as for torch models (bf16 where the
-# CPU runs it natively, see hardware.has_native_bf16; emulated bf16 is slower than f32)
+# The precision an IR runs at -> OpenVINO's INFERENCE_PRECISION_HINT, always given explicitly: on a CPU
+# with native bf16 OpenVINO's own default is bf16. Which one model.precision=auto runs is decided by
+# runtime/precision.py, like a torch model's.
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -153,14 +154,13 @@ class OpenVinoDetector(ExportedDetector):
     """An exported OpenVINO IR (``.xml`` + ``.bin``) on the CPU, at ``precision`` (``model.precision``:
     auto, fp32 or bf16) as OpenVINO's inference precision hint."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "auto", requests: int = 1):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "fp32", requests: int = 1):
         import openvino as ov
 
-        from .hardware import has_native_bf16
-
         path = Path(path)
-        if precision not in ("auto", *OPENVINO_HINTS):
-            raise ExportError(f"model.precision={precision}: an OpenVINO file runs at auto, fp32 or bf16")
+        if precision not in OPENVINO_HINTS:
+            raise ExportError(f"an OpenVINO file runs at {' or '.join(OPENVINO_HINTS)}, not {precision!r} "
+                              "(model.precision=auto is decided by runtime/precision.py)")
         if not device.startswith("cpu"):
             raise ExportError(f"device={device}: OpenVINO files run on the CPU here; use device=cpu")
         core = ov.Core()
@@ -169,18 +169,18 @@ class OpenVinoDetector(ExportedDetector):
         except Exception as err:   # OpenVINO raises RuntimeError for a bad or half file
             raise ExportError(f"{path}: not a readable OpenVINO model ({str(err).strip().splitlines()[0][:200]}); "
                               f"it needs {path.with_suffix('.bin').name} beside it") from err
+        # An int8 IR (rcnn export --int8) gets its speed from int8 already and was verified with its float
+        # parts (box decoding, NMS, box head) at f32.
         self.quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
-        # An int8 IR (rcnn export --int8) was verified with its float parts (box decoding, NMS, box
-        # head) at f32, and gets its speed from int8 already: auto keeps those parts f32.
-        native = has_native_bf16() and not self.quantized
-        self.hint = OPENVINO_HINTS.get(precision) or ("bf16" if native else "f32")
-        kind = "openvino int8" if self.quantized else "openvino"
-        self.runs_as = f"{kind} auto: {self.hint}" if precision == "auto" else f"{kind} {self.hint}"
+        self.hint = OPENVINO_HINTS[precision]
+        self.runs_as = f"{'openvino int8' if self.quantized else 'openvino'} {self.hint}"
         meta = {key: str(model.get_rt_info([OPENVINO_META, key]).astype(str)) for key in METADATA_KEYS
                 if model.has_rt_info([OPENVINO_META, key])}
         super().__init__(meta, path)
         # requests=0: OpenVINO's throughput mode picks the streams and how many requests keep them busy
         config = {"INFERENCE_PRECISION_HINT": self.hint}
+        if self.hint == "f32":     # and no other lowering of precision either
+            config["EXECUTION_MODE_HINT"] = "ACCURACY"
         config.update({"PERFORMANCE_HINT": "THROUGHPUT"} if requests == 0 else {"NUM_STREAMS": requests})
         self.compiled = core.compile_model(model, "CPU", config)
         self.in_flight = requests or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -206,7 +206,7 @@ def exported_size(path: str | Path) -> int:
     return path.stat().st_size + extra
 
 
-def load_exported(path: str | Path, device: str = "cpu", precision: str = "auto", requests: int = 1
+def load_exported(path: str | Path, device: str = "cpu", precision: str = "fp32", requests: int = 1
                   ) -> ExportedDetector:
     """The runner for an exported file, chosen by its suffix; ``precision`` applies to OpenVINO.
     requests: images run at once when ``detect`` gets several (ONNX, OpenVINO); 0: as many as keep this

@@ -14,8 +14,6 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.ops import FrozenBatchNorm2d
 
-from .hardware import bf16_pays_off
-
 NORM_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
@@ -109,34 +107,28 @@ def to_bfloat16(model: nn.Module) -> nn.Module:
     return model
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PATHS = ("fp32", "folded", "bf16", "int8")
 
 
-def prepare_for_inference(model: nn.Module, precision: str = "auto",
-                          calibration_images: Sequence[torch.Tensor] = (), device_type: str | None = None
-                          ) -> nn.Module:
-    """The model set up for ``model.precision``, in place; ``model.precision`` then names what
-    was chosen (fp32, folded, bf16 or int8).
+def prepare_for_inference(model: nn.Module, path: str = "folded",
+                          calibration_images: Sequence[torch.Tensor] = ()) -> nn.Module:
+    """The model set up to run ``path``, in place; ``model.precision`` then names it. Which path
+    ``model.precision=auto`` takes is decided elsewhere, once (runtime/precision.py).
 
-    auto: folded (BatchNorm in the convs, channels_last: same detections, faster), plus bf16 when
-    a short probe measures it at least 1.3x faster than fp32 on this device (CPUs with
-    avx512_bf16/AMX, recent GPUs); fp32: the exact eager model; bf16: folded + bf16 whatever the
-    hardware; int8: quantized backbone and RPN conv, calibrated on ``calibration_images`` (per
-    image (3, H, W), the kind of picture the model will see). device_type: where the model will
-    run, for auto's probe (default: where its parameters are now).
+    fp32: the exact eager model; folded: BatchNorm in the convs, channels_last (the same detections,
+    faster); bf16: folded + the heavy layers in bf16, whatever the hardware; int8: quantized
+    backbone and RPN conv, calibrated on ``calibration_images`` (per image (3, H, W), the kind of
+    picture the model will see).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"model.precision={precision}: use one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
+    if path not in PATHS:
+        raise ValueError(f"inference path {path}: use one of {', '.join(PATHS)}")
+    if path == "fp32":
         model.precision = "fp32"
         return model.eval()
-    if precision == "int8":
+    if path == "int8":
         from .quantize import quantize_int8
 
         return quantize_int8(model, calibration_images)
     optimize_for_inference(model)
     model.precision = "folded"
-    device_type = device_type or next(model.parameters()).device.type
-    if precision == "bf16" or bf16_pays_off(device_type):
-        to_bfloat16(model)
-    return model
+    return to_bfloat16(model) if path == "bf16" else model

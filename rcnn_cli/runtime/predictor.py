@@ -11,8 +11,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..data.samples import Samples, sample_images
 from ..errors import UsageError
 from .hardware import resolve_device
+from .precision import Decision, Trial, cache_key, decide, measure
 
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
@@ -27,6 +29,7 @@ class Predictor:
     config: dict[str, Any] = field(default_factory=dict)     # the resolved model config
     metadata: dict[str, Any] = field(default_factory=dict)   # what a project checkpoint stored
     notes: list[str] = field(default_factory=list)
+    decision: Decision | None = None       # what model.precision chose and why (runtime/precision.py)
 
     @property
     def category_ids(self) -> list[int] | None:
@@ -35,31 +38,77 @@ class Predictor:
 
 def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
                    calibration: Sequence[torch.Tensor] = (), class_names: list[str] | None = None,
-                   prepare: bool = True, typed: Mapping[str, Any] | None = None) -> Predictor:
+                   prepare: bool = True, typed: Mapping[str, Any] | None = None,
+                   sources: Sequence[str] | None = None) -> Predictor:
     """cfg: the resolved root config (``model``, ``device``); checkpoint: the weights file already
     read by ``settings.resolve``. calibration: images for ``model.precision=int8``. prepare=False
     keeps the exact eager model whatever ``model.precision`` says (export traces that one).
-    typed: what the user typed (``Settings.typed``): an exported file refuses ``model.*`` settings."""
+    typed: what the user typed (``Settings.typed``): an exported file refuses ``model.*`` settings.
+    sources: real images (--images, or the inputs) that a reduced precision is checked on when the
+    model's own validation data is not on this machine (runtime/precision.py)."""
     device = resolve_device(cfg.device)
     weights = cfg.model.weights
-    from .exported import is_exported, load_exported
+    precision = str(cfg.model.precision)
+    dataset = (checkpoint[1] if checkpoint else {}).get("dataset")
+    samples = check_samples(dataset, sources)
+    from .exported import is_exported
 
     if is_exported(weights):
         refuse_model_settings(str(weights), typed or {})
-        # several images in flight when a batch comes (predict --batch-size, serve's batches)
-        exported = load_exported(weights, str(device), str(cfg.model.precision), requests=0)
-        return Predictor(exported.detect, exported.class_names, exported.runs_as, device,
-                         metadata={"category_ids": exported.category_ids})
+        return _exported_predictor(str(weights), device, precision, samples)
     from ..model.factory import create_detector
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     loaded = create_detector(model_cfg, class_names, checkpoint=checkpoint)
     model = loaded.model.to(device).eval()
-    runs_as = "fp32"
+    decision = None
     if prepare:
-        runs_as = prepare_model(model, str(cfg.model.precision), calibration, device)
+        key = cache_key(weights, model_cfg, device.type)
+        decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names),
+                                 float(model_cfg["box_score_thresh"]))
+    runs_as = "fp32" if decision is None else decision.runs if decision.requested == decision.runs \
+        else f"{decision.requested}: {decision.runs}"
     return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
-                     loaded.metadata, loaded.notes)
+                     loaded.metadata, loaded.notes, decision)
+
+
+def check_samples(dataset: dict | None, sources: Sequence[str] | None = None) -> Callable[[], Samples]:
+    """The check images, read on first use only (most runs never need them) and then kept."""
+    found: list[Samples] = []
+
+    def samples() -> Samples:
+        if not found:
+            own = sample_images(None, dataset)
+            found.append(own if own or not sources else sample_images(sources, None))
+        return found[0]
+
+    return samples
+
+
+def _exported_predictor(weights: str, device: torch.device, precision: str,
+                        samples: Callable[[], Samples]) -> Predictor:
+    """An exported file by its runtime; an OpenVINO IR's precision hint decided by the one rule."""
+    from .exported import OpenVinoDetector, load_exported
+
+    decision = None
+    if weights.lower().endswith(".xml"):
+        probe = OpenVinoDetector(weights, str(device), "fp32")
+
+        def trial() -> Trial:
+            got = samples()
+            return measure(probe.detect, OpenVinoDetector(weights, str(device), "bf16").detect, got.images,
+                           len(probe.class_names), probe.score_threshold, got.origin)
+
+        decision = decide(precision, "cpu", samples, trial, cache_key(weights, {}, "cpu", "openvino"),
+                          candidate=None if probe.quantized else "bf16", exact="fp32")
+        precision = decision.runs
+    # several images in flight when a batch comes (predict --batch-size, serve's batches)
+    exported = load_exported(weights, str(device), precision, requests=0)
+    runs_as = exported.runs_as
+    if decision is not None and decision.requested == "auto":      # "openvino auto: bf16"
+        runs_as = f"{runs_as.rsplit(' ', 1)[0]} auto: {exported.hint}"
+    return Predictor(exported.detect, exported.class_names, runs_as, device,
+                     metadata={"category_ids": exported.category_ids}, decision=decision)
 
 
 def refuse_model_settings(weights: str, typed: Mapping[str, Any]) -> None:
@@ -76,8 +125,14 @@ def refuse_model_settings(weights: str, typed: Mapping[str, Any]) -> None:
                          "setting (rcnn export --weights CKPT ...), or use --conf for the score threshold")
 
 
-def prepare_model(model, precision: str, calibration: Sequence[torch.Tensor], device: torch.device) -> str:
-    """Sets the model to ``precision`` in place; returns what ran ("fp32", "bf16", "auto: folded")."""
+def prepare_model(model, precision: str, device: torch.device, calibration: Sequence[torch.Tensor] = (),
+                  samples: Callable[[], Samples] | None = None, key: str | None = None, num_classes: int = 0,
+                  score_threshold: float = 0.05) -> Decision:
+    """Sets the model to what ``model.precision=precision`` runs, decided by the one rule
+    (runtime/precision.py), in place; returns the decision. samples: the real images a reduced path
+    is checked on; key: the decision's cache key (None: not cached)."""
+    import copy
+
     from .fast import prepare_for_inference
 
     if precision == "int8":
@@ -86,8 +141,23 @@ def prepare_model(model, precision: str, calibration: Sequence[torch.Tensor], de
         if not calibration:
             raise UsageError("model.precision=int8 needs 8-16 of your images to calibrate on "
                              "(Python: detector.set_precision('int8', images))")
-    prepare_for_inference(model, precision, list(calibration), device_type=device.type)
-    return model.precision if precision == model.precision else f"{precision}: {model.precision}"
+    model.eval()
+    samples = samples or (lambda: Samples(origin="no images were given to check on"))
+    num_classes = num_classes or model.roi_heads.box_predictor.cls_score.out_features - 1
+    if precision == "auto":
+        prepare_for_inference(model, "folded")     # auto's exact path: the same detections, faster
+
+    def trial() -> Trial:
+        got = samples()
+        reduced = prepare_for_inference(copy.deepcopy(model), "bf16" if precision == "auto" else precision,
+                                        calibration)
+        return measure(_detect_with(model, device), _detect_with(reduced, device), got.images, num_classes,
+                       score_threshold, got.origin)
+
+    decision = decide(precision, device.type, samples, trial, key)
+    if decision.runs != model.precision:
+        prepare_for_inference(model, decision.runs, calibration)
+    return decision
 
 
 def _detect_with(model, device: torch.device) -> DetectFn:
