@@ -6,6 +6,7 @@ benchmark figure (README, "Speed")."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,8 +14,9 @@ import torch
 from helpers import TINY_TRAIN, run_rcnn, tiny_images
 
 from rcnn_cli import Detector
+from rcnn_cli.errors import UsageError
 from rcnn_cli.eval.agreement import agreement_map50
-from rcnn_cli.runtime import fast, hardware
+from rcnn_cli.runtime import hardware
 from rcnn_cli.runtime.fast import Bfloat16, prepare_for_inference
 
 
@@ -23,7 +25,7 @@ def shapes_images(tiny_run, count):
 
 
 def test_bf16_runs_backbone_rpn_and_box_head_in_bf16_and_returns_fp32_boxes(tiny_run):
-    detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", box_score_thresh=0.05)
+    detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", box_score_thresh=0.05, precision="fp32")
     images = shapes_images(tiny_run, 4)
     exact = detector.predict(images)
     prepare_for_inference(detector.model, "bf16")
@@ -40,21 +42,28 @@ def test_bf16_runs_backbone_rpn_and_box_head_in_bf16_and_returns_fp32_boxes(tiny
     assert agreement_map50(exact, found, 3) > 0.5
 
 
-@pytest.mark.parametrize("pays_off, expected", [(True, "bf16"), (False, "folded")])
-def test_auto_takes_bf16_only_where_the_probe_measures_it_faster(monkeypatch, pays_off, expected):
-    monkeypatch.setattr(fast, "bf16_pays_off", lambda device_type: pays_off)
-    model = Detector(model="resnet18_fpn", num_classes=3, min_size=96, max_size=96, fpn_channels=64).model
-    prepare_for_inference(model, "auto")
-    assert model.precision == expected and isinstance(model.backbone, Bfloat16) == pays_off
-    with torch.inference_mode():
-        assert model([torch.rand(3, 90, 120)])[0]["boxes"].dtype == torch.float32
+def test_auto_builds_bf16_or_folded_as_the_rule_decides(monkeypatch):
+    """prepare_model applies what runtime/precision.py decided (the rule itself: test_precision.py)."""
+    from rcnn_cli.runtime import predictor
+    from rcnn_cli.runtime.precision import Decision
+
+    model = Detector(model="resnet18_fpn", num_classes=3, min_size=96, max_size=96, fpn_channels=64,
+                     precision="fp32").model
+    for runs in ("folded", "bf16"):
+        monkeypatch.setattr(predictor, "decide", lambda *a, runs=runs, **k: Decision("auto", runs, "test"))
+        prepare_model = predictor.prepare_model
+        prepare_model(model, "auto", torch.device("cpu"))
+        assert model.precision == runs and isinstance(model.backbone, Bfloat16) == (runs == "bf16")
+        with torch.inference_mode():
+            assert model([torch.rand(3, 90, 120)])[0]["boxes"].dtype == torch.float32
 
 
-def test_probe_never_picks_bf16_on_a_cpu_without_native_bf16(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512_vnni"})
-    assert hardware.bf16_speedup.__wrapped__("cpu") == 0.0     # not timed at all: emulated bf16 is slow
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "avx512_bf16", "amx_bf16"})
-    assert hardware.bf16_speedup.__wrapped__("cpu") > 0.0       # timed: a positive ratio, whatever it is
+def test_the_probe_never_times_bf16_where_it_is_not_native():
+    with hardware.override("avx2"):
+        assert hardware.bf16_speedup("cpu") == 0.0     # not timed at all: emulated bf16 is slow
+    native = hardware.Hardware("test", "a CPU with native bf16", frozenset({"avx2", "avx512_bf16"}), False, False)
+    with hardware.override(native):
+        assert hardware.bf16_speedup("cpu") > 0.0       # timed: a positive ratio, whatever it is
 
 
 def test_eval_scores_the_precision_asked_for_and_refuses_an_unknown_one(tiny_run, tmp_path):
@@ -73,14 +82,15 @@ def test_eval_scores_the_precision_asked_for_and_refuses_an_unknown_one(tiny_run
     assert "Traceback" not in bad.stderr
 
 
-def test_python_api_set_precision_reports_what_it_chose(tiny_run, monkeypatch):
-    monkeypatch.setattr(fast, "bf16_pays_off", lambda device_type: False)
-    detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", precision="fp32")
-    assert detector.model.precision == "fp32"
-    assert detector.set_precision("auto") == "folded"
+def test_python_api_set_precision_reports_what_it_chose(tiny_run):
+    with hardware.override("avx2"):
+        detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", precision="fp32")
+        assert detector.model.precision == "fp32"
+        assert detector.set_precision("auto") == "folded"
+        assert "no native bf16" in detector.precision_decision.line()
     assert len(detector.predict(shapes_images(tiny_run, 1))) == 1
-    with pytest.raises(ValueError, match="use one of"):
-        Detector.load(tiny_run / "checkpoints" / "best.ckpt").set_precision("fp8")
+    with pytest.raises(UsageError, match="model.precision=fp8"):
+        Detector.load(tiny_run / "checkpoints" / "best.ckpt", precision="fp32").set_precision("fp8")
 
 
 @pytest.mark.parametrize("pays_off, expected", [(True, "bf16-mixed"), (False, "32-true")])
@@ -121,12 +131,11 @@ def test_bf16_mixed_training_validates_and_saves_fp32_detections(tmp_path):
 def test_a_gpu_takes_bf16_from_its_support_not_from_a_timing(monkeypatch, supported, expected):
     """On an H200 four concurrent runs timed the probe conv (launch-bound there) and three of them
     chose 16-mixed, one bf16-mixed: on a GPU the choice must not depend on a timing."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
-
     def no_probe(*args, **kwargs):
         raise AssertionError("a GPU was timed")
 
     monkeypatch.setattr(hardware, "timed", no_probe)
-    assert hardware.training_autocast_dtype("cuda") == expected
-    assert hardware.bf16_pays_off("cuda") == supported
+    gpu = dataclasses.replace(hardware.detected(), profile="gpu", cuda=True, cuda_bf16=supported)
+    with hardware.override(gpu):
+        assert hardware.training_autocast_dtype("cuda") == expected
+        assert hardware.bf16_pays_off("cuda") == supported
