@@ -73,12 +73,12 @@ def run(options: PredictOptions) -> int:
     # a reduced precision is checked on the model's validation images, else on the first inputs
     predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
                                sources=[str(p) for p in images[:CHECK_IMAGES]])
-    if predictor.decision is not None:
-        say(predictor.decision.line())
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "
                          f"({', '.join(predictor.class_names)})")
+    if predictor.decision is not None:
+        say(predictor.decision.line())
     out = options.out or numbered_folder(Path("runs") / "predict")
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
                                    every=options.every, save_video=options.save_video, tile=options.tile,
