@@ -241,3 +241,29 @@ def test_the_python_api_refuses_model_settings_an_exported_file_would_ignore(exp
     with pytest.raises(UsageError, match="model.box_score_thresh=0.3: an exported file runs as it was exported"):
         Detector.load(out, box_score_thresh=0.3)
     assert Detector.load(out, precision="auto").class_names     # what the runtime takes is accepted
+
+
+def test_set_precision_on_an_exported_file_is_one_line_not_an_attribute_error(exported):
+    """Detector.load("x.onnx").set_precision(...) passed None as the model (issue 25)."""
+    from rcnn_cli.errors import UsageError
+
+    _, out, _ = exported
+    with pytest.raises(UsageError, match="an exported file runs as it was exported"):
+        Detector.load(out).set_precision("bf16")
+
+
+def test_an_export_of_a_model_that_detects_nothing_is_refused_in_one_line(tiny_run, tmp_path):
+    """A check with zero reference detections used to pass (Agreement.passes took map50=None as a pass)."""
+    out = run_rcnn("export", "--weights", str(tiny_run / "checkpoints" / "best.ckpt"), "--out",
+                   str(tmp_path / "none.onnx"), "model.box_score_thresh=1.0", cwd=tmp_path)
+    assert out.returncode == 1 and "detects nothing on the 5 check images" in out.stderr, out.stderr
+    assert out.stderr.strip().count("\n") <= 1 and "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_real_images_to_check_on_is_one_line():
+    from rcnn_cli.errors import UsageError
+    from rcnn_cli.export.verify import check_images
+
+    with pytest.raises(UsageError, match="no real images to check the exported file on"):
+        check_images(None, None)

@@ -141,3 +141,14 @@ def test_eval_of_a_fast_path_prints_the_exact_figures_beside_it(tiny_run, tmp_pa
     bf16 = json.loads((tmp_path / "m.json").read_text())["map_50"]
     assert "exact model" in line and f"at bf16 {bf16:.4f}" in line, out.stderr
     assert "precision bf16: runs bf16" in out.stderr and "detections in" in out.stderr
+
+
+def test_a_comparison_with_no_reference_detection_fails():
+    from rcnn_cli.eval.agreement import compare_detections
+
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+    found = {"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}
+    agreement = compare_detections([empty], [found], num_classes=2, score_threshold=0.05)
+    assert agreement.compared == 0 and not agreement.passes(1.0, 1.0, 0.0) and not agreement.agrees(0.0)
+    same = compare_detections([found], [found], num_classes=2, score_threshold=0.05)
+    assert same.compared == 1 and same.passes(0.01, 1e-3, 0.999) and same.agrees(0.98)

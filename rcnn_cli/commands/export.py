@@ -240,5 +240,5 @@ def _openvino_auto_line(path: Path, images) -> str:
         return measure(exact.detect, reduced.detect, images, len(exact.class_names), exact.score_threshold,
                        samples.origin)
 
-    decision = decide("auto", "cpu", lambda: samples, trial, cache_key(path, {}, "cpu", "openvino"))
+    decision = decide("auto", "cpu", lambda: samples, trial, cache_key(path, {}, "cpu", "openvino"), exact="fp32")
     return f"{path.name} on this CPU, {decision.line()}"
