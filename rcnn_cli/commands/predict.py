@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..data.sources import expand_sources
@@ -89,7 +90,7 @@ def run(options: PredictOptions) -> int:
     written = write_outputs(result.results, out, formats, predictor.category_ids, predictor.class_names)
     written += result.videos
     for problem in problems + result.failures:
-        console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]skipped:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)
     rate = len(result.results) / result.seconds if result.seconds else 0.0
     say(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({predictor.runs_as} on "
