@@ -5,6 +5,10 @@ an output folder that cannot be written. Each is one line (exit 2) before any wo
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ from helpers import run_rcnn
 from PIL import Image
 
 from rcnn_cli.data.sources import expand_sources
+from rcnn_cli.errors import UsageError
 
 
 def weights_of(tiny_run: Path) -> str:
@@ -30,6 +35,13 @@ def photos(folder: Path, count: int = 2) -> dict[str, bytes]:
         pixels = np.random.RandomState(seed).randint(0, 255, (48, 64, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / name)
     return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def predict_in_process(sources: list[str], tiny_run: Path, out: Path | str | None):
+    from rcnn_cli.commands import predict
+
+    return predict.run(predict.PredictOptions(sources, weights_of(tiny_run), out=Path(out) if out else None,
+                                              precision="fp32", batch_size=2))
 
 
 def one_line(stderr: str) -> str:
@@ -115,3 +127,111 @@ def test_data_check_prints_file_names_and_box_values_as_text(tmp_path):
     assert result.returncode == 0
     assert "box 1: [nan, 10.0, nan, 40.0]" in result.stdout          # as corners: x, y, x + w, y + h
     assert "x[/b]y.jpg" in result.stdout and "gone[/i].jpg" in result.stdout and "[bold]cell" in result.stdout
+
+
+# items 1 and 7: output never overwrites an input, and output folders are never read as inputs
+
+def test_out_that_is_the_input_folder_is_refused_and_nothing_is_written(tiny_run, tmp_path):
+    before = photos(tmp_path / "photos")
+    result = run_rcnn("predict", "photos", "--weights", weights_of(tiny_run), "--out", "photos", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--out photos" in one_line(result.stderr)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "photos").iterdir()} == before
+
+
+@pytest.mark.parametrize("how", ["symlink", "dot", "parent", "nested input"])
+def test_out_spelled_another_way_that_holds_the_inputs_is_refused(tiny_run, tmp_path, monkeypatch, how):
+    photos(tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
+    sources, out = ["photos"], "photos"
+    if how == "symlink":
+        (tmp_path / "link").symlink_to(tmp_path / "photos")
+        out = "link"
+    elif how == "dot":
+        monkeypatch.chdir(tmp_path / "photos")
+        sources, out = ["."], "."
+    elif how == "parent":
+        out = str(tmp_path)
+    else:
+        photos(tmp_path / "photos" / "sub", 1)
+        sources = [str(tmp_path / "photos" / "sub")]
+    with pytest.raises(UsageError, match="--out .*holds the input"):
+        predict_in_process(sources, tiny_run, out)
+
+
+def test_out_naming_an_input_file_is_one_line(tiny_run, tmp_path, monkeypatch):
+    # Item 7: was FileExistsError from mkdir, after the whole inference.
+    before = photos(tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
+    first = sorted(before)[0]
+    with pytest.raises(UsageError, match=re.escape(f"--out photos/{first}: ")):
+        predict_in_process(["photos"], tiny_run, f"photos/{first}")
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(UsageError, match="--out notes.txt: a file, not a folder"):
+        predict_in_process(["photos"], tiny_run, "notes.txt")
+
+
+def test_a_second_predict_does_not_read_the_first_ones_output(marked_run, monkeypatch):
+    work, _ = marked_run
+    drawn = list((work / "o[" / "b]x").rglob("*.jpg"))
+    assert drawn                                          # pictures and YOLO image links were written ...
+    monkeypatch.chdir(work)
+    images, _, _ = expand_sources(["."])
+    assert sorted(map(str, images)) == sorted([*PICTURES, "x[/b]y.jpg"])   # ... not read
+
+
+def test_an_output_folder_named_as_a_source_is_a_named_skip(marked_run, monkeypatch):
+    work, _ = marked_run
+    monkeypatch.chdir(work)
+    images, _, problems = expand_sources(["o[/b]x"])
+    assert images == [] and len(problems) == 1 and "rcnn predict wrote it" in problems[0]
+
+
+# item 4: an output folder that cannot be written: one line, before inference
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_inference(tiny_run, tmp_path, monkeypatch):
+    # Tests run as root here, and chmod does not stop root: a folder without write permission is
+    # simulated where the toolkit creates every file (files.atomic_path's temp file), as the OS would refuse.
+    import tempfile
+
+    from rcnn_cli.runtime import predictor
+
+    photos(tmp_path / "photos")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def refuses_in_locked(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve().is_relative_to(locked):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("the detector was loaded before --out was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuses_in_locked)
+    monkeypatch.setattr(predictor, "load_predictor", no_inference)
+    with pytest.raises(UsageError, match=re.escape(f"--out {locked}: cannot write there (Permission denied)")):
+        predict_in_process([str(tmp_path / "photos")], tiny_run, locked)
+    assert list(locked.iterdir()) == []
+
+
+def unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm (a private mount namespace) for a read-only mount")
+def test_a_read_only_out_is_refused_before_inference(tiny_run, tmp_path):
+    # A real read-only bind mount, private to one process (user and mount namespace): nothing outside sees it.
+    photos(tmp_path / "photos")
+    (tmp_path / "ro").mkdir()
+    command = (f"mount --bind -o ro ro ro && exec {sys.executable} -m rcnn_cli.cli predict photos "
+               f"--weights {weights_of(tiny_run)} --out ro/preds")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", command], capture_output=True, text=True, cwd=tmp_path,
+                            env=env, timeout=300)
+    assert result.returncode == 2
+    assert "--out ro/preds: cannot write there (Read-only file system)" in one_line(result.stderr)

@@ -59,6 +59,12 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+# Written into every folder ``rcnn predict`` writes to; a folder holding it is never read as input.
+# A marker, not a rule about names or places (runs/, --out): it holds for any --out, for a run folder
+# moved or renamed later, and for a second ``rcnn predict .`` that finds the first run's runs/predict.
+OUTPUT_MARKER = ".rcnn-predictions"
+
+
 def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path], list[str]]:
     """(image paths, video paths, problems) in a stable order, each path once.
 
@@ -111,11 +117,17 @@ def _listed(path: Path, lists: tuple[Path, ...]) -> tuple[list[Path], list[Path]
 
 
 def _folder_files(folder: Path) -> tuple[list[Path], list[str]]:
-    """(every file under ``folder``, sorted; problems): a link that cannot be followed is named, not
-    silently dropped."""
+    """(every file under ``folder``, sorted; problems). Subfolders ``rcnn predict`` wrote (they hold
+    ``OUTPUT_MARKER``) are left out; a link that cannot be followed is named, not silently dropped."""
     files: list[Path] = []
     problems: list[str] = []
-    for root, _, names in os.walk(folder):      # as rglob: links to folders are not followed
+    for root, folders, names in os.walk(folder):      # as rglob: links to folders are not followed
+        if OUTPUT_MARKER in names:
+            folders.clear()
+            if Path(root) == folder:
+                problems.append(f"{folder}: rcnn predict wrote it (its output is never read as input); "
+                                "name its pictures to read them")
+            continue
         for name in names:
             child = Path(root) / name
             if child.is_file():
