@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_rcnn
+from helpers import TINY_TRAIN, run_rcnn
 from PIL import Image
 
 from rcnn_cli.data.sources import expand_sources
 from rcnn_cli.errors import UsageError
+from rcnn_cli.schema import ConfigError
+from rcnn_cli.settings import resolve
 
 
 def weights_of(tiny_run: Path) -> str:
@@ -185,6 +187,39 @@ def test_an_output_folder_named_as_a_source_is_a_named_skip(marked_run, monkeypa
     monkeypatch.chdir(work)
     images, _, problems = expand_sources(["o[/b]x"])
     assert images == [] and len(problems) == 1 and "rcnn predict wrote it" in problems[0]
+
+
+# item 3: training settings that would crash after the run started are refused by the settings rule
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.max_epochs=-1", "trainer.max_epochs=-1: must be"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: must be"),
+    ("optim.lr=nan", "optim.lr=nan: must be a finite number"),
+    ("optim.base_lr=inf", "optim.base_lr=inf: must be a finite number"),
+    ("model.max_size=0", "model.max_size=0: must be"),
+    ("+foo=bar", "unknown config key 'foo'"),
+    ("+sed=1", "did you mean seed"),
+    ("+trainr.max_steps=5", "did you mean trainer"),
+])
+def test_a_setting_that_would_crash_training_is_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        resolve("train", [*TINY_TRAIN, override])
+    assert "\n" not in str(caught.value)
+
+
+def test_a_config_dir_that_is_not_a_folder_is_one_line(tmp_path):
+    (tmp_path / "file.yaml").write_text("a: 1\n")
+    with pytest.raises(ConfigError, match="--config-dir .*nowhere: no such folder"):
+        resolve("train", [], config_dir=tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="--config-dir .*file.yaml: a file, not a folder"):
+        resolve("train", [], config_dir=tmp_path / "file.yaml")
+
+
+def test_a_refused_training_setting_leaves_no_run_folder(tmp_path):
+    result = run_rcnn("train", *TINY_TRAIN, "optim.lr=nan", "run_dir=runs/nan", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "optim.lr=nan" in one_line(result.stderr)
+    assert not (tmp_path / "runs").exists()
 
 
 # item 4: an output folder that cannot be written: one line, before inference
