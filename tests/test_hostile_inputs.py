@@ -251,14 +251,19 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_inference(tiny_r
     assert list(locked.iterdir()) == []
 
 
-def unshare_works() -> bool:
+def private_read_only_mounts() -> bool:
+    """Whether this machine lets an unprivileged namespace bind-mount a folder read-only (not every CI does)."""
+    import tempfile
+
     try:
-        return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+        with tempfile.TemporaryDirectory() as folder:
+            probe = f"mount --bind -o ro {folder} {folder} && ! touch {folder}/x 2>/dev/null"
+            return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
     except OSError:
         return False
 
 
-@pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm (a private mount namespace) for a read-only mount")
+@pytest.mark.skipif(not private_read_only_mounts(), reason="needs unshare -rm and mount for a read-only folder")
 def test_a_read_only_out_is_refused_before_inference(tiny_run, tmp_path):
     # A real read-only bind mount, private to one process (user and mount namespace): nothing outside sees it.
     photos(tmp_path / "photos")
