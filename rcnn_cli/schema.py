@@ -11,6 +11,7 @@ A key whose default is ``null`` must be listed here (``tests/test_settings.py`` 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +32,12 @@ class Rule:
     nullable: bool = False
     low: float | None = None                 # inclusive bounds for numbers
     high: float | None = None
+    why: str = ""                            # said after a value out of bounds, when the bound is not obvious
 
     def problem(self, value: Any) -> str | None:
-        """Why ``value`` is not allowed, or None."""
+        """Why ``value`` is not allowed, or None. NaN and infinity never are: every number here is
+        a size, count, rate or fraction, and YAML's .nan/.inf would pass the bounds checks (NaN
+        compares false with everything) only to fail inside the optimiser or the model."""
         if value is None:
             return None if self.nullable else "must be set"
         if isinstance(value, bool) and bool not in self.types:
@@ -44,10 +48,15 @@ class Rule:
             return "must be one of " + ", ".join(map(str, self.choices))
         numbers = [value] if isinstance(value, (int, float)) else (value if isinstance(value, list) else [])
         for number in numbers:
+            if isinstance(number, float) and not math.isfinite(number):
+                return "must be a finite number"
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-                    return f"must be in [{self.low}, {self.high}]"
+                    return self._bounds() + (f" ({self.why})" if self.why else "")
         return None
+
+    def _bounds(self) -> str:
+        return f"must be at least {self.low}" if self.high is None else f"must be in [{self.low}, {self.high}]"
 
 
 def _describe(types: tuple[type, ...]) -> str:
@@ -68,7 +77,8 @@ RULES: dict[str, Rule] = {
     "model.trainable_backbone_layers": Rule(INT, nullable=True, low=0, high=6),
     "model.norm": Rule(TEXT, ("auto", "frozen_bn", "bn")),
     "model.precision": Rule(TEXT, ("auto", "fp32", "bf16", "int8")),
-    "model.min_size": Rule((int, list), low=1),      # a list: multi-scale training (one drawn per batch)
+    # a list: multi-scale training (one drawn per batch); the coarsest feature map is 1/32 of the picture
+    "model.min_size": Rule((int, list), low=32), "model.max_size": Rule(INT, low=32),
     "model.rpn_objectness": Rule(TEXT, ("sigmoid", "softmax")),
     "model.roi_pool": Rule(TEXT, ("roialign", "roipool")),
     "model.box_head": Rule(TEXT, ("two_mlp", "conv_fc")),
@@ -93,6 +103,8 @@ RULES: dict[str, Rule] = {
     "optim.name": Rule(TEXT, ("sgd", "adamw")),
     "optim.schedule": Rule(TEXT, ("multistep", "cosine", "constant")),
     "optim.lr": Rule(FLOAT, nullable=True, low=0),
+    "trainer.max_epochs": Rule(INT, low=1, why="the learning-rate schedule is spread over the whole run, so it needs "
+                               "an end: Lightning's -1, no limit, cannot be used"),
     "trainer.precision": Rule(TEXT, ("auto", "32-true", "bf16-mixed", "16-mixed", "32", "bf16", "16")),
     "trainer.accelerator": Rule(TEXT, ("auto", "cpu", "gpu", "cuda", "mps")),
     "callbacks.checkpoint.mode": Rule(TEXT, ("max", "min")),

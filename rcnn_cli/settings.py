@@ -50,6 +50,7 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     weights: the checkpoint or weights file the command runs (eval, predict, export, the API); for
         ``train`` the stored config comes from ``resume=`` instead.
     """
+    _check_config_dir(config_dir)
     groups, typed = _split(list(overrides), values or {}, config_dir)
     notes: list[str] = []
     for named_as in (weights, typed.get("model.weights")):
@@ -85,6 +86,18 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
             cfg.model.weights = str(weights)
     check(cfg, defaults)
     return Settings(cfg, checkpoint, notes, typed)
+
+
+def _check_config_dir(config_dir) -> None:
+    """--config-dir adds presets from a folder; one that is not there would be silently ignored by Hydra."""
+    if config_dir is None:
+        return
+    path = Path(config_dir)
+    if not path.exists():
+        raise ConfigError(f"--config-dir {config_dir}: no such folder (it holds model/, dataset/... preset folders)")
+    if not path.is_dir():
+        raise ConfigError(f"--config-dir {config_dir}: a file, not a folder (it holds model/, dataset/... preset "
+                          "folders)")
 
 
 def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> tuple[dict[str, str], dict[str, Any]]:
@@ -216,11 +229,13 @@ def _difference(new: dict, old: dict) -> dict:
 
 
 def _apply(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
-    """The user's key=value pairs, each naming an existing key (``+key=`` adds a new one)."""
+    """The user's key=value pairs, each naming an existing key (``+key=`` adds a new one inside a section,
+    e.g. ``+trainer.max_steps=100``: a new top-level key is read by nothing, only stored in config.yaml)."""
     missing = object()
     for raw_key, value in typed.items():
         key = raw_key.lstrip("+")
-        if not raw_key.startswith("+") and OmegaConf.select(cfg, key, default=missing) is missing:
+        adds = raw_key.startswith("+") and "." in key and key.split(".")[0] in cfg
+        if not adds and OmegaConf.select(cfg, key, default=missing) is missing:
             raise ConfigError(_unknown_key(cfg, key))
         with open_dict(cfg):
             OmegaConf.update(cfg, key, value, merge=False, force_add=True)

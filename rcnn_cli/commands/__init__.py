@@ -16,7 +16,10 @@ stdout = Console()
 
 
 def say(line: str) -> None:
-    console.print(line, highlight=False, soft_wrap=True)
+    """A plain line on stderr. Printed as text, never parsed as Rich markup: lines carry paths, names
+    and values from the user and the data (``x[/b]y.jpg``, ``[nan, 10.0]``), which markup would garble
+    or turn into a MarkupError after the work is done."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def weights_or_default(weights: Path | str | None) -> Path | str:

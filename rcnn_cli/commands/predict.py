@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..data.sources import expand_sources
+from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
-from ..files import numbered_folder
+from ..files import numbered_folder, write_text
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
@@ -47,9 +52,6 @@ def shorthand(overrides: list[str], **options: str | None) -> list[str]:
 
 
 def run(options: PredictOptions) -> int:
-    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES
-    from ..runtime.predictor import load_predictor
-
     formats = [f.strip().lower() for value in options.formats for f in value.split(",") if f.strip()]
     if unknown := [f for f in formats if f not in FORMATS]:
         raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
@@ -62,12 +64,55 @@ def run(options: PredictOptions) -> int:
     if not images and not videos:
         raise UsageError("no images or videos found in " + ", ".join(options.sources)
                          + (f" ({problems[0]})" if problems else ""))
+    out = options.out or numbered_folder(Path("runs") / "predict")
+    check_out(out, images + videos)
     overrides = shorthand(options.overrides, device=options.device, precision=options.precision)
     settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir)
     lower_score_floor(settings, lowest_threshold(threshold))
     for note in settings.notes:
         say(f"note: {note}")
+    with claimed(out):
+        return _predict(options, settings, images, videos, problems, out, threshold, formats)
+
+
+def check_out(out: Path, inputs: list[Path]) -> None:
+    """--out is a folder that holds none of the inputs, however either is spelled (relative, through a
+    symlink, ``.``): its pictures are named after the inputs (``a.jpg`` -> ``OUT/a.jpg``, and YOLO's
+    ``OUT/yolo/images/train/a.jpg``), so an input anywhere under it could be overwritten, and what is
+    written there would be read as input by the next run over the same folder."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: a file, not a folder; name a folder for the results (default runs/predict)")
+    homes = {Path(os.path.abspath(out)), out.resolve()}
+    for path in inputs:
+        places = {Path(os.path.abspath(path)), path.resolve()}     # the link itself, and the file it names
+        if any(place.is_relative_to(home) for place in places for home in homes):
+            raise UsageError(f"--out {out}: holds the input {path}, which its outputs could overwrite; "
+                             "name a folder outside the inputs' folders (default runs/predict)")
+
+
+@contextmanager
+def claimed(out: Path) -> Iterator[None]:
+    """Creates --out with ``OUTPUT_MARKER`` in it before the model is loaded: a folder that cannot be
+    written is one line now, not an OSError after the whole inference, and the marker keeps later runs
+    from reading this one's pictures as inputs. A run that fails before writing anything removes the
+    folder it created."""
+    fresh = not out.exists()
+    try:
+        write_text(out / OUTPUT_MARKER, "rcnn predict wrote this folder; rcnn predict never reads it as input\n")
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    try:
+        yield
+    except BaseException:
+        if fresh and [p.name for p in out.iterdir()] == [OUTPUT_MARKER]:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats) -> int:
     from ..data.images import read_decodable_chw
+    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES
+    from ..runtime.predictor import load_predictor
 
     calibration = read_decodable_chw(images[:CALIBRATION_IMAGES]) if settings.cfg.model.precision == "int8" else []
     # a reduced precision is checked on the model's validation images, else on the first inputs
@@ -79,7 +124,6 @@ def run(options: PredictOptions) -> int:
                          f"({', '.join(predictor.class_names)})")
     if predictor.decision is not None:
         say(predictor.decision.line())
-    out = options.out or numbered_folder(Path("runs") / "predict")
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
                                    every=options.every, save_video=options.save_video, tile=options.tile,
                                    overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh))
@@ -89,7 +133,7 @@ def run(options: PredictOptions) -> int:
     written = write_outputs(result.results, out, formats, predictor.category_ids, predictor.class_names)
     written += result.videos
     for problem in problems + result.failures:
-        console.print(f"[yellow]skipped:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]skipped:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)
     rate = len(result.results) / result.seconds if result.seconds else 0.0
     say(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({predictor.runs_as} on "

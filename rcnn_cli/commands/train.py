@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import JobFailed
@@ -38,7 +39,7 @@ def run(options: TrainOptions) -> list[tuple[list[str], TrainResult]]:
     results = []
     for overrides in runs:
         if options.multirun:
-            console.rule(" ".join(overrides) or "defaults")
+            console.rule(escape(" ".join(overrides)) or "defaults")
         settings = resolve("train", overrides, config_dir=options.config_dir)
         results.append((overrides, train(settings)))
     print_summary(results, options.multirun)
@@ -144,11 +145,11 @@ def print_summary(results: list[tuple[list[str], TrainResult]], multirun: bool) 
     table.add_column("run folder")
     best = max(results, key=lambda item: item[1].metrics.get("val/map", -1.0))
     for overrides, result in results:
-        row = [" ".join(overrides)] if multirun else []
+        row = [escape(" ".join(overrides))] if multirun else []     # the user's text, not markup
         row += [f"{result.metrics[n]:.4f}" if n in result.metrics else "-" for n in SHOWN]
-        row.append(str(result.run_dir))
+        row.append(escape(str(result.run_dir)))
         table.add_row(*row, style="bold green" if multirun and result is best[1] else None)
     stdout.print(table)
     last = results[-1][1]
-    stdout.print(f"checkpoints: {last.run_dir / 'checkpoints'} (best.ckpt, last.ckpt); "
-                 f"plot: {last.run_dir / 'metrics.png'}; logs: metrics.csv, tensorboard/", highlight=False)
+    stdout.print(f"checkpoints: {last.run_dir / 'checkpoints'} (best.ckpt, last.ckpt); plot: "
+                 f"{last.run_dir / 'metrics.png'}; logs: metrics.csv, tensorboard/", markup=False, highlight=False)

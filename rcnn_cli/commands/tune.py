@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UsageError
@@ -40,7 +41,7 @@ def run(options: TuneOptions):
         values = {item.key: suggest(trial, item) for item in tune.space}
         trial_dir = folder / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(trial_dir))
-        console.rule(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
+        console.rule(f"trial {trial.number}: " + escape(", ".join(f"{k}={_short(v)}" for k, v in values.items())))
         settings = resolve("train", [*options.overrides, f"run_dir={trial_dir}"], values,
                            config_dir=options.config_dir)
         pruning = PyTorchLightningPruningCallback(trial, monitor=tune.metric)
@@ -95,7 +96,7 @@ def leaderboard(study, metric: str, folder: Path) -> None:
                "params": t.params, "run_dir": t.user_attrs.get("run_dir")}
         rows.append(row)
         table.add_row(str(t.number), row["state"], "-" if value is None else f"{value:.4f}", str(row["epochs"]),
-                      ", ".join(f"{k}={_short(v)}" for k, v in t.params.items()), str(row["run_dir"]))
+                      escape(", ".join(f"{k}={_short(v)}" for k, v in t.params.items())), escape(str(row["run_dir"])))
     stdout.print(table)
     write_json(folder / "leaderboard.json", rows)
     say(f"leaderboard: {folder / 'leaderboard.json'}")

@@ -3,7 +3,9 @@ text files listing paths, and videos (every N-th frame)."""
 
 from __future__ import annotations
 
+import errno
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,26 +59,36 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+# Written into every folder ``rcnn predict`` writes to; a folder holding it is never read as input.
+# A marker, not a rule about names or places (runs/, --out): it holds for any --out, for a run folder
+# moved or renamed later, and for a second ``rcnn predict .`` that finds the first run's runs/predict.
+OUTPUT_MARKER = ".rcnn-predictions"
+
+
 def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path], list[str]]:
     """(image paths, video paths, problems) in a stable order, each path once.
 
     A folder contributes its image and video files recursively; other files in it are ignored
     (they are not inputs), but a file named explicitly that is not an image is a problem.
     """
+    images, videos, problems = _expand(sources, ())
+    return _unique(images), _unique(videos), problems
+
+
+def _expand(sources: list[str], lists: tuple[Path, ...]) -> tuple[list[Path], list[Path], list[str]]:
+    """lists: the .txt source lists being read, outermost first, to name a loop instead of recursing."""
     images: list[Path] = []
     videos: list[Path] = []
     problems: list[str] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if is_image(child):
-                    images.append(child)
-                elif child.suffix.lower() in VIDEO_EXTENSIONS:
-                    videos.append(child)
+            found, skipped = _folder_files(path)
+            images += [p for p in found if is_image(p)]
+            videos += [p for p in found if p.suffix.lower() in VIDEO_EXTENSIONS]
+            problems += skipped
         elif path.suffix.lower() == ".txt" and path.is_file():
-            listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-            more_images, more_videos, more_problems = expand_sources(listed)
+            more_images, more_videos, more_problems = _listed(path, lists)
             images, videos, problems = images + more_images, videos + more_videos, problems + more_problems
         elif path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
             videos.append(path)
@@ -90,7 +102,52 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path], list[str
             videos += [p for p in matches if p.suffix.lower() in VIDEO_EXTENSIONS]
         else:
             problems.append(f"{source}: no such file or folder")
-    return _unique(images), _unique(videos), problems
+    return images, videos, problems
+
+
+def _listed(path: Path, lists: tuple[Path, ...]) -> tuple[list[Path], list[Path], list[str]]:
+    """The sources a .txt list names; a list that names one being read (itself, or one that names
+    it) is read once and the loop named, not followed until Python's recursion limit."""
+    real = path.resolve()
+    if real in lists:
+        chain = [p.name for p in lists[lists.index(real):]] + [path.name]
+        return [], [], [f"{' -> '.join(chain)}: the source lists name each other in a loop; read once"]
+    listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return _expand(listed, (*lists, real))
+
+
+def _folder_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """(every file under ``folder``, sorted; problems). Subfolders ``rcnn predict`` wrote (they hold
+    ``OUTPUT_MARKER``) are left out; a link that cannot be followed is named, not silently dropped."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for root, folders, names in os.walk(folder):      # as rglob: links to folders are not followed
+        if OUTPUT_MARKER in names:
+            folders.clear()
+            if Path(root) == folder:
+                problems.append(f"{folder}: rcnn predict wrote it (its output is never read as input); "
+                                "name its pictures to read them")
+            continue
+        for name in names:
+            child = Path(root) / name
+            if child.is_file():
+                files.append(child)
+            elif problem := _broken_link(child):
+                problems.append(problem)
+    return sorted(files), problems
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why the link ``path`` leads to no file: a loop (always named, whatever its name) or a missing
+    target (named for picture and video names only: editors leave dangling lock links in folders)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{path}: a symlink loop (it leads back to itself)"
+        if path.is_symlink() and (is_image(path) or path.suffix.lower() in VIDEO_EXTENSIONS):
+            return f"{path}: a symlink that points to nothing ({os.readlink(path)})"
+    return None
 
 
 def _unique(paths: list[Path]) -> list[Path]:

@@ -46,15 +46,17 @@ class EvalReport:
         return {name: round(best_f1_threshold(curve)[0], 4) for name, curve in zip(self.class_names, self.curves)}
 
     def table(self):
+        from rich.markup import escape
         from rich.table import Table
 
+        # class names come from the data: printed as text, not parsed as markup
         table = Table(title="per-class AP", title_justify="left")
         for column in ("class", "boxes", "AP", "AP50", "VOC07 AP50", "best-F1 score"):
             table.add_column(column, justify="left" if column == "class" else "right")
         summary, thresholds = self.summary()["per_class"], self.thresholds()
         for name in self.class_names:
             row = summary[name]
-            table.add_row(name, str(row["ground_truth"]), f"{row['ap']:.4f}", f"{row['ap50']:.4f}",
+            table.add_row(escape(name), str(row["ground_truth"]), f"{row['ap']:.4f}", f"{row['ap50']:.4f}",
                           f"{row['voc07_ap50']:.4f}", f"{thresholds[name]:.3f}")
         return table
 
