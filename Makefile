@@ -6,7 +6,7 @@ PYTHON ?= python3
 # Tests run in two processes (one per core); each pins torch to one thread.
 PYTEST_ARGS ?= -n 2 --durations=15
 
-.PHONY: setup test lint demo bench clean browser
+.PHONY: setup test lint demo bench clean browser gpu-check
 
 setup: $(STAMP)
 
@@ -50,6 +50,18 @@ bench: setup
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --formats $(BENCH_FORMATS) --json benchmarks/results-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json benchmarks/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json benchmarks/scale-$(BENCH_DEVICE).json
+
+# The prepared check for a lent GPU machine (docs/gpu-check.md); exit 3 (make: "Error 3") where no GPU is
+# visible. That machine has no network, so this never installs when the venv is there (.venv/.installed:
+# copied files can make pyproject.toml look newer than the stamp) or when PY names another interpreter.
+GPU_CHECK_ARGS ?=
+ifeq ($(origin PY),command line)
+GPU_CHECK_NEEDS :=
+else
+GPU_CHECK_NEEDS := $(if $(wildcard $(STAMP)),,setup)
+endif
+gpu-check: $(GPU_CHECK_NEEDS)
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

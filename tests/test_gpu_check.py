@@ -114,3 +114,13 @@ def test_the_gpu_steps_overrides_compose_as_rcnn_runs_them(gpu_check, tmp_path):
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_time == gpu_check.TRAIN_MAX_TIME
     assert sum(s.timeout_s for s in steps.values()) < 8 * 60 - 20      # one call of under 8 minutes
 
+
+def test_make_gpu_check_never_installs_where_the_venv_is_there_or_py_is_given(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed").touch()
+    os.utime(venv / ".installed", (0, 0))     # older than pyproject.toml, as copied files can make it
+    for given in (f"VENV={venv}", "PY=python3"):
+        plan = subprocess.run(["make", "-n", "gpu-check", given], cwd=ROOT, capture_output=True, text=True)
+        assert plan.returncode == 0 and "pip" not in plan.stdout, plan.stdout + plan.stderr
+        assert "benchmarks/gpu_check.py" in plan.stdout
