@@ -6,7 +6,7 @@ PYTHON ?= python3
 # Tests run in two processes (one per core); each pins torch to one thread.
 PYTEST_ARGS ?= -n 2 --durations=15
 
-.PHONY: setup test lint demo bench clean browser
+.PHONY: setup test lint demo bench clean browser gpu-check gpu-carry
 
 setup: $(STAMP)
 
@@ -50,6 +50,30 @@ bench: setup
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --formats $(BENCH_FORMATS) --json benchmarks/results-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json benchmarks/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json benchmarks/scale-$(BENCH_DEVICE).json
+
+# The prepared check for a lent GPU machine (docs/gpu-check.md); exit 3 (make: "Error 3") where no GPU is
+# visible. That machine has no network, so this never installs when the venv is there (.venv/.installed:
+# copied files can make pyproject.toml look newer than the stamp) or when PY names another interpreter.
+GPU_CHECK_ARGS ?=
+ifeq ($(origin PY),command line)
+GPU_CHECK_NEEDS :=
+else
+GPU_CHECK_NEEDS := $(if $(wildcard $(STAMP)),,setup)
+endif
+gpu-check: $(GPU_CHECK_NEEDS)
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# What a lent GPU machine needs beside the checkout: its python3 (3.12) has torch, lightning, typer and
+# pytest but not these (the venv's versions), so they travel as wheels in .whl/ (carry it); BCCD goes
+# into shared/, the one data folder that travels (../shared does not). About 25 MB in all.
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 albumentations==2.0.8 albucore==0.0.24 pydantic==2.14.4 \
+	pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 simsimd==6.5.16 stringzilla==5.3.2 \
+	faster-coco-eval==1.8.0 ImageHash==4.3.2 PyWavelets==1.9.0 orjson==3.13.0
+gpu-carry: setup
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	$(PY) -m pip wheel --quiet --no-deps -w .whl antlr4-python3-runtime==4.9.3   # omegaconf's; no wheel on PyPI
+	mkdir -p shared/datasets && cp -r ../shared/datasets/bccd-voc shared/datasets/
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
