@@ -178,7 +178,7 @@ def run(options: BenchmarkOptions) -> dict:
     formats = parse_formats(options.formats)
     settings = resolve("benchmark", options.overrides, weights=options.weights, config_dir=options.config_dir)
     for note in settings.notes:
-        stderr_console.print(f"note: {note}", highlight=False)
+        stderr_console.print(f"note: {note}", highlight=False, markup=False)
     try:
         return benchmark_command(settings.cfg, options.images, options.count, options.batch, options.repeats,
                                  options.warmup, options.train, options.json_path, stdout, options.scaling,
@@ -206,10 +206,10 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
         print_runtimes(console, result)
     if scaling:
         print_scaling(console, result["scaling"])
-    console.print(precision_advice(), highlight=False)
+    console.print(precision_advice(), highlight=False, markup=False)
     if json_path:
         write_json(Path(json_path), result)
-        console.print(f"written to {json_path}", highlight=False)
+        console.print(f"written to {json_path}", highlight=False, markup=False)
     return result
 
 
@@ -224,12 +224,12 @@ def data_scale_command(text: str | None, json_path: Path | None, console, load_t
     from ..benchmark.scale import scale_benchmark
 
     counts, load_counts = image_counts(text, "--data-scale"), image_counts(load_text, "--load-scale")
-    result = scale_benchmark(counts, lambda line: stderr_console.print(line, highlight=False),
+    result = scale_benchmark(counts, lambda line: stderr_console.print(line, highlight=False, markup=False),
                              load_counts=load_counts)
     print_scale(console, result)
     if json_path:
         write_json(Path(json_path), result)
-        console.print(f"written to {json_path}", highlight=False)
+        console.print(f"written to {json_path}", highlight=False, markup=False)
     return result
 
 

@@ -212,4 +212,5 @@ def print_report(result: EvalResult) -> None:
         if key in summary:
             table.add_row(title, "n/a" if summary[key] < 0 else f"{summary[key]:.4f}")
     stdout.print(table)
-    stdout.print(f"report.html, plots, metrics.json and thresholds.json in {result.out_dir}", highlight=False)
+    stdout.print(f"report.html, plots, metrics.json and thresholds.json in {result.out_dir}", highlight=False,
+                 markup=False)

@@ -184,7 +184,7 @@ def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float,
     passed = agreement.agrees(threshold)
     size = f"{exported_size(pending) / 1e6:.1f} MB, " if passed else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
-    verdict = "[green]ok[/]" if passed else "[red]FAILED, not written[/]"
+    verdict = "ok" if passed else "FAILED, not written"
     say(f"{path} ({size}{what}): agreement mAP50 with {reference} {map50} (needs >= {threshold}) {verdict}; "
         f"{agreement.matched}/{agreement.compared} detections matched, max score diff "
         f"{agreement.max_score_diff:.1e}; torch {result.torch_ms:.0f} ms/img, "
@@ -214,7 +214,7 @@ def _summary(path: Path, result) -> str:
 
     agreement = result.agreement
     runtime = RUNTIMES[path.suffix]
-    verdict = "[green]parity ok[/]" if result.passed else "[red]parity FAILED[/]"
+    verdict = "parity ok" if result.passed else "parity FAILED"
     size = f"{exported_size(path) / 1e6:.1f} MB, " if result.passed and path.exists() else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
     tied = (f" ({agreement.tied} more tied in score with others: which of those survive NMS is decided by "
