@@ -31,11 +31,11 @@ def read_weights_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if path.suffix.lower() == ".onnx" or head[:2] == b"\x08\x07":
+    if path.suffix.lower() == ".onnx":
         raise WeightsError(f"{path} is an ONNX model, not a checkpoint; pass a .pt/.pth/.ckpt file "
                            "(ONNX files run with `rcnn predict --weights model.onnx`)")
+    if what := foreign_model(path):
+        raise WeightsError(f"{path} {what}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -51,6 +51,36 @@ def read_weights_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state_dict or checkpoint")
     return dict(obj)
+
+
+# Protobuf tags that can follow ONNX's ModelProto field 1 (ir_version): fields 2-8 and 10-14, as bytes.
+_ONNX_NEXT_TAGS = {0x12, 0x1a, 0x22, 0x2a, 0x32, 0x3a, 0x42, 0x52, 0x5a, 0x62, 0x6a, 0x72}
+
+
+def foreign_model(path: Path) -> str | None:
+    """What a file that is not a PyTorch checkpoint really is, with what to do, from its first bytes; None
+    for anything else. Without it torch.load's refusal of foreign bytes reads as a security warning
+    ("Python objects that could run code") when the file is just another model format."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    rename = f"rename it to {path.stem}{{}} and run it with `rcnn predict --weights {path.stem}{{}}`"
+    # ModelProto starts with ir_version (tag 0x08, a small varint) then another field: what onnx.save writes.
+    if len(head) > 2 and head[0] == 0x08 and 3 <= head[1] <= 40 and head[2] in _ONNX_NEXT_TAGS:
+        return "is an ONNX model, not a checkpoint; " + rename.format(".onnx", ".onnx")
+    if head.lstrip().startswith((b"<?xml", b"<net")) and b"<net" in head:
+        return ("is an OpenVINO model (XML), not a checkpoint; " + rename.format(".xml", ".xml")
+                + f" (its weights are the {path.stem}.bin beside it)")
+    if len(head) > 9 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return ("is a safetensors file, not a PyTorch checkpoint; convert it with safetensors.torch.load_file "
+                "and torch.save to a .pt file")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):   # torch.jit.save's layout
+            return "is a TorchScript model, not a checkpoint; " + rename.format(".torchscript", ".torchscript")
+    return None
 
 
 def split_checkpoint(obj: Mapping[str, Any], path: str | Path = "weights") -> tuple[dict[str, Tensor], dict]:
