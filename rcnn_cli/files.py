@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +22,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     over ``path``, so readers see the old file or the new one, never half of one. On an error
     (or Ctrl-C) the temp file is removed and ``path`` is untouched.
 
-    The temp name keeps the suffix (``.best.1a2b.tmp.onnx``): writers that pick the format by
-    suffix (matplotlib, PIL, onnx) still work, and a leftover is recognisable.
+    The temp name keeps the suffix (``.best.pid42.1a2b.tmp.onnx``): writers that pick the format by
+    suffix (matplotlib, PIL, onnx) still work, and a leftover is recognisable. It names the writing
+    process, so that the next write into the folder removes what a killed one left (``_remove_stale``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    _remove_stale(path.parent)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=f".tmp{path.suffix}")
     os.close(handle)
     try:
         yield Path(temp)
@@ -46,7 +49,8 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
     that names the set appears only when the rest is there. On an error all temp files go."""
     paths = [Path(p) for p in paths]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
-    handle, first = tempfile.mkstemp(dir=paths[0].parent, prefix=f".{paths[0].stem}.", suffix=".tmp")
+    _remove_stale(paths[0].parent)
+    handle, first = tempfile.mkstemp(dir=paths[0].parent, prefix=_temp_prefix(paths[0]), suffix=".tmp")
     os.close(handle)
     Path(first).unlink()
     temps = [Path(first + path.suffix) for path in paths]
@@ -59,6 +63,49 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
         for temp in temps:
             temp.unlink(missing_ok=True)
         raise
+
+
+# A temp name: "." stem ".pid" process id "." mkstemp's 8 random characters ".tmp" and the target's suffix.
+_TEMP_NAME = re.compile(r"\..*\.pid(\d+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+_cleaned: set[str] = set()     # folders already rid of stale temps by this process
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.stem}.pid{os.getpid()}."
+
+
+def _remove_stale(folder: Path) -> None:
+    """Removes the temp files in ``folder`` whose writer is dead: a process killed mid-write (SIGKILL,
+    power loss) cannot remove its own, and an export's is as large as the model. Once per folder and
+    process: predict writes thousands of pictures into one folder. A live writer's temp (another
+    process exporting to the same folder) is left alone; a recycled pid only delays the removal."""
+    key = os.path.abspath(folder)
+    if key in _cleaned:
+        return
+    _cleaned.add(key)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass       # gone already, or not ours to remove: the write itself goes on
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":
+        return True        # Windows' os.kill(pid, 0) sends CTRL_C_EVENT: never probe there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True        # another user's process (or a number no process has): not ours to judge
+    return True
 
 
 def _sync(path: str) -> None:
