@@ -15,6 +15,7 @@ POLICIES = {
     "zero_size_box": "dropped the box",
     "box_outside_image": "clipped to the image; dropped when nothing was left",
     "unknown_label": "dropped the box",
+    "unnormalised_labels": "dropped the file's boxes (divide by the image's width and height)",
     "missing_image": "skipped the image",
     "unreadable_image": "skipped the image",
     "size_mismatch": "kept the file's size and clipped the boxes to it",

@@ -13,6 +13,9 @@ from .images import IMAGE_EXTENSIONS
 from .records import LoadedDataset, NormalisedRecord, ProblemLog
 from .sanitize import clean_boxes, report
 
+# YOLO's cx, cy, w, h are fractions of the image: a value past 1 by rounding or a box that sticks out a
+# little is clipped as any box outside the image; one this large means the file holds pixels.
+UNNORMALISED = 1.5
 SPLIT_KEYS = {"train": ("train",), "val": ("val", "valid"), "test": ("test",)}
 
 
@@ -64,7 +67,7 @@ def label_file(image: Path) -> Path:
 
 def read_labels(path: Path, num_classes: int, log: ProblemLog) -> tuple[np.ndarray, np.ndarray]:
     """(boxes (N, 4) float64 xyxy as fractions of the image, labels (N,) in 1..C) of one label file."""
-    boxes, labels = [], []
+    boxes, labels, largest = [], [], 0.0
     if not path.is_file():
         return np.zeros((0, 4), np.float64), np.zeros((0,), np.int64)
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
@@ -84,6 +87,13 @@ def read_labels(path: Path, num_classes: int, log: ProblemLog) -> tuple[np.ndarr
             continue
         boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
         labels.append(cls + 1)
+        largest = max([largest, *(abs(v) for v in (cx, cy, w, h) if np.isfinite(v))])
+    if largest > UNNORMALISED:
+        # Pixel coordinates: every box would be reported one by one as outside the image, which hides the
+        # one cause; the image size that would normalise them is not known without opening the image.
+        report(log, "unnormalised_labels", path, f"coordinates up to {largest:g}: the file looks un-normalised "
+                                                 "(YOLO wants 0-1 fractions of the image size)")
+        return np.zeros((0, 4), np.float64), np.zeros((0,), np.int64)
     return np.array(boxes, np.float64).reshape(-1, 4), np.array(labels, np.int64)
 
 
