@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import JobFailed
+from ..errors import JobFailed, RcnnError
 from ..files import numbered_folder, write_text
 from ..schema import ConfigError
 from ..settings import Settings, resolve
@@ -85,11 +86,17 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
         say(f"note: {note}")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
+    fresh = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     chose_run_dir = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     try:
         return _fit(cfg, run_dir, list(callbacks))
+    except RcnnError:
+        if fresh:     # refused before anything was written: no run folder that looks like a run
+            with suppress(OSError):
+                run_dir.rmdir()
+        raise
     except torch.OutOfMemoryError:
         size = int(cfg.dataset.batch_size)
         raise JobFailed(f"out of GPU memory with dataset.batch_size={size}; try dataset.batch_size="
@@ -102,6 +109,7 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
 
 def _fit(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> TrainResult:
     from ..data.datamodule import DetectionDataModule
+    from ..data.load import require_training_boxes
     from ..model.factory import create_detector
     from ..runtime.fast import use_channels_last
     from ..training.module import DetectorModule
@@ -109,6 +117,7 @@ def _fit(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> TrainRe
 
     datamodule = DetectionDataModule(cfg)
     datamodule.setup("fit")
+    require_training_boxes(datamodule.loaded)
     detector = create_detector(cfg.model, datamodule.class_names, finetune=bool(cfg.model.weights))
     for note in detector.notes:
         say(f"note: {note}")

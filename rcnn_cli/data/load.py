@@ -43,6 +43,17 @@ def load_dataset(cfg, splits: Sequence[str] = ("train", "val")) -> LoadedDataset
     return loaded
 
 
+def require_training_boxes(loaded: LoadedDataset) -> None:
+    """Training on a split whose every box was dropped runs to mAP 0 and looks like a model problem:
+    refuse it, naming the problems that dropped the boxes."""
+    records = loaded.splits.get("train") or []
+    if any(record.num_boxes for record in records):
+        return
+    kinds = ", ".join(f"{kind} x{len(items)}" for kind, items in loaded.problems.by_kind().items()) or "none"
+    raise DatasetError(f"the training split has no boxes left ({len(records)} images; problems: {kinds}); "
+                       "nothing to learn from: run `rcnn data check` to see why they were dropped")
+
+
 def _apply_empty_policy(records: list[ImageRecord], keep_empty: bool, log: ProblemLog) -> list[ImageRecord]:
     if keep_empty:
         return records
