@@ -23,6 +23,8 @@ from ..settings import resolve
 from . import console, lower_score_floor, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
+# Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
+JOURNAL = "predictions.jsonl"
 
 
 @dataclass
@@ -132,6 +134,12 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
     result = _run_with_progress(predictor, images, videos, out, runner_options)
     written = write_outputs(result.results, out, formats, predictor.category_ids, predictor.class_names)
     written += result.videos
+    (out / JOURNAL).unlink(missing_ok=True)       # folded into the final files
+    if result.interrupted:
+        done = sum(1 for r in result.results if "#frame" not in r["image"])
+        say(f"interrupted after {done} of {len(images)} images; their results are in {out} "
+            f"({', '.join(p.name for p in written)})")
+        return 130
     for problem in problems + result.failures:
         console.print(f"[yellow]skipped:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)
@@ -156,7 +164,7 @@ def _run_with_progress(predictor, images, videos, out, options):
 
         try:
             return run_detector(predictor.detect, predictor.class_names, images, videos, out, options,
-                                progress=advance)
+                                progress=advance, journal=out / JOURNAL)
         except torch.OutOfMemoryError:
             size = options.batch_size
             raise JobFailed(f"out of GPU memory with --batch-size {size}; try --batch-size {max(size // 2, 1)}"

@@ -3,6 +3,7 @@ drawing, and a progress bar with images/s. A bad input is reported and skipped."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ class PredictRun:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     videos: list[Path] = field(default_factory=list)      # annotated videos written (--save-video)
+    interrupted: bool = False                             # Ctrl-C: ``results`` holds what finished
 
 
 def read_conf(value: str) -> float | dict[str, float]:
@@ -139,37 +141,55 @@ def to_result(name: str, output_name: str, image: torch.Tensor, detection: dict,
 
 
 def run(detect: DetectFn, class_names: list[str], images: list[Path], videos: list[Path], out: Path,
-        options: PredictOptions, progress=None) -> PredictRun:
-    """Detect on every input; draws pictures into ``out`` (``<output name>.jpg``) when ``options.draw``."""
+        options: PredictOptions, progress=None, journal: Path | None = None) -> PredictRun:
+    """Detect on every input; draws pictures into ``out`` (``<output name>.jpg``) when ``options.draw``.
+    journal: a JSON Lines file that gets each result as soon as its picture is written, so a run killed
+    outright still leaves its finished work. Ctrl-C ends the run with ``interrupted`` set, not an
+    exception: ``results`` is then exactly the inputs finished, for the caller to write."""
     run_info = PredictRun()
     start = time.perf_counter()
     output_names = OutputNames()
     videos_out = AnnotatedVideos(out, options.every) if options.save_video else None
+    batches = _batches(images, videos, options, run_info.failures)
     try:
-        for batch in _batches(images, videos, options, run_info.failures):
-            detections = (detect([image for _, image in batch]) if not options.tile else
-                          [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size,
-                                        options.nms_iou) for _, image in batch])
-            for (item, image), detection in zip(batch, detections):
-                kept = keep_detections(detection, class_names, options)
-                name = output_names(item)
-                run_info.results.append(to_result(item.label, name, image, kept, class_names))
-                if options.draw or (videos_out and item.frame is not None):
-                    picture = _drawn(image, kept, class_names)
-                    if videos_out and item.frame is not None:
-                        videos_out.add(item.path, picture)
-                    if options.draw:
-                        with atomic_path(out / f"{name}.jpg") as temp:
-                            picture.save(temp, quality=92)
-            if progress:
-                progress(len(batch))
+        with open(journal, "w", encoding="utf-8") if journal else contextlib.nullcontext() as lines:
+            for batch in batches:
+                for result in _detect_batch(detect, class_names, batch, out, options, output_names, videos_out):
+                    if lines:
+                        lines.write(json.dumps(result) + "\n")
+                        lines.flush()
+                    run_info.results.append(result)
+                if progress:
+                    progress(len(batch))
         if videos_out:
             run_info.videos = videos_out.finish()
+    except KeyboardInterrupt:
+        run_info.interrupted = True
     finally:
+        batches.close()           # stops the DataLoader workers now, not at garbage collection
         if videos_out:
             videos_out.abandon()
     run_info.seconds = time.perf_counter() - start
     return run_info
+
+
+def _detect_batch(detect: DetectFn, class_names: list[str], batch: list, out: Path, options: PredictOptions,
+                  output_names: OutputNames, videos_out: AnnotatedVideos | None):
+    """Yields each input's result once its picture is written: a result is listed only with its picture."""
+    detections = (detect([image for _, image in batch]) if not options.tile else
+                  [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size, options.nms_iou)
+                   for _, image in batch])
+    for (item, image), detection in zip(batch, detections):
+        kept = keep_detections(detection, class_names, options)
+        name = output_names(item)
+        if options.draw or (videos_out and item.frame is not None):
+            picture = _drawn(image, kept, class_names)
+            if videos_out and item.frame is not None:
+                videos_out.add(item.path, picture)
+            if options.draw:
+                with atomic_path(out / f"{name}.jpg") as temp:
+                    picture.save(temp, quality=92)
+        yield to_result(item.label, name, image, kept, class_names)
 
 
 def _drawn(image: torch.Tensor, detection: dict, class_names: list[str]):
