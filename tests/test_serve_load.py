@@ -1,0 +1,116 @@
+"""`rcnn serve` under one unlucky operator's load (issue 26, item 2): a huge-but-legal picture in flight
+must not stall /health or small requests; a picture over the per-request pixel budget is refused from its
+header.
+
+The server is the real command in a subprocess, so its stderr is exactly what an operator would read."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import tiny_images
+from test_serve import free_port, png_header, post
+
+from rcnn_cli.predict.limits import ServeLimits
+
+BIG = 6000                 # a 6000x6000 flat PNG: 0.5 MB, 36 MP, about a second of decoding and resizing
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    stderr: Path
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_run, tmp_path_factory):
+    """`rcnn serve` of the tiny checkpoint on a free loopback port, its stderr in a file."""
+    port, log = free_port(), tmp_path_factory.mktemp("serve") / "stderr.txt"
+    command = [sys.executable, "-m", "rcnn_cli.cli", "serve", "--weights", str(tiny_run / "checkpoints" / "best.ckpt"),
+               "device=cpu", "model.precision=fp32", "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    server = Served(f"http://127.0.0.1:{port}", port, log)
+    try:
+        wait_until_healthy(server, process)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def wait_until_healthy(server: Served, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"rcnn serve exited {process.returncode}:\n{server.log()[-3000:]}"
+        try:
+            health(server, 2)
+            return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"rcnn serve did not answer /health within {seconds:g} s:\n{server.log()[-3000:]}")
+
+
+def health(server: Served, timeout: float) -> dict:
+    with urllib.request.urlopen(server.url + "/health", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def flat_png(width: int, height: int) -> bytes:
+    """A huge picture that is cheap to send: one colour compresses to almost nothing."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 200)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def timed(call, *args):
+    start = time.monotonic()
+    result = call(*args)
+    return time.monotonic() - start, result, time.monotonic()
+
+
+def test_health_and_small_requests_answer_while_a_huge_image_is_in_flight(served):
+    big, small = flat_png(BIG, BIG), tiny_images(1)[0].read_bytes()
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(timed, post, served.url, big)
+        time.sleep(0.3)                       # its 0.5 MB are in; decoding (or inference) has begun
+        health_s, status, _ = timed(health, served, 10)
+        small_s, (small_status, answer), small_done = timed(post, served.url, small)
+        big_s, (big_status, big_answer), big_done = pending.result(timeout=120)
+    assert status["status"] == "ok" and health_s < 0.5, f"/health took {health_s:.2f} s behind a {BIG} px image"
+    assert small_status == 200 and answer["width"] == 128 and small_s < 2.0, f"small request took {small_s:.2f} s"
+    # Not queued behind the big one: answered while it was still running (it takes over a second).
+    assert small_done < big_done, f"small answered {small_done - big_done:.2f} s after the big one"
+    assert big_status == 200 and (big_answer["width"], big_answer["height"]) == (BIG, BIG)
+    print(f"serve with a {BIG}x{BIG} picture in flight ({big_s:.1f} s): /health {health_s * 1000:.0f} ms, "
+          f"a small request {small_s * 1000:.0f} ms")
+
+
+def test_an_image_over_the_pixel_budget_is_refused_from_its_header(served):
+    # The issue's 11000x11000 PNG (121 MP: under dataset.max_image_pixels, over serve's budget). Only its
+    # header is real: decoding it would fail as truncated (400), so a 413 says the header alone was read.
+    status, answer = post(served.url, png_header(11_000, 11_000))
+    error = answer["error"]
+    assert status == 413 and "\n" not in error, answer
+    assert "--max-pixels" in error and f"{ServeLimits().max_pixels:,}" in error and "121,000,000" in error
