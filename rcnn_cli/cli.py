@@ -184,11 +184,14 @@ def serve(
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="largest picture accepted, width x height, read "
                                             "from its header (bounds a request's memory: ~38 bytes a pixel)")
                           ] = SERVE.max_pixels,
+    body_timeout: Annotated[float, typer.Option("--body-timeout", help="seconds to receive an upload; a stalled "
+                                                "one gets 408")] = SERVE.body_timeout_s,
 ) -> None:
     """Serve the detector over HTTP: POST /predict (image bytes or multipart) -> rcnn predict's JSON."""
     from .commands import serve as command
 
-    limits = ServeLimits(max_body_mb=max_body_mb, max_pixels=max_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    limits = ServeLimits(max_body_mb=max_body_mb, max_pixels=max_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                         body_timeout_s=body_timeout)
     command.run(command.ServeOptions(weights, overrides or [], config_dir, host, port, conf, limits))
 
 

@@ -1,6 +1,6 @@
 """`rcnn serve` under one unlucky operator's load (issue 26, item 2): a huge-but-legal picture in flight
 must not stall /health or small requests; a picture over the per-request pixel budget is refused from its
-header.
+header; a stalled upload gets 408.
 
 The server is the real command in a subprocess, so its stderr is exactly what an operator would read."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from test_serve import free_port, png_header, post
 
 from rcnn_cli.predict.limits import ServeLimits
 
+BODY_TIMEOUT = 1.5         # seconds: --body-timeout of the test server, short so a stall is seen quickly
 BIG = 6000                 # a 6000x6000 flat PNG: 0.5 MB, 36 MP, about a second of decoding and resizing
 
 
@@ -41,7 +43,7 @@ def served(tiny_run, tmp_path_factory):
     """`rcnn serve` of the tiny checkpoint on a free loopback port, its stderr in a file."""
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "stderr.txt"
     command = [sys.executable, "-m", "rcnn_cli.cli", "serve", "--weights", str(tiny_run / "checkpoints" / "best.ckpt"),
-               "device=cpu", "model.precision=fp32", "--port", str(port)]
+               "device=cpu", "model.precision=fp32", "--port", str(port), "--body-timeout", str(BODY_TIMEOUT)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
@@ -114,3 +116,35 @@ def test_an_image_over_the_pixel_budget_is_refused_from_its_header(served):
     error = answer["error"]
     assert status == 413 and "\n" not in error, answer
     assert "--max-pixels" in error and f"{ServeLimits().max_pixels:,}" in error and "121,000,000" in error
+
+
+def send_part_of_a_body(port: int) -> socket.socket:
+    """A connection that has sent its headers and 1 KB of a 100 KB body, then goes quiet."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT + 10)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 100000\r\n\r\n" + b"\x89PNG\r\n\x1a\n" + bytes(1016))
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """All the server sends until it closes the connection; each wait bounded by the socket's timeout."""
+    reply = b""
+    for _ in range(100):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def test_a_stalled_upload_gets_408_within_its_deadline(served):
+    with send_part_of_a_body(served.port) as sock:
+        start = time.monotonic()
+        reply = read_until_closed(sock)       # the 408 comes with Connection: close
+        waited = time.monotonic() - start
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert waited < BODY_TIMEOUT + 2, f"408 came after {waited:.1f} s"
+    error = json.loads(body)["error"]
+    assert "--body-timeout" in error and "\n" not in error
+    assert health(served, 5)["status"] == "ok"

@@ -41,7 +41,7 @@ def build(options: ServeOptions):
 def check_limits(limits: ServeLimits) -> None:
     """Refuses, in one line, limits that would refuse every request or never time out."""
     for flag, value in (("--max-body-mb", limits.max_body_mb), ("--max-pixels", limits.max_pixels),
-                        ("--max-batch", limits.max_batch)):
+                        ("--max-batch", limits.max_batch), ("--body-timeout", limits.body_timeout_s)):
         if not value > 0 or value == float("inf"):
             raise UsageError(f"{flag} {value:g}: must be a positive number")
     if limits.max_wait_ms < 0 or limits.max_wait_ms != limits.max_wait_ms:

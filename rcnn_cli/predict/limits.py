@@ -16,6 +16,7 @@ class ServeLimits:
     max_pixels: int = 40_000_000
     max_batch: int = 8              # images per forward pass
     max_wait_ms: float = 10.0       # how long the first request of a batch waits for company
+    body_timeout_s: float = 60.0    # to receive a whole upload: 20 MB at 2.7 Mbit/s; a stalled one gets 408
     # Threads decoding small pictures (up to large_pixels each) at once; more would only contend for the cores.
     decode_threads: int = 4
 

@@ -9,15 +9,17 @@ share a forward pass, up to ``max_batch`` images).
 
 The event loop only reads uploads and answers; decoding and inference run in threads (``Lanes``), so
 /health and small requests keep answering while a huge picture is decoded. What a request may take is
-bounded (``ServeLimits``): its body, and its decoded pixels, read from the header.
+bounded (``ServeLimits``): its body, the time to send it, and its decoded pixels, read from the header.
 
 Every bad request is a 4xx with one line and the service keeps serving: not an image or a truncated
-file (400), a body over ``max_body_mb`` or a picture over ``max_pixels`` (413).
+file (400), an upload not received within ``body_timeout_s`` (408), a body over ``max_body_mb`` or a
+picture over ``max_pixels`` (413).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,6 +35,8 @@ from .runner import PredictOptions, keep_detections, to_result
 
 __all__ = ["Batcher", "Lanes", "ServeLimits", "build_app"]
 
+# uvicorn's own logger: our lines share its format and its --log-level, beside its own messages.
+log = logging.getLogger("uvicorn.error")
 PIXELS_NAME = "rcnn serve --max-pixels"     # how the user raises the budget, named when a picture is over it
 
 
@@ -142,12 +146,28 @@ def build_app(predictor: Predictor, conf: float = 0.25, limits: ServeLimits | No
 
     @app.exception_handler(HTTPException)
     async def one_line(request, err):
-        return JSONResponse({"error": err.detail}, status_code=err.status_code)
+        return JSONResponse({"error": err.detail}, status_code=err.status_code, headers=err.headers)
 
     return app
 
 
+def _client(request: Request) -> str:
+    return f"client {request.client.host}:{request.client.port}" if request.client else "a client"
+
+
 async def _read_upload(request: Request, limits: ServeLimits) -> tuple[bytes, str | None]:
+    """``_read_body`` within ``body_timeout_s``: a client that stalls (or trickles, to hold a connection)
+    gets 408 and its connection closed, instead of a coroutine and a buffer held for ever."""
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await _read_body(request, limits)
+    except TimeoutError:
+        log.warning("%s: upload not received within %g s: 408", _client(request), limits.body_timeout_s)
+        raise HTTPException(408, f"upload not received within {limits.body_timeout_s:g} s "
+                            "(rcnn serve --body-timeout raises the limit)", {"Connection": "close"}) from None
+
+
+async def _read_body(request: Request, limits: ServeLimits) -> tuple[bytes, str | None]:
     """The image bytes of a multipart upload (its first file) or of a raw body; 413 past the limit."""
     limit = int(limits.max_body_mb * 1024 * 1024)
     declared = request.headers.get("content-length")
