@@ -1,6 +1,6 @@
 """`rcnn serve` under one unlucky operator's load (issue 26, item 2): a huge-but-legal picture in flight
 must not stall /health or small requests; a picture over the per-request pixel budget is refused from its
-header; a stalled upload gets 408.
+header; a stalled upload gets 408; a client that hangs up is one log line, not a traceback.
 
 The server is the real command in a subprocess, so its stderr is exactly what an operator would read."""
 
@@ -16,6 +16,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,7 @@ def health(server: Served, timeout: float) -> dict:
         return json.loads(response.read())
 
 
+@cache
 def flat_png(width: int, height: int) -> bytes:
     """A huge picture that is cheap to send: one colour compresses to almost nothing."""
     from PIL import Image
@@ -147,4 +149,29 @@ def test_a_stalled_upload_gets_408_within_its_deadline(served):
     assert waited < BODY_TIMEOUT + 2, f"408 came after {waited:.1f} s"
     error = json.loads(body)["error"]
     assert "--body-timeout" in error and "\n" not in error
+    assert health(served, 5)["status"] == "ok"
+
+
+def send_a_whole_request(port: int) -> socket.socket:
+    """A connection that has sent a whole request, the huge picture, and will not wait for its answer."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    data = flat_png(BIG, BIG)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    time.sleep(0.5)     # the server has read it all (else the hang-up is one during the upload) and is decoding
+    return sock
+
+
+@pytest.mark.parametrize("when, connect", [("during its upload", send_part_of_a_body),
+                                           ("before its answer", send_a_whole_request)])
+def test_a_client_that_disconnects_mid_request_is_one_log_line(served, when, connect):
+    before = len(served.log())
+    connect(served.port).close()              # hangs up: with 99 KB of the body unsent, or while it runs
+    deadline = time.monotonic() + 30       # the huge picture is decoded and run first
+    while len(served.log()) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)                           # the whole of what it logs, not its first line
+    written = served.log()[before:]
+    lines = [line for line in written.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"disconnected {when}" in lines[0] and "Traceback" not in written, written[-3000:]
     assert health(served, 5)["status"] == "ok"

@@ -13,7 +13,7 @@ bounded (``ServeLimits``): its body, the time to send it, and its decoded pixels
 
 Every bad request is a 4xx with one line and the service keeps serving: not an image or a truncated
 file (400), an upload not received within ``body_timeout_s`` (408), a body over ``max_body_mb`` or a
-picture over ``max_pixels`` (413).
+picture over ``max_pixels`` (413). A client that hangs up is one line in the log.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ..data.images import ImageReadError, ImageTooLarge, decode_bytes, pixels_of_bytes
 from ..runtime.predictor import Predictor
@@ -133,7 +134,11 @@ def build_app(predictor: Predictor, conf: float = 0.25, limits: ServeLimits | No
 
     @app.post("/predict")
     async def predict(request: Request):
-        data, filename = await _read_upload(request, limits)
+        try:
+            data, filename = await _read_upload(request, limits)
+        except ClientDisconnect:
+            log.warning("%s disconnected during its upload; nothing to answer", _client(request))
+            return Response(status_code=400)      # never sent: there is no one to send it to
         label = filename or "upload"
         try:
             image, detection = await lanes.detect(data, label)
@@ -142,6 +147,8 @@ def build_app(predictor: Predictor, conf: float = 0.25, limits: ServeLimits | No
         except ImageReadError as err:
             raise HTTPException(400, str(err)) from None
         kept = keep_detections(detection, predictor.class_names, options)
+        if await request.is_disconnected():
+            log.warning("%s disconnected before its answer (%s)", _client(request), label)
         return JSONResponse(to_result(label, "upload", image, kept, predictor.class_names))
 
     @app.exception_handler(HTTPException)
