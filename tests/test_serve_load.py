@@ -94,21 +94,35 @@ def timed(call, *args):
     return time.monotonic() - start, result, time.monotonic()
 
 
+def probe(served: Served, small: bytes) -> tuple[float, float, float]:
+    """(seconds /health took, seconds a small request took, when it was answered)."""
+    health_s, status, _ = timed(health, served, 10)
+    small_s, (code, answer), done = timed(post, served.url, small)
+    assert status["status"] == "ok" and code == 200 and answer["width"] == 128, answer
+    return health_s, small_s, done
+
+
 def test_health_and_small_requests_answer_while_a_huge_image_is_in_flight(served):
+    """Probes every 0.2 s for as long as the huge picture is in flight, through its decoding and its
+    inference: a probe waiting behind either (on the event loop, or in the same forward pass) is slow."""
     big, small = flat_png(BIG, BIG), tiny_images(1)[0].read_bytes()
+    probes = []
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(timed, post, served.url, big)
-        time.sleep(0.3)                       # its 0.5 MB are in; decoding (or inference) has begun
-        health_s, status, _ = timed(health, served, 10)
-        small_s, (small_status, answer), small_done = timed(post, served.url, small)
+        for _ in range(100):                  # bounded: the big one takes a few seconds
+            time.sleep(0.2)
+            if pending.done():
+                break
+            probes.append(probe(served, small))
         big_s, (big_status, big_answer), big_done = pending.result(timeout=120)
-    assert status["status"] == "ok" and health_s < 0.5, f"/health took {health_s:.2f} s behind a {BIG} px image"
-    assert small_status == 200 and answer["width"] == 128 and small_s < 2.0, f"small request took {small_s:.2f} s"
-    # Not queued behind the big one: answered while it was still running (it takes over a second).
-    assert small_done < big_done, f"small answered {small_done - big_done:.2f} s after the big one"
     assert big_status == 200 and (big_answer["width"], big_answer["height"]) == (BIG, BIG)
-    print(f"serve with a {BIG}x{BIG} picture in flight ({big_s:.1f} s): /health {health_s * 1000:.0f} ms, "
-          f"a small request {small_s * 1000:.0f} ms")
+    slowest_health, slowest_small = max(p[0] for p in probes), max(p[1] for p in probes)
+    assert slowest_health < 0.5, f"/health took {slowest_health:.2f} s behind a {BIG}x{BIG} picture"
+    assert slowest_small < 1.0, f"a small request took {slowest_small:.2f} s behind a {BIG}x{BIG} picture"
+    during = [p for p in probes if p[2] < big_done]   # else the test proved nothing: it never overlapped
+    assert len(during) >= 2, f"only {len(during)} probes answered while the big picture ran ({big_s:.1f} s)"
+    print(f"serve with a {BIG}x{BIG} picture in flight ({big_s:.1f} s), {len(probes)} probes: slowest /health "
+          f"{slowest_health * 1000:.0f} ms, slowest small request {slowest_small * 1000:.0f} ms")
 
 
 def test_an_image_over_the_pixel_budget_is_refused_from_its_header(served):
