@@ -10,9 +10,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ServeLimits:
     max_body_mb: float = 20.0       # larger uploads get 413 before they are read
-    # Decoded pixels per request, checked from the header: a request takes about 38 bytes of working memory
-    # per pixel (decoded copies, the float and normalised image), so 40 MP (an 8K frame, most cameras' full
-    # size) is about 1.5 GB. dataset.max_image_pixels (144 MP) guards training data, not a shared service.
+    # Decoded pixels per request, checked from the header: a request takes 35-38 bytes of working memory per
+    # pixel (decoded copies, the float and normalised image: 1.2 GB measured for 36 MP, 4.6 GB in issue 26 for
+    # 121 MP), so 40 MP (an 8K frame, most cameras' full size) is about 1.5 GB. dataset.max_image_pixels
+    # (144 MP) guards training data, not a shared service.
     max_pixels: int = 40_000_000
     max_batch: int = 8              # images per forward pass
     max_wait_ms: float = 10.0       # how long the first request of a batch waits for company
