@@ -13,6 +13,9 @@ from typing import Annotated
 
 import typer
 
+from .predict.limits import ServeLimits
+
+SERVE = ServeLimits()      # rcnn serve's defaults, written in predict/limits.py only
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Train, evaluate, run and export Faster R-CNN detectors.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
@@ -173,15 +176,23 @@ def serve(
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
     conf: Annotated[float, typer.Option("--conf", help="score threshold of the returned detections")] = 0.25,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="requests batched into one forward pass")] = 8,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="how long a request waits for a batch")] = 10.0,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="largest upload accepted")] = 20.0,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="requests batched into one forward pass")
+                         ] = SERVE.max_batch,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="how long a request waits for a batch")
+                           ] = SERVE.max_wait_ms,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="largest upload accepted")] = SERVE.max_body_mb,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="largest picture accepted, width x height, read "
+                                            "from its header (bounds a request's memory: ~38 bytes a pixel)")
+                          ] = SERVE.max_pixels,
+    body_timeout: Annotated[float, typer.Option("--body-timeout", help="seconds to receive an upload; a stalled "
+                                                "one gets 408")] = SERVE.body_timeout_s,
 ) -> None:
     """Serve the detector over HTTP: POST /predict (image bytes or multipart) -> rcnn predict's JSON."""
     from .commands import serve as command
 
-    command.run(command.ServeOptions(weights, overrides or [], config_dir, host, port, conf, max_batch, max_wait_ms,
-                                     max_body_mb))
+    limits = ServeLimits(max_body_mb=max_body_mb, max_pixels=max_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                         body_timeout_s=body_timeout)
+    command.run(command.ServeOptions(weights, overrides or [], config_dir, host, port, conf, limits))
 
 
 @app.command("export")

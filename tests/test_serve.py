@@ -20,6 +20,7 @@ import pytest
 from helpers import bccd_images, run_rcnn
 
 from rcnn_cli.commands import serve
+from rcnn_cli.predict.limits import ServeLimits
 
 
 def free_port() -> int:
@@ -52,7 +53,7 @@ def running(options: serve.ServeOptions):
 def server(tiny_run):
     """The tiny model (exact fp32, so answers are comparable)."""
     options = serve.ServeOptions(tiny_run / "checkpoints" / "best.ckpt", ["device=cpu", "model.precision=fp32"],
-                                 conf=0.05, max_body_mb=1.0)
+                                 conf=0.05, limits=ServeLimits(max_body_mb=1.0))
     with running(options) as served:
         yield served
 
@@ -113,7 +114,7 @@ def png_header(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("body, status, message", [
     (b"this is not an image", 400, "not an image"),
     (None, 400, "truncated"),                                    # half a JPEG
-    (png_header(20_000, 20_000), 413, "max_image_pixels"),
+    (png_header(20_000, 20_000), 413, "rcnn serve --max-pixels"),
     ("declared", 413, "over the 1 MB limit"),                   # refused from Content-Length, unread
     (b"", 400, "empty body"),
 ])

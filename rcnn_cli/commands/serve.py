@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..predict.limits import ServeLimits
 from ..settings import resolve
 from . import lower_score_floor, say, weights_or_default
 
@@ -18,14 +19,12 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     conf: float = 0.25
-    max_batch: int = 8
-    max_wait_ms: float = 10.0
-    max_body_mb: float = 20.0
+    limits: ServeLimits = field(default_factory=ServeLimits)
 
 
 def build(options: ServeOptions):
     """(FastAPI app, what it serves): settings through the one rule, as rcnn predict loads them."""
-    from ..predict.server import ServeLimits, build_app
+    from ..predict.server import build_app
     from ..runtime.predictor import load_predictor
 
     weights = weights_or_default(options.weights)
@@ -36,9 +35,17 @@ def build(options: ServeOptions):
     predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed)
     if predictor.decision is not None:
         say(predictor.decision.line())
-    limits = ServeLimits(options.max_body_mb, int(settings.cfg.dataset.max_image_pixels), options.max_batch,
-                         options.max_wait_ms)
-    return build_app(predictor, options.conf, limits, name=str(weights)), predictor
+    return build_app(predictor, options.conf, options.limits, name=str(weights)), predictor
+
+
+def check_limits(limits: ServeLimits) -> None:
+    """Refuses, in one line, limits that would refuse every request or never time out."""
+    for flag, value in (("--max-body-mb", limits.max_body_mb), ("--max-pixels", limits.max_pixels),
+                        ("--max-batch", limits.max_batch), ("--body-timeout", limits.body_timeout_s)):
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"{flag} {value:g}: must be a positive number")
+    if limits.max_wait_ms < 0 or limits.max_wait_ms != limits.max_wait_ms:
+        raise UsageError(f"--max-wait-ms {limits.max_wait_ms:g}: must be 0 or more")
 
 
 def run(options: ServeOptions) -> None:
@@ -46,6 +53,7 @@ def run(options: ServeOptions) -> None:
 
     if not 0 < options.port < 65536:
         raise UsageError(f"--port {options.port}: must be 1-65535")
+    check_limits(options.limits)
     app, predictor = build(options)
     if options.host not in ("127.0.0.1", "localhost", "::1"):
         say(f"note: serving on {options.host}: reachable from other machines; there is no authentication")

@@ -30,6 +30,10 @@ class ImageReadError(ValueError):
     """An image that cannot be used; the message is one line naming the file."""
 
 
+class ImageTooLarge(ImageReadError):
+    """An image over the pixel limit, refused from its header (a service answers 413, not 400)."""
+
+
 @cache
 def default_max_pixels() -> int:
     """``dataset.max_image_pixels`` as conf/dataset/_base.yaml sets it (the one place the number is
@@ -43,28 +47,29 @@ Image.MAX_IMAGE_PIXELS = default_max_pixels()
 
 
 @contextmanager
-def open_image(path: Path | io.BytesIO, max_pixels: int | None = None, label: str | None = None
-               ) -> Iterator[Image.Image]:
+def open_image(path: Path | io.BytesIO, max_pixels: int | None = None, label: str | None = None,
+               limit_name: str = "dataset.max_image_pixels") -> Iterator[Image.Image]:
     """``Image.open`` that refuses images of more than ``max_pixels`` (default: ``default_max_pixels``)
     from the header, before decoding: decompression bombs get a message, not all the memory.
+    ``limit_name``: the setting that raises the limit, named in the message.
 
     Pillow only warns between its limit and twice that, so the check is done here, exactly.
     """
     limit = int(max_pixels or default_max_pixels())
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
         Image.MAX_IMAGE_PIXELS = limit      # a larger configured limit: Pillow must not refuse first
-    advice = f"over dataset.max_image_pixels={limit:,}; refusing to decode it (raise the limit if it is genuine)"
+    advice = f"over {limit_name}={limit:,}; refusing to decode it (raise the limit if it is genuine)"
     label = label or str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(path)
     except Image.DecompressionBombError:
-        raise ImageReadError(f"{label}: {advice}") from None
+        raise ImageTooLarge(f"{label}: {advice}") from None
     with opened:
         width, height = opened.size
         if width * height > limit:
-            raise ImageReadError(f"{label}: {width}x{height} is {width * height:,} pixels, {advice}")
+            raise ImageTooLarge(f"{label}: {width}x{height} is {width * height:,} pixels, {advice}")
         yield opened
 
 
@@ -94,16 +99,34 @@ def read_rgb(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     return _decode(Path(path), str(path), max_pixels)
 
 
-def decode_bytes(data: bytes, label: str, max_pixels: int | None = None) -> np.ndarray:
-    """``read_rgb`` for an image already in memory (an upload); ``label`` names it in errors."""
-    return _decode(io.BytesIO(data), label, max_pixels)
+def decode_bytes(data: bytes, label: str, max_pixels: int | None = None,
+                 limit_name: str = "dataset.max_image_pixels") -> np.ndarray:
+    """``read_rgb`` for an image already in memory (an upload); ``label`` names it in errors,
+    ``limit_name`` the setting that raises ``max_pixels``."""
+    return _decode(io.BytesIO(data), label, max_pixels, limit_name)
 
 
-def _decode(source: Path | io.BytesIO, label: str, max_pixels: int | None) -> np.ndarray:
+def pixels_of_bytes(data: bytes, label: str, max_pixels: int | None = None,
+                    limit_name: str = "dataset.max_image_pixels") -> int:
+    """Width x height of an image in memory from its header alone, refused as ``decode_bytes`` would
+    refuse it: a service learns what a request will cost before paying for it."""
+    with _one_line_errors(label), open_image(io.BytesIO(data), max_pixels, label, limit_name) as opened:
+        width, height = opened.size
+    return width * height
+
+
+def _decode(source: Path | io.BytesIO, label: str, max_pixels: int | None,
+            limit_name: str = "dataset.max_image_pixels") -> np.ndarray:
+    with _one_line_errors(label), open_image(source, max_pixels, label, limit_name) as opened:
+        opened.load()
+        return to_rgb_array(opened)
+
+
+@contextmanager
+def _one_line_errors(label: str) -> Iterator[None]:
+    """PIL's and the file system's errors -> ImageReadError, one line naming the image."""
     try:
-        with open_image(source, max_pixels, label) as opened:
-            opened.load()
-            return to_rgb_array(opened)
+        yield
     except ImageReadError:
         raise
     except FileNotFoundError:
