@@ -124,13 +124,14 @@ def test_predict_and_export_apply_key_value_overrides(tiny_run, tmp_path):
     median = round(float(np.median(low)), 3)
     high = scores(median)
     assert min(low) < median <= min(high) and 0 < len(high) < len(low)
+    # a threshold the model still detects above (an export checked on nothing is refused)
     exported = run_rcnn("export", "--weights", str(weights), "--out", str(tmp_path / "m.onnx"),
-                        "model.box_score_thresh=0.5", cwd=tmp_path)
+                        f"model.box_score_thresh={median}", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-2000:]
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
-    assert float(meta["score_threshold"]) == 0.5
+    assert float(meta["score_threshold"]) == median
 
 
 def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monkeypatch):

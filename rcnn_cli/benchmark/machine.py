@@ -43,4 +43,4 @@ def precision_advice() -> str:
     vnni = sorted({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
     int8 = (f"int8 dot products ({', '.join(vnni)})" if vnni
             else "int8 through AVX2 kernels (no VNNI)" if "avx2" in flags else "no int8 SIMD")
-    return f"this CPU ({hardware.describe()}): {bf16}; {int8}, model.precision=int8 quantizes the backbone."
+    return f"this CPU: {bf16}; {int8}, model.precision=int8 quantizes the backbone ({hardware.describe()})."
