@@ -77,3 +77,25 @@ def test_a_missing_bin_file_is_one_line(exported, tmp_path):
     shutil.copy(out, tmp_path / "alone.xml")
     with pytest.raises(ExportError, match="not a readable OpenVINO model .* needs alone.bin beside it"):
         Detector.load(tmp_path / "alone.xml")
+
+
+@pytest.mark.parametrize("profile", ["amx", "avx2"])
+def test_auto_picks_the_ir_precision_by_the_one_rule_on_either_cpu_kind(exported, real_images, tmp_path, monkeypatch,
+                                                                         profile):
+    """Both branches on whichever CPU runs the suite (RCNN_HARDWARE): on a bf16-native CPU auto measures bf16
+    against f32 on real images (here the inputs) before taking it; on an AVX2-only one it never tries."""
+    from rcnn_cli.runtime import hardware, precision
+
+    monkeypatch.setenv(hardware.ENV, profile)
+    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "cache"))
+    _, out, _ = exported
+    run = run_rcnn("predict", str(real_images), "--weights", str(out), "--out", str(tmp_path / "p"), "--no-draw",
+                   cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    line = next(line for line in run.stderr.splitlines() if line.startswith("precision auto:"))
+    if profile == "avx2":
+        assert line.startswith("precision auto: runs fp32;") and "no native bf16" in line
+        assert "(openvino auto: f32 on cpu)" in run.stderr
+    else:
+        assert "measured:" in line and "detections in 3 " in line, line
+        assert f"(openvino auto: {'bf16' if 'runs bf16' in line else 'f32'} on cpu)" in run.stderr

@@ -15,9 +15,16 @@ from helpers import ROOT
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """Built from a copy of what a source distribution holds: an in-tree build would write build/ and
+    rcnn_cli.egg-info into the checkout while the other test worker imports from it."""
+    import shutil
+
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "rcnn_cli", source / "rcnn_cli", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(out), str(ROOT)], check=True)
+                    "-w", str(out), str(source)], check=True, stdin=subprocess.DEVNULL, capture_output=True)
     return next(out.glob("rcnn_cli-*.whl"))
 
 
@@ -35,7 +42,7 @@ def test_installed_command_finds_configs_from_another_directory(wheel, tmp_path)
     # Dependencies come from the project venv (a path entry, so its editable hook stays off).
     (scratch_site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-                    "--quiet", "--no-deps", str(wheel)], check=True)
+                    "--quiet", "--no-deps", str(wheel)], check=True, stdin=subprocess.DEVNULL, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import rcnn_cli; print(rcnn_cli.__file__)"],

@@ -79,7 +79,11 @@ def check_samples(dataset: dict | None, sources: Sequence[str] | None = None) ->
     def samples() -> Samples:
         if not found:
             own = sample_images(None, dataset)
-            found.append(own if own or not sources else sample_images(sources, None))
+            if own or not sources:
+                found.append(own)
+            else:
+                theirs = sample_images(sources, None)
+                found.append(Samples(theirs.images, "inputs") if theirs else theirs)
         return found[0]
 
     return samples

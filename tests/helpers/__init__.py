@@ -59,8 +59,9 @@ def compose(*overrides: str, weights=None, command: str = "config"):
 def run_rcnn(*args: str, cwd: Path):
     """The real command line, in a subprocess with one torch thread."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
+    # stdin: never the test worker's (pytest-xdist talks to its workers through it)
     return subprocess.run([sys.executable, "-m", "rcnn_cli.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)   # a hung run fails the test, not CI
+                          cwd=cwd, env=env, timeout=600, stdin=subprocess.DEVNULL)   # a hung run fails the test, not CI
 
 
 def image_folder(folder: Path, images: list[Path]) -> Path:
