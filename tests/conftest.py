@@ -14,6 +14,11 @@ from helpers import BCCD, FACEMASK, TINY_TRAIN, require_shared, run_rcnn
 # theirs in a folder of their own, never in the user's cache.
 os.environ.setdefault("RCNN_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"rcnn-tests-cache-{os.getpid()}"))
 
+# The suite states the hardware it assumes, so that every machine runs the same branches and a CI result does
+# not depend on which CPU it lands on: AVX2-only by default, and the tests of the bf16-native branches override
+# it themselves (hardware.override("amx"); RCNN_HARDWARE in subprocesses).
+os.environ.setdefault("RCNN_HARDWARE", "avx2")
+
 # Tests run two to a 2-core machine (pytest -n 2): one torch thread each avoids oversubscription.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
