@@ -101,7 +101,7 @@ class Detector:
                                  cache_key(self.config.get("weights"), dict(self.config), self.device.type),
                                  len(self.class_names), score_threshold)
         self._predictor.decision = decision
-        self._predictor.runs_as = decision.runs
+        self._predictor.runs_as = decision.runs_as
         return self.model.precision
 
     @property

@@ -60,6 +60,11 @@ class Decision:
     trial: Trial | None = None
     cached: bool = False
 
+    @property
+    def runs_as(self) -> str:
+        """What runs, for the user: "fp32", "bf16", "auto: folded"."""
+        return self.runs if self.requested == self.runs else f"{self.requested}: {self.runs}"
+
     def line(self) -> str:
         """One line for the user: what runs, why, and the figures behind it."""
         text = f"precision {self.requested}: runs {self.runs}; {self.reason}"

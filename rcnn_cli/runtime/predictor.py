@@ -66,8 +66,7 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
         key = cache_key(weights, model_cfg, device.type)
         decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names),
                                  float(model_cfg["box_score_thresh"]))
-    runs_as = "fp32" if decision is None else decision.runs if decision.requested == decision.runs \
-        else f"{decision.requested}: {decision.runs}"
+    runs_as = "fp32" if decision is None else decision.runs_as
     return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
                      loaded.metadata, loaded.notes, decision)
 
@@ -96,18 +95,26 @@ def _exported_predictor(weights: str, device: torch.device, precision: str,
 
     decision = None
     if weights.lower().endswith(".xml"):
-        probe = OpenVinoDetector(weights, str(device), "fp32")
+        # one compiled runner per precision, kept: the one auto measures is the one that then runs
+        runners: dict[str, OpenVinoDetector] = {}
+
+        def runner(hint: str) -> OpenVinoDetector:
+            if hint not in runners:    # several images in flight when a batch comes (predict, serve)
+                runners[hint] = OpenVinoDetector(weights, str(device), hint, requests=0)
+            return runners[hint]
+
+        exact = runner("fp32")
 
         def trial() -> Trial:
             got = samples()
-            return measure(probe.detect, OpenVinoDetector(weights, str(device), "bf16").detect, got.images,
-                           len(probe.class_names), probe.score_threshold, got.origin)
+            return measure(exact.detect, runner("bf16").detect, got.images, len(exact.class_names),
+                           exact.score_threshold, got.origin)
 
         decision = decide(precision, "cpu", samples, trial, cache_key(weights, {}, "cpu", "openvino"),
-                          candidate=None if probe.quantized else "bf16", exact="fp32")
-        precision = decision.runs
-    # several images in flight when a batch comes (predict --batch-size, serve's batches)
-    exported = load_exported(weights, str(device), precision, requests=0)
+                          candidate=None if exact.quantized else "bf16", exact="fp32")
+        exported = runner(decision.runs)
+    else:
+        exported = load_exported(weights, str(device), precision, requests=0)
     runs_as = exported.runs_as
     if decision is not None and decision.requested == "auto":      # "openvino auto: bf16"
         runs_as = f"{runs_as.rsplit(' ', 1)[0]} auto: {exported.hint}"
