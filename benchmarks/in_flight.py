@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from rcnn_cli.data.images import read_decodable_chw
-from rcnn_cli.runtime.exported import load_exported
+from rcnn_cli.inference.exported import load_exported
 
 if __name__ == "__main__":
     path, pattern = sys.argv[1], sys.argv[2]

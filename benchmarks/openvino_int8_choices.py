@@ -16,9 +16,9 @@ from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
 from rcnn_cli.export.int8 import calibration_images
 from rcnn_cli.export.verify import check_images, verify_export
-from rcnn_cli.runtime.exported import load_exported
-from rcnn_cli.runtime.predictor import load_predictor
-from rcnn_cli.settings import resolve
+from rcnn_cli.inference.exported import load_exported
+from rcnn_cli.inference.predictor import load_predictor
+from rcnn_cli.settings.resolve import resolve
 
 weights, xml = sys.argv[1], Path(sys.argv[2])
 s = resolve("export", ["device=cpu"], weights=weights)

@@ -10,8 +10,9 @@ import torch
 import torchvision
 
 from rcnn_cli import Detector
+from rcnn_cli.hardware import cpu_model_of_this_machine as cpu_model
+from rcnn_cli.hardware import has_native_bf16
 from rcnn_cli.model import zoo
-from rcnn_cli.runtime.hardware import cpu_model, has_native_bf16
 
 BCCD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bccd-voc" / "BCCD" / "JPEGImages"
 

@@ -15,8 +15,8 @@ from torch import Tensor
 from .data.images import read_chw, to_rgb_array
 from .data.samples import CHECK_IMAGES
 from .errors import UsageError
-from .runtime.predictor import Predictor, check_samples, load_predictor, prepare_model
-from .settings import resolve
+from .inference.predictor import Predictor, check_samples, load_predictor, prepare_model
+from .settings.resolve import resolve
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 
@@ -81,7 +81,7 @@ class Detector:
         your images) or ``fp32``. Returns what runs; ``self.precision_decision.line()`` says why.
         One way: load the detector again with ``precision="fp32"`` to go back to the exact model."""
         from .data.samples import Samples
-        from .runtime.precision import cache_key
+        from .inference.precision import cache_key
 
         if self.model is None:
             raise UsageError("an exported file runs as it was exported; load it again with "

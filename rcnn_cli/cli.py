@@ -39,7 +39,7 @@ def config_show(overrides: Overrides = None, config_dir: ConfigDir = None,
     """Print the config a command would run with (checkpoint < presets < your overrides) as YAML."""
     from omegaconf import OmegaConf
 
-    from .settings import resolve
+    from .settings.resolve import resolve
 
     settings = resolve("predict" if weights else "config", overrides or [], weights=weights, config_dir=config_dir)
     typer.echo(OmegaConf.to_yaml(settings.cfg))

@@ -7,6 +7,8 @@ a job that started and failed.
 
 from __future__ import annotations
 
+import difflib
+
 
 class RcnnError(Exception):
     """An error with a one-line message for the user and the exit code it ends the command with."""
@@ -22,3 +24,11 @@ class JobFailed(RcnnError):
     """The job ran and failed (diverged, out of memory, an export that disagreed with torch)."""
 
     exit_code = 1
+
+
+def nearest_hint(word: str, choices: list[str]) -> str:
+    """The end of every "wrong value" line: the nearest valid choices, or all of them."""
+    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    if near:
+        return "did you mean " + " or ".join(near) + "?"
+    return "valid: " + ", ".join(choices)

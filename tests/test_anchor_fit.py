@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from helpers import BCCD, require_shared
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data.anchor_fit import anchor_fit, anchor_shapes, best_iou, box_shapes
-from rcnn_cli.data.load import load_dataset
+from rcnn_cli.data.inspection.anchor_fit import anchor_fit, anchor_shapes, best_iou, box_shapes
+from rcnn_cli.data.readers.load import load_dataset
 from rcnn_cli.data.records import ImageRecord
+from rcnn_cli.settings.resolve import load_config
 
 DEFAULT_ANCHORS = [[32], [64], [128], [256], [512]]
 

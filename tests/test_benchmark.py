@@ -11,7 +11,7 @@ from helpers import run_rcnn, tiny_images
 from rcnn_cli import Detector
 from rcnn_cli.benchmark.scale import extrapolate, generate, scale_benchmark
 from rcnn_cli.eval.coco import coco_metrics
-from rcnn_cli.runtime.fast import fold_batchnorm, optimize_for_inference
+from rcnn_cli.inference.fast import fold_batchnorm, optimize_for_inference
 
 
 def test_quick_benchmark_writes_every_figure(tmp_path):
@@ -94,7 +94,7 @@ def test_scaling_rows_cover_every_size_and_proposal_count_and_restore_the_model(
 def test_exported_runtimes_are_timed_beside_torch_with_size_and_agreement(tiny_run, tmp_path):
     from helpers import image_folder
 
-    from rcnn_cli.runtime.hardware import has_native_bf16
+    from rcnn_cli.hardware import has_native_bf16
 
     images = image_folder(tmp_path / "images", tiny_images(2))     # 2 images: timed, and int8's calibration
     out = run_rcnn("benchmark", "--weights", str(tiny_run / "checkpoints" / "best.ckpt"), "--images", str(images),

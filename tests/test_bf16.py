@@ -13,11 +13,10 @@ import pytest
 import torch
 from helpers import TINY_TRAIN, run_rcnn, tiny_images
 
-from rcnn_cli import Detector
+from rcnn_cli import Detector, hardware
 from rcnn_cli.errors import UsageError
 from rcnn_cli.eval.agreement import agreement_map50
-from rcnn_cli.runtime import hardware
-from rcnn_cli.runtime.fast import Bfloat16, prepare_for_inference
+from rcnn_cli.inference.fast import Bfloat16, prepare_for_inference
 
 
 def shapes_images(tiny_run, count):
@@ -44,8 +43,8 @@ def test_bf16_runs_backbone_rpn_and_box_head_in_bf16_and_returns_fp32_boxes(tiny
 
 def test_auto_builds_bf16_or_folded_as_the_rule_decides(monkeypatch):
     """prepare_model applies what runtime/precision.py decided (the rule itself: test_precision.py)."""
-    from rcnn_cli.runtime import predictor
-    from rcnn_cli.runtime.precision import Decision
+    from rcnn_cli.inference import predictor
+    from rcnn_cli.inference.precision import Decision
 
     model = Detector(model="resnet18_fpn", num_classes=3, min_size=96, max_size=96, fpn_channels=64,
                      precision="fp32").model

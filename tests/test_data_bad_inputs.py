@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 from test_data_formats import coco_file, voc_xml, write_image
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data.check import build_report
-from rcnn_cli.data.dataset import DetectionDataset
 from rcnn_cli.data.errors import DatasetError
 from rcnn_cli.data.images import ImageReadError, read_rgb
-from rcnn_cli.data.load import load_dataset
+from rcnn_cli.data.inspection.check import build_report
+from rcnn_cli.data.pipeline.dataset import DetectionDataset
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.settings.resolve import load_config
 
 
 def load_flat_voc(tmp_path, *overrides):

@@ -10,10 +10,10 @@ import numpy as np
 from helpers import BCCD, require_shared, run_rcnn
 from PIL import Image
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data.check import build_report
-from rcnn_cli.data.duplicates import Fingerprint, find_duplicate_groups, near_components
-from rcnn_cli.data.load import load_dataset
+from rcnn_cli.data.inspection.check import build_report
+from rcnn_cli.data.inspection.duplicates import Fingerprint, find_duplicate_groups, near_components
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.settings.resolve import load_config
 
 
 def coco_file(path: Path, images: list[str]) -> None:

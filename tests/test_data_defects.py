@@ -17,11 +17,11 @@ from helpers import BCCD
 from PIL import Image
 from test_data_formats import voc_xml
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data.check import build_report
-from rcnn_cli.data.dataset import DetectionDataset
 from rcnn_cli.data.images import ImageReadError, image_size, open_image, read_rgb
-from rcnn_cli.data.load import load_dataset
+from rcnn_cli.data.inspection.check import build_report
+from rcnn_cli.data.pipeline.dataset import DetectionDataset
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.settings.resolve import load_config
 
 
 def flat_voc(tmp_path: Path, *overrides: str):

@@ -11,9 +11,9 @@ import numpy as np
 from helpers import BCCD, FACEMASK, require_shared
 from PIL import Image
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data.load import load_dataset
-from rcnn_cli.data.shapes import ensure_shapes
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.data.readers.shapes import ensure_shapes
+from rcnn_cli.settings.resolve import load_config
 
 
 def dataset_cfg(*overrides: str):

@@ -15,13 +15,13 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data.augment import build_augment
-from rcnn_cli.data.datamodule import DetectionDataModule, worker_count
-from rcnn_cli.data.dataset import DetectionDataset, collate, reseed_worker
 from rcnn_cli.data.images import ImageReadError
+from rcnn_cli.data.pipeline.augment import build_augment
+from rcnn_cli.data.pipeline.datamodule import DetectionDataModule, worker_count
+from rcnn_cli.data.pipeline.dataset import DetectionDataset, collate, reseed_worker
+from rcnn_cli.data.pipeline.sampler import GroupedBatchSampler
 from rcnn_cli.data.records import ImageRecord, LoadedDataset
-from rcnn_cli.data.sampler import GroupedBatchSampler
+from rcnn_cli.settings.resolve import load_config
 
 
 @pytest.mark.parametrize("preset", ["default", "strong"])

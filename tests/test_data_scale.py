@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 from test_data_formats import voc_xml
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data import coco
-from rcnn_cli.data.check import build_report
-from rcnn_cli.data.dataset import DetectionDataset
 from rcnn_cli.data.images import ImageReadError
-from rcnn_cli.data.load import load_dataset
-from rcnn_cli.data.sampler import GroupedBatchSampler, landscape_flags
+from rcnn_cli.data.inspection.check import build_report
+from rcnn_cli.data.pipeline.dataset import DetectionDataset
+from rcnn_cli.data.pipeline.sampler import GroupedBatchSampler, landscape_flags
+from rcnn_cli.data.readers import coco
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.settings.resolve import load_config
 
 
 def picture(path: Path, size: tuple[int, int], seed: int, orientation: int = 1) -> None:

@@ -18,9 +18,9 @@ import torch
 from helpers import TINY_TRAIN, compose
 from omegaconf import OmegaConf
 
-from rcnn_cli.data.datamodule import DetectionDataModule
-from rcnn_cli.data.dataset import ReseedWorker
-from rcnn_cli.data.sampler import GroupedBatchSampler
+from rcnn_cli.data.pipeline.datamodule import DetectionDataModule
+from rcnn_cli.data.pipeline.dataset import ReseedWorker
+from rcnn_cli.data.pipeline.sampler import GroupedBatchSampler
 from rcnn_cli.model.factory import create_detector
 from rcnn_cli.training.module import MAX_SKIPPED_FP16_STEPS, DetectorModule, NonFiniteLossError
 
@@ -103,7 +103,7 @@ def test_augmentations_differ_per_rank_and_repeat_with_the_seed(tiny_cfg):
 
 
 def test_worker_seeds_differ_per_rank_and_worker(monkeypatch):
-    import rcnn_cli.data.dataset as dataset_module
+    import rcnn_cli.data.pipeline.dataset as dataset_module
 
     seeds = {}
     for rank in (0, 1):
@@ -117,7 +117,7 @@ def test_worker_seeds_differ_per_rank_and_worker(monkeypatch):
 
 
 def test_mixed_precision_is_not_timed_per_rank_when_there_are_several(monkeypatch):
-    from rcnn_cli.runtime import hardware
+    from rcnn_cli import hardware
 
     def timing(device_type: str = "cpu") -> float:
         raise AssertionError("a multi-process run must not time bf16 per rank")
@@ -168,7 +168,7 @@ def test_multi_scale_min_size_trains_and_evaluates_from_the_cli_config():
 
 
 def test_np_seed_mixing_is_stable():
-    from rcnn_cli.data.dataset import stream_seed
+    from rcnn_cli.data.pipeline.dataset import stream_seed
 
     assert stream_seed(0, 1) == stream_seed(0, 1) != stream_seed(0, 2)
     assert 0 <= stream_seed(2**40, 3) < 2**32 and isinstance(stream_seed(1, 1), int)

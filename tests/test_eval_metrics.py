@@ -12,13 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from rcnn_cli.eval import coco_results, confusion_matrix, evaluate
-from rcnn_cli.eval.voc import (
-    ClassCurve,
-    ap_11_point,
-    ap_all_points,
-    best_f1_threshold,
-    class_curves,
-)
+from rcnn_cli.eval.voc import ClassCurve, ap_11_point, ap_all_points, best_f1_threshold, class_curves
 
 NAMES = ["cat", "dog", "bird"]
 

@@ -18,7 +18,7 @@ from rcnn_cli.api import Detector, to_chw_tensor
 from rcnn_cli.eval.agreement import compare_detections
 from rcnn_cli.export.exporters import write_onnx
 from rcnn_cli.export.verify import check_images, verify_export
-from rcnn_cli.runtime.exported import OnnxDetector
+from rcnn_cli.inference.exported import OnnxDetector
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_a_torchscript_file_loads_in_a_fresh_process_that_never_imported_torchvi
     import sys
 
     _, out, _ = exported
-    code = ("import sys, torch\nfrom rcnn_cli.runtime.exported import load_exported\n"
+    code = ("import sys, torch\nfrom rcnn_cli.inference.exported import load_exported\n"
             "assert 'torchvision' not in sys.modules\n"
             f"runner = load_exported({str(out.with_suffix('.torchscript'))!r})\n"
             "found = runner.detect([torch.zeros(3, 96, 128, dtype=torch.uint8)])[0]\nprint('ok', len(found['boxes']))")

@@ -41,8 +41,8 @@ def test_int8_that_passes_is_kept_and_predict_runs_it(exported, tiny_run, monkey
     from helpers import tiny_images
 
     from rcnn_cli.export.verify import check_images
-    from rcnn_cli.runtime.predictor import load_predictor
-    from rcnn_cli.settings import resolve
+    from rcnn_cli.inference.predictor import load_predictor
+    from rcnn_cli.settings.resolve import resolve
 
     weights, out, first = exported
     agreement = _agreement(first.stderr)

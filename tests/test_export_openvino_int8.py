@@ -47,8 +47,8 @@ def test_the_keep_or_refuse_decision_follows_the_printed_agreement(exported):
 
 def test_int8_ir_that_passes_is_kept_and_predict_and_the_api_run_it(exported, monkeypatch, tmp_path):
     from rcnn_cli.export.verify import check_images
-    from rcnn_cli.runtime.predictor import load_predictor
-    from rcnn_cli.settings import resolve
+    from rcnn_cli.inference.predictor import load_predictor
+    from rcnn_cli.settings.resolve import resolve
 
     weights, out, first = exported
     monkeypatch.setattr(command, "MIN_INT8_AGREEMENT_MAP50", _agreement(first.stderr) - 0.05)

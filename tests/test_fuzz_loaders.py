@@ -14,9 +14,9 @@ import pytest
 from helpers import BCCD, FACEMASK, require_shared
 from PIL import Image
 
-from rcnn_cli.config import load_config
 from rcnn_cli.data.errors import DatasetError
-from rcnn_cli.data.load import load_dataset
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.settings.resolve import load_config
 
 XML_CASES = 120
 JSON_CASES = 80

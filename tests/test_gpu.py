@@ -49,7 +49,7 @@ def test_cuda_detections_agree_with_the_cpus(tiny_run):
 def test_half_export_is_traced_and_checked_on_the_gpu_and_predict_runs_it(tiny_run, tmp_path):
     import re
 
-    from rcnn_cli.runtime.exported import load_exported
+    from rcnn_cli.inference.exported import load_exported
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
     out = tmp_path / "tiny.torchscript"

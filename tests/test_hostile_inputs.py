@@ -18,8 +18,8 @@ from PIL import Image
 
 from rcnn_cli.data.sources import expand_sources
 from rcnn_cli.errors import UsageError
-from rcnn_cli.schema import ConfigError
-from rcnn_cli.settings import resolve
+from rcnn_cli.settings.resolve import resolve
+from rcnn_cli.settings.schema import ConfigError
 
 
 def weights_of(tiny_run: Path) -> str:
@@ -229,7 +229,7 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_inference(tiny_r
     # simulated where the toolkit creates every file (files.atomic_path's temp file), as the OS would refuse.
     import tempfile
 
-    from rcnn_cli.runtime import predictor
+    from rcnn_cli.inference import predictor
 
     photos(tmp_path / "photos")
     locked = tmp_path / "locked"

@@ -128,7 +128,7 @@ def yolo_set(root: Path, labels: dict[str, str]) -> None:
 
 
 def test_yolo_labels_in_pixels_are_reported_once_as_unnormalised(tmp_path):
-    from rcnn_cli.data.load import load_dataset
+    from rcnn_cli.data.readers.load import load_dataset
 
     yolo_set(tmp_path, {"pixels": "0 32 24 20 10\n0 10 10 8 8\n0 50 30 12 6\n", "fractions": "0 0.5 0.5 0.2 0.2\n"})
     cfg = compose("dataset=yolo", f"dataset.root={tmp_path}", "dataset.val_fraction=0").dataset
@@ -145,7 +145,7 @@ def test_yolo_labels_in_pixels_are_reported_once_as_unnormalised(tmp_path):
 
 def test_a_training_split_without_boxes_is_refused_in_one_line(tmp_path):
     from rcnn_cli.commands.train import train
-    from rcnn_cli.settings import resolve
+    from rcnn_cli.settings.resolve import resolve
 
     (tmp_path / "img").mkdir()
     entries, boxes = [], []

@@ -11,7 +11,7 @@ from helpers import bccd_images, run_rcnn, tiny_images
 
 from rcnn_cli import Detector
 from rcnn_cli.eval.agreement import agreement_map50
-from rcnn_cli.runtime.quantize import QuantizationError, quantize_int8
+from rcnn_cli.inference.quantize import QuantizationError, quantize_int8
 
 pytestmark = pytest.mark.skipif("x86" not in torch.backends.quantized.supported_engines,
                                 reason="this torch build has no x86 quantized engine")

@@ -12,7 +12,7 @@ from helpers import bccd_images, compose, run_rcnn
 from torch.utils.data import DataLoader
 
 from rcnn_cli.predict.runner import _ImageFiles, as_list
-from rcnn_cli.settings import resolve
+from rcnn_cli.settings.resolve import resolve
 
 
 @pytest.fixture(scope="module")

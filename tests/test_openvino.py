@@ -71,7 +71,7 @@ def test_an_unknown_format_is_one_line_exit_2():
 
 
 def test_a_missing_bin_file_is_one_line(exported, tmp_path):
-    from rcnn_cli.runtime.exported import ExportError
+    from rcnn_cli.inference.exported import ExportError
 
     _, out, _ = exported
     shutil.copy(out, tmp_path / "alone.xml")
@@ -84,7 +84,8 @@ def test_auto_picks_the_ir_precision_by_the_one_rule_on_either_cpu_kind(exported
                                                                          profile):
     """Both branches on whichever CPU runs the suite (RCNN_HARDWARE): on a bf16-native CPU auto measures bf16
     against f32 on real images (here the inputs) before taking it; on an AVX2-only one it never tries."""
-    from rcnn_cli.runtime import hardware, precision
+    from rcnn_cli import hardware
+    from rcnn_cli.inference import precision
 
     monkeypatch.setenv(hardware.ENV, profile)
     monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "cache"))

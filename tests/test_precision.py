@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from rcnn_cli import Detector
+from rcnn_cli import Detector, hardware
 from rcnn_cli.data.samples import Samples
 from rcnn_cli.errors import UsageError
-from rcnn_cli.runtime import hardware, precision
-from rcnn_cli.runtime.precision import Trial, decide
-from rcnn_cli.runtime.predictor import prepare_model
+from rcnn_cli.inference import precision
+from rcnn_cli.inference.precision import Trial, decide
+from rcnn_cli.inference.predictor import prepare_model
 
 NATIVE, AVX2 = "amx", "avx2"
 SOME_IMAGES = Samples([torch.zeros(3, 8, 8, dtype=torch.uint8)], "test images")
@@ -43,7 +43,7 @@ def test_one_override_changes_what_the_hardware_reports_here_and_in_subprocesses
         assert hardware.current() is found and found.native_bf16 == native and found.kind == kind
         assert hardware.bf16_speedup("cpu") == (found.bf16_probe if native else 0.0)
         assert (hardware.training_autocast_dtype("cpu", processes=2) == torch.bfloat16) == native
-        code = "from rcnn_cli.runtime import hardware; print(hardware.current().kind)"
+        code = "from rcnn_cli import hardware; print(hardware.current().kind)"
         child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
         assert child.stdout.strip() == kind, child.stderr
     assert hardware.current().profile == before
@@ -103,7 +103,7 @@ def test_asked_for_bf16_runs_bf16_with_its_agreement_printed(cache):
 
 
 def _shapes(count: int) -> list[torch.Tensor]:
-    from rcnn_cli.data.shapes import draw_image
+    from rcnn_cli.data.readers.shapes import draw_image
 
     rng = np.random.default_rng(0)
     return [torch.from_numpy(np.array(draw_image(rng, 160)[0])).permute(2, 0, 1) for _ in range(count)]

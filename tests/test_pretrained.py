@@ -20,7 +20,7 @@ from rcnn_cli import Detector
 from rcnn_cli.model import zoo
 from rcnn_cli.model.factory import create_detector
 from rcnn_cli.model.weights import WeightsError
-from rcnn_cli.settings import resolve
+from rcnn_cli.settings.resolve import resolve
 
 BUILDERS = {"mobilenet_v3_large_fpn.coco": torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn,
             "mobilenet_v3_large_320_fpn.coco": torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn}
@@ -86,7 +86,7 @@ def test_named_weights_detect_like_torchvision_with_cocos_class_names(offline):
 
 
 def test_fine_tuning_named_weights_keeps_all_but_the_predictor_with_frozen_bn(offline):
-    from rcnn_cli.config import model_config
+    from rcnn_cli.settings.resolve import model_config
 
     cfg = model_config("mobilenet_v3_large_fpn", weights="mobilenet_v3_large_fpn.coco")
     loaded = create_detector(cfg, ["cat", "dog"], finetune=True)

@@ -11,7 +11,7 @@ import pytest
 from helpers import compose, tiny_images
 
 from rcnn_cli.commands import predict
-from rcnn_cli.data.load import load_dataset
+from rcnn_cli.data.readers.load import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import pytest
 from helpers import BCCD, require_shared
 from lightning.pytorch.accelerators import CPUAccelerator
 
-from rcnn_cli.config import load_config
-from rcnn_cli.data.check import class_balance
-from rcnn_cli.data.datamodule import DetectionDataModule
-from rcnn_cli.data.load import load_dataset
-from rcnn_cli.data.repeat import repeat_factors
-from rcnn_cli.data.sampler import GroupedBatchSampler
+from rcnn_cli.data.inspection.check import class_balance
+from rcnn_cli.data.pipeline.datamodule import DetectionDataModule
+from rcnn_cli.data.pipeline.repeat import repeat_factors
+from rcnn_cli.data.pipeline.sampler import GroupedBatchSampler
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.settings.resolve import load_config
 
 
 @pytest.fixture(scope="module")

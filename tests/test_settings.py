@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from rcnn_cli import Detector
-from rcnn_cli.config import config_groups
-from rcnn_cli.schema import RULES, ConfigError
-from rcnn_cli.settings import resolve
+from rcnn_cli.settings.compose import config_groups
+from rcnn_cli.settings.resolve import resolve
+from rcnn_cli.settings.schema import RULES, ConfigError
 
 QUICK = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1"]
 
@@ -135,7 +135,7 @@ def test_predict_and_export_apply_key_value_overrides(tiny_run, tmp_path):
 
 
 def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monkeypatch):
-    from rcnn_cli.runtime import hardware
+    from rcnn_cli import hardware
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
     for command in ("predict", "export", "benchmark"):

@@ -16,10 +16,10 @@ from helpers import TINY_TRAIN, compose
 from PIL import Image
 from test_tiling import bccd_root_module, mosaic  # noqa: F401  (module fixtures, shared)
 
+from rcnn_cli.data.pipeline.sampler import GroupedBatchSampler
+from rcnn_cli.data.pipeline.tiles import TileRecord, cut_boxes, source_positions, tile_records
 from rcnn_cli.data.records import ImageRecord
-from rcnn_cli.data.sampler import GroupedBatchSampler
-from rcnn_cli.data.tiles import TileRecord, cut_boxes, source_positions, tile_records
-from rcnn_cli.runtime.tiling import tile_windows
+from rcnn_cli.ops.windows import tile_windows
 
 
 def record(width: int, height: int, boxes, labels=None, path="picture.jpg") -> ImageRecord:
@@ -97,8 +97,8 @@ def test_the_mosaic_makes_20_tiles_each_box_in_one_and_a_picture_is_decoded_once
                                                                                    monkeypatch):
     from torchvision.ops import box_iou
 
-    import rcnn_cli.data.dataset as dataset_module
-    from rcnn_cli.data.datamodule import DetectionDataModule
+    import rcnn_cli.data.pipeline.dataset as dataset_module
+    from rcnn_cli.data.pipeline.datamodule import DetectionDataModule
 
     image, truth, labels, _ = mosaic
     cfg = compose(*TINY_TRAIN, *mosaic_overrides(mosaic_set), "augment=none", "dataset.batch_size=2")
@@ -178,7 +178,7 @@ def test_eval_of_a_tile_trained_model_scores_in_its_tiles_unless_told_otherwise(
     """A checkpoint trained with dataset.tile carries it in its stored config; rcnn eval used to score
     whole pictures unless --tile was typed again, so its AP differed from the val/map logged in training."""
     from rcnn_cli.commands import evaluate as command
-    from rcnn_cli.settings import resolve
+    from rcnn_cli.settings.resolve import resolve
 
     seen = []
 

@@ -11,8 +11,9 @@ from helpers import compose
 from PIL import Image
 from torchvision.ops import box_iou
 
-from rcnn_cli.data.load import load_dataset
-from rcnn_cli.runtime.tiling import detect_tiled, tile_windows
+from rcnn_cli.data.readers.load import load_dataset
+from rcnn_cli.inference.tiling import detect_tiled
+from rcnn_cli.ops.windows import tile_windows
 
 MIN_SIZE, MAX_SIZE, SMALLEST_SEEN = 800, 1333, 16.0     # the model's resize, and what it can still see (px)
 
@@ -135,7 +136,7 @@ def test_more_than_100_detections_per_picture_end_to_end(mosaic, tiny_run, tmp_p
 
     from rcnn_cli import Detector
     from rcnn_cli.commands import export, predict
-    from rcnn_cli.runtime.exported import load_exported
+    from rcnn_cli.inference.exported import load_exported
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
     crowded = {"box_detections_per_img": 250, "box_score_thresh": 0.0, "rpn_post_nms_top_n_test": 300}

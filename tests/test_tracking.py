@@ -16,7 +16,7 @@ from helpers import TINY_TRAIN
 
 from rcnn_cli.commands import train
 from rcnn_cli.errors import UsageError
-from rcnn_cli.settings import resolve
+from rcnn_cli.settings.resolve import resolve
 
 QUICK = [*TINY_TRAIN, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from rcnn_cli.config import load_config
 from rcnn_cli.model.factory import LoadedDetector
+from rcnn_cli.settings.resolve import load_config
 from rcnn_cli.training.module import DetectorModule, NonFiniteLossError, gather_from_all_ranks
 from rcnn_cli.training.optim import lr_factor, parameter_groups, scaled_lr
 

@@ -11,10 +11,10 @@ from helpers import BCCD, require_shared
 from torchvision.io import read_image
 from torchvision.ops import box_iou
 
-from rcnn_cli.config import model_config
 from rcnn_cli.eval.coco import coco_metrics
+from rcnn_cli.inference.fast import prepare_for_inference
 from rcnn_cli.model import create_detector
-from rcnn_cli.runtime.fast import prepare_for_inference
+from rcnn_cli.settings.resolve import model_config
 
 CLASSES = ["Platelets", "RBC", "WBC"]
 LOSS_NAMES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}

@@ -15,8 +15,9 @@ import torch
 from ..errors import UsageError
 from ..eval.agreement import agreement_map50
 from ..export.int8 import quantize_onnx, quantize_openvino
-from ..runtime.exported import exported_size, load_exported
-from ..runtime.hardware import current, timed
+from ..hardware import current
+from ..inference.exported import exported_size, load_exported
+from ..timing import timed
 
 FORMATS = ("onnx", "openvino", "torchscript")
 NOT_NATIVE = "not native here"      # bf16 emulated: slower than f32, so not worth a row of timings
@@ -85,7 +86,7 @@ def _openvino_rows(detector, folder: Path, onnx_path: Path, sample: torch.Tensor
 
 def _measurer(images: list[torch.Tensor], exact: list[dict], classes: int, repeats: int, warmup: int):
     """-> measure(path, precision): one row, the file run one image at a time as rcnn predict runs it."""
-    from .run import spread
+    from ..timing import spread
 
     def measure(path: Path, precision: str = "fp32") -> dict[str, Any]:
         runner = load_exported(path, precision=precision)

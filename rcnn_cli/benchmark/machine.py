@@ -7,7 +7,7 @@ import os
 import torch
 import torchvision
 
-from ..runtime.hardware import bf16_speedup, current
+from ..hardware import bf16_speedup, current
 
 # CPU features that decide which fast path is worth it (bf16 matmuls, int8 dot products).
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")

@@ -4,7 +4,6 @@ torchvision's detector with the same weights, on the same images, in the same pr
 from __future__ import annotations
 
 import copy
-import resource
 import statistics
 from typing import Any
 
@@ -16,11 +15,12 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..eval.agreement import agreement_map50
+from ..hardware import bf16_speedup, training_autocast_dtype
+from ..inference.fast import optimize_for_inference, to_bfloat16, use_channels_last
+from ..inference.precision import native_reduced_path
+from ..inference.quantize import ENGINE, quantize_int8
 from ..model.factory import create_detector
-from ..runtime.fast import optimize_for_inference, to_bfloat16, use_channels_last
-from ..runtime.hardware import bf16_speedup, timed, training_autocast_dtype
-from ..runtime.precision import native_reduced_path
-from ..runtime.quantize import ENGINE, quantize_int8
+from ..timing import peak_rss_mb, spread, timed
 from .machine import machine_info
 
 TORCHVISION_BUILDERS = {
@@ -78,7 +78,7 @@ def twin_problem(cfg: dict[str, Any]) -> str | None:
 def auto_column(result: dict, images: int) -> str:
     """What model.precision=auto runs here, by the one rule (runtime/precision.py) applied to this
     benchmark's own figures: the bf16 column where it agrees with fp32 and is faster than folded."""
-    from ..runtime.precision import Trial, verdict
+    from ..inference.precision import Trial, verdict
 
     if "ours_bf16" not in result["inference"]:
         return "ours_fast"
@@ -118,13 +118,6 @@ def device_type(model: nn.Module) -> str:
     return next(model.parameters()).device.type
 
 
-def spread(times: list[float]) -> dict[str, float]:
-    quartiles = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-    return {"median_s": statistics.median(times), "q1_s": quartiles[0], "q3_s": quartiles[2], "runs": len(times)}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def as_float(images: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -162,7 +162,7 @@ def loader_throughput(records: list, workers: int, batch: int = 8) -> float:
     the first batch (worker start-up is not counted)."""
     from torch.utils.data import DataLoader
 
-    from ..data.dataset import DetectionDataset, collate
+    from ..data.pipeline.dataset import DetectionDataset, collate
 
     loader = iter(DataLoader(DetectionDataset(records), batch_size=batch, num_workers=workers, collate_fn=collate))
     next(loader)                      # workers started: steady state from here
@@ -173,10 +173,10 @@ def loader_throughput(records: list, workers: int, batch: int = 8) -> float:
 
 def measure(count: int, folder: Path, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every figure for one generated set of ``count`` images (written under ``folder``)."""
-    from ..config import load_config
-    from ..data.check import build_report
-    from ..data.load import load_dataset
+    from ..data.inspection.check import build_report
+    from ..data.readers.load import load_dataset
     from ..eval.coco import coco_metrics
+    from ..settings.resolve import load_config
 
     result: dict[str, Any] = {"images": count}
     say(f"{count} images: generating")
@@ -235,8 +235,8 @@ def extrapolate(points: list[dict[str, Any]], target: int = COCO_TRAIN) -> dict[
 def measure_load(count: int, folder: Path, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Annotation loading alone on ``count`` images whose files are links to a few pictures
     (``generate(distinct=False)``): measured at sizes where the full ``measure`` would take long."""
-    from ..config import load_config
-    from ..data.load import load_dataset
+    from ..data.readers.load import load_dataset
+    from ..settings.resolve import load_config
 
     result: dict[str, Any] = {"images": count, "pictures": "linked to a few pictures"}
     say(f"{count} images: generating annotations")

@@ -45,7 +45,7 @@ def tiling_note(tile: int, model) -> None:
 def lower_score_floor(settings, lowest_conf: float) -> None:
     """predict and serve never show detections under --conf, so the model may keep them down to that
     (at most its usual 0.05) unless model.box_score_thresh was typed; exported files keep their own."""
-    from ..runtime.exported import is_exported
+    from ..inference.exported import is_exported
 
     typed = {key.lstrip("+") for key in settings.typed}
     if "model.box_score_thresh" in typed or is_exported(settings.cfg.model.weights):

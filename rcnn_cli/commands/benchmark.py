@@ -17,7 +17,7 @@ from ..benchmark.run import benchmark
 from ..data.samples import CALIBRATION_IMAGES
 from ..errors import UsageError
 from ..files import write_json
-from ..settings import resolve
+from ..settings.resolve import resolve
 from . import console as stderr_console
 from . import stdout
 
@@ -31,7 +31,7 @@ def load_images(cfg, source: str | None, count: int, split: str = "val") -> tupl
         from ..data.sources import expand_sources
 
         return [read_chw(p) for p in expand_sources([source])[0][:count]], []
-    from ..data.load import load_dataset
+    from ..data.readers.load import load_dataset
 
     records = load_dataset(cfg.dataset, (split,)).splits[split][:count]
     images = [read_chw(r.path) for r in records]
@@ -196,7 +196,7 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
                    else load_images(cfg, images_source, CALIBRATION_IMAGES)[0]) or images
     if not images:
         raise ValueError("no images to benchmark on")
-    from ..runtime.hardware import resolve_device
+    from ..hardware import resolve_device
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train,

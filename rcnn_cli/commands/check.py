@@ -13,11 +13,11 @@ from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
-from ..data.anchor_fit import MAX_UNMATCHED, anchor_fit
-from ..data.check import IMBALANCE, build_report, class_balance, draw_augmented, draw_samples
-from ..data.load import load_dataset
+from ..data.inspection.anchor_fit import MAX_UNMATCHED, anchor_fit
+from ..data.inspection.check import IMBALANCE, build_report, class_balance, draw_augmented, draw_samples
+from ..data.readers.load import load_dataset
 from ..files import write_json
-from ..settings import resolve
+from ..settings.resolve import resolve
 from . import console, stdout
 
 
@@ -64,7 +64,7 @@ def run(options: CheckOptions) -> int:
 
 def training_tiles(cfg, records: list, use_ignored: bool) -> tuple[list, dict[str, Any]]:
     """The training items ``dataset.tile`` makes (as the DataModule makes them) and their summary."""
-    from ..data.tiles import tile_records, tiling_summary
+    from ..data.pipeline.tiles import tile_records, tiling_summary
 
     data = cfg.dataset
     items = tile_records(records, int(data.tile), float(data.tile_overlap), float(data.tile_min_visibility),

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..files import write_json
-from ..settings import Settings, resolve
+from ..settings.resolve import Settings, resolve
 from . import say, stdout, tiling_note, weights_or_default
 
 
@@ -68,7 +68,7 @@ def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
 
 def score(settings: Settings, tile: int | None = None, overlap: float = 0.2):
     """(EvalReport or None off rank 0, the validation record indices scored, the datamodule)."""
-    from ..data.datamodule import DetectionDataModule
+    from ..data.pipeline.datamodule import DetectionDataModule
 
     cfg = settings.cfg
     datamodule = DetectionDataModule(cfg)
@@ -122,10 +122,10 @@ def _score_with_lightning(settings: Settings, datamodule):
 
 def _score_tiled(settings: Settings, datamodule, tile: int, overlap: float):
     """Each validation picture in overlapping tiles (runtime/tiling.py), as ``rcnn predict --tile`` runs it."""
-    from ..data.dataset import DetectionDataset
+    from ..data.pipeline.dataset import DetectionDataset
     from ..eval import evaluate as score
-    from ..runtime.predictor import load_predictor
-    from ..runtime.tiling import detect_tiled
+    from ..inference.predictor import load_predictor
+    from ..inference.tiling import detect_tiled
 
     cfg = settings.cfg
     tiling_note(tile, cfg.model)
@@ -171,8 +171,8 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
 
     from ..data.images import read_decodable_chw
     from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES, Samples
-    from ..runtime.precision import cache_key
-    from ..runtime.predictor import prepare_model
+    from ..inference.precision import cache_key
+    from ..inference.predictor import prepare_model
     from ..training.trainer import trainer_device_type
 
     device = torch.device(trainer_device_type(cfg.trainer.accelerator))

@@ -18,7 +18,7 @@ from ..export.verify import (
     verify_export,
 )
 from ..files import atomic_paths
-from ..settings import resolve
+from ..settings.resolve import resolve
 from . import console, say, weights_or_default
 
 WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript, ".xml": write_openvino}
@@ -67,8 +67,8 @@ def output_paths(weights: Path, out: Path | None, suffixes: list[str]) -> list[P
 
 
 def run(options: ExportOptions) -> int:
-    from ..runtime.exported import ExportError, load_exported
-    from ..runtime.predictor import load_predictor
+    from ..inference.exported import ExportError, load_exported
+    from ..inference.predictor import load_predictor
 
     if options.input_dtype not in INPUT_DTYPES:
         raise UsageError(f"--input-dtype {options.input_dtype}: use one of {', '.join(INPUT_DTYPES)}")
@@ -158,7 +158,7 @@ def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, r
     """Writes a reduced-precision file (``paths[0]``, its companions after it) through ``write(pending)``,
     runs it beside ``reference`` on the check images and keeps it only when the agreement passes;
     report: (what, threshold, reference name, runtime name) for the printed line."""
-    from ..runtime.exported import ExportError, load_exported
+    from ..inference.exported import ExportError, load_exported
 
     try:
         with atomic_paths(*paths) as pending:
@@ -178,7 +178,7 @@ def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, r
 def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float, reference: str,
                  runtime: str) -> bool:
     """One line for a reduced-precision file: its agreement with fp32 and the verdict -> passed."""
-    from ..runtime.exported import exported_size
+    from ..inference.exported import exported_size
 
     agreement = result.agreement
     passed = agreement.agrees(threshold)
@@ -210,7 +210,7 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
 
 
 def _summary(path: Path, result) -> str:
-    from ..runtime.exported import exported_size
+    from ..inference.exported import exported_size
 
     agreement = result.agreement
     runtime = RUNTIMES[path.suffix]
@@ -229,8 +229,8 @@ def _openvino_auto_line(path: Path, images) -> str:
     """What model.precision=auto will run this IR at on this machine, decided by the one rule
     (runtime/precision.py) on the check images and cached for rcnn predict and serve."""
     from ..data.samples import Samples
-    from ..runtime.exported import OpenVinoDetector
-    from ..runtime.precision import cache_key, decide, measure
+    from ..inference.exported import OpenVinoDetector
+    from ..inference.precision import cache_key, decide, measure
 
     exact = OpenVinoDetector(path, "cpu", "fp32")
     samples = Samples(list(images), "check images")

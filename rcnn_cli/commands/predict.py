@@ -19,7 +19,7 @@ from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
-from ..settings import resolve
+from ..settings.resolve import resolve
 from . import console, lower_score_floor, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
@@ -114,7 +114,7 @@ def claimed(out: Path) -> Iterator[None]:
 def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats) -> int:
     from ..data.images import read_decodable_chw
     from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES
-    from ..runtime.predictor import load_predictor
+    from ..inference.predictor import load_predictor
 
     calibration = read_decodable_chw(images[:CALIBRATION_IMAGES]) if settings.cfg.model.precision == "int8" else []
     # a reduced precision is checked on the model's validation images, else on the first inputs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..predict.limits import ServeLimits
-from ..settings import resolve
+from ..settings.resolve import resolve
 from . import lower_score_floor, say, weights_or_default
 
 
@@ -24,8 +24,8 @@ class ServeOptions:
 
 def build(options: ServeOptions):
     """(FastAPI app, what it serves): settings through the one rule, as rcnn predict loads them."""
+    from ..inference.predictor import load_predictor
     from ..predict.server import build_app
-    from ..runtime.predictor import load_predictor
 
     weights = weights_or_default(options.weights)
     settings = resolve("predict", options.overrides, weights=weights, config_dir=options.config_dir)

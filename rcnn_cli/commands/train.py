@@ -15,8 +15,8 @@ from rich.table import Table
 
 from ..errors import JobFailed, RcnnError
 from ..files import numbered_folder, write_text
-from ..schema import ConfigError
-from ..settings import Settings, resolve
+from ..settings.resolve import Settings, resolve
+from ..settings.schema import ConfigError
 from . import console, say, stdout
 
 
@@ -108,10 +108,10 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
 
 
 def _fit(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback]) -> TrainResult:
-    from ..data.datamodule import DetectionDataModule
-    from ..data.load import require_training_boxes
+    from ..data.pipeline.datamodule import DetectionDataModule
+    from ..data.readers.load import require_training_boxes
+    from ..inference.fast import use_channels_last
     from ..model.factory import create_detector
-    from ..runtime.fast import use_channels_last
     from ..training.module import DetectorModule
     from ..training.trainer import build_trainer, checkpoint_metadata, image_paths, validation_tiling
 

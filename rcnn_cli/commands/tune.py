@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..files import numbered_folder, write_json
-from ..settings import resolve
+from ..settings.resolve import resolve
 from . import console, say, stdout
 from .train import train
 

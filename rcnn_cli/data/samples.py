@@ -49,7 +49,7 @@ def sample_images(sources: Sequence[str | Path] | None, dataset_cfg: dict | None
         return Samples(origin="no --images, and the weights name no dataset")
     from omegaconf import OmegaConf
 
-    from .load import load_dataset
+    from .readers.load import load_dataset
 
     name = dataset_cfg.get("name") or dataset_cfg.get("format")
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..runtime.exported import OPENVINO_META, TORCHSCRIPT_META
+from ..inference.exported import OPENVINO_META, TORCHSCRIPT_META
 from .graph import SingleImageDetector
 
 OPSET = 17

@@ -27,7 +27,7 @@ from pathlib import Path
 from torch import Tensor
 
 from ..data.samples import CALIBRATION_IMAGES, sample_images
-from ..runtime.precision import MIN_AGREEMENT_MAP50
+from ..inference.precision import MIN_AGREEMENT_MAP50
 
 # Int8 rounds, so it is held to detecting what fp32 detects, as every reduced precision is.
 MIN_INT8_AGREEMENT_MAP50 = MIN_AGREEMENT_MAP50

@@ -16,8 +16,8 @@ from torch import Tensor
 from ..data.samples import sample_images
 from ..errors import UsageError
 from ..eval.agreement import Agreement, compare_detections
-from ..runtime.exported import ExportedDetector, ExportError
-from ..runtime.precision import MIN_AGREEMENT_MAP50 as MIN_AGREEMENT_MAP50_REDUCED
+from ..inference.exported import ExportedDetector, ExportError
+from ..inference.precision import MIN_AGREEMENT_MAP50 as MIN_AGREEMENT_MAP50_REDUCED
 
 BOX_TOLERANCE = 1e-2        # pixels, on matched detections above the score threshold
 SCORE_TOLERANCE = 1e-3

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.datamodule import worker_count
 from ..data.draw import draw_boxes
 from ..data.images import ImageReadError, read_chw
+from ..data.pipeline.datamodule import worker_count
 from ..data.sources import Item, OutputNames, video_frames
 from ..files import atomic_path
-from ..runtime.tiling import detect_tiled
+from ..inference.tiling import detect_tiled
 
 # A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]

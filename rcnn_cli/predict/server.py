@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ..data.images import ImageReadError, ImageTooLarge, decode_bytes, pixels_of_bytes
-from ..runtime.predictor import Predictor
+from ..inference.predictor import Predictor
 from .limits import ServeLimits
 from .runner import PredictOptions, keep_detections, to_result
 

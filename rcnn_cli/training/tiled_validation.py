@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.tiles import cut_boxes
-from ..runtime.tiling import detect_tiled, tile_windows
+from ..data.pipeline.tiles import cut_boxes
+from ..inference.tiling import detect_tiled
+from ..ops.windows import tile_windows
 
 
 @dataclass(frozen=True)

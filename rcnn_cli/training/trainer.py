@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from ..runtime.hardware import training_autocast_dtype
+from ..hardware import training_autocast_dtype
 from .callbacks import PlotMetrics, SaveOnInterrupt
 from .checkpoint_io import AtomicCheckpointIO
 from .loggers import build_loggers

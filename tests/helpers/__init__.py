@@ -51,7 +51,7 @@ def facemask_images(n: int) -> list[Path]:
 
 def compose(*overrides: str, weights=None, command: str = "config"):
     """The settings a command would run with, in-process (``settings.resolve``)."""
-    from rcnn_cli.settings import resolve
+    from rcnn_cli.settings.resolve import resolve
 
     return resolve(command, list(overrides), weights=weights).cfg
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class ConfigError(UsageError, ValueError):
@@ -170,9 +170,3 @@ def _walk(node: dict, prefix: str) -> Iterator[tuple[str, Any]]:
 def _nearest(word: str, choices: list[str]) -> str:
     return " or ".join(difflib.get_close_matches(word, choices, n=2, cutoff=0.4))
 
-
-def nearest_hint(word: str, choices: list[str]) -> str:
-    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    if near:
-        return "did you mean " + " or ".join(near) + "?"
-    return "valid: " + ", ".join(choices)

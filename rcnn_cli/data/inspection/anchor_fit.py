@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .records import ImageRecord
+from ..records import ImageRecord
 
 IOU = 0.5           # an anchor this close to a box's shape can become a positive for it (RPN fg is 0.7)
 MAX_UNMATCHED = 0.05

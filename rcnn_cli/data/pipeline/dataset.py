@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from .images import ImageReadError, read_rgb
-from .records import ImageRecord
+from ..images import ImageReadError, read_rgb
+from ..records import ImageRecord
 
 Target = dict[str, Any]
 
@@ -96,7 +96,7 @@ def _turned_boxes(record: ImageRecord, image: np.ndarray, boxes: np.ndarray, max
     """The boxes of a record whose declared size (trusted at load, see ``sanitize.make_record``) is
     not the decoded one: turned upright when it is the stored size of an EXIF-rotated photo (the
     tool labelled the stored pixels); otherwise ImageReadError naming the file."""
-    from .images import SWAPS_SIDES, image_header, upright_boxes
+    from ..images import SWAPS_SIDES, image_header, upright_boxes
 
     if image.shape[:2] == (record.width, record.height):
         width, height, orientation = image_header(record.path, max_pixels)

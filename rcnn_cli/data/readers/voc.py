@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatasetError
-from .images import IMAGE_EXTENSIONS
-from .records import ProblemLog
+from ..errors import DatasetError
+from ..images import IMAGE_EXTENSIONS
+from ..records import ProblemLog
 from .sanitize import report, safe_join
 
 

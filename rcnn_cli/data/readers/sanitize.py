@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import ProblemLog
+from ..records import ProblemLog
 
 POLICIES = {
     "non_finite_box": "dropped the box",
@@ -96,7 +96,7 @@ def make_record(path: Path, declared_size: tuple[int, int] | None, boxes: np.nda
     header. Without a usable declared size the header is read here. The file's existence is
     always checked.
     """
-    from .records import ImageRecord
+    from ..records import ImageRecord
 
     where = annotation_file or path
     if not path.is_file():
@@ -119,7 +119,7 @@ def trusted_size(declared_size: tuple[int, int] | None, max_pixels: int | None =
     """Whether a declared (width, height) is taken without reading the image: both sides positive
     and the area within max_pixels. A larger one is left to the header, which refuses a really
     oversized image and corrects a wrong declaration (``size_mismatch``)."""
-    from .images import default_max_pixels
+    from ..images import default_max_pixels
 
     if not declared_size or not all(isinstance(v, int) and v > 0 for v in declared_size):
         return False
@@ -130,7 +130,7 @@ def _size_from_header(path: Path, declared_size: tuple[int, int] | None, boxes: 
                       where: str | Path, max_pixels: int | None) -> tuple[int, int, np.ndarray] | None:
     """(width, height, boxes) from the image header, the boxes turned when the declared size is the
     stored size of an EXIF-rotated photo; None (reported) when the header cannot be read."""
-    from .images import SWAPS_SIDES, ImageReadError, image_header, upright_boxes
+    from ..images import SWAPS_SIDES, ImageReadError, image_header, upright_boxes
 
     try:
         stored_width, stored_height, orientation = image_header(path, max_pixels)

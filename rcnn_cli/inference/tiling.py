@@ -25,25 +25,12 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from ..ops.windows import tile_windows
+
 SEAM_MARGIN = 2.0         # pixels from an inner tile edge that count as touching it
 
 DetectFn = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
-
-def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
-    """(x0, y0, x1, y1) windows of at most ``tile`` px covering the picture, neighbours overlapping
-    by ``overlap`` x tile; the last row and column are shifted back to end at the border."""
-    if not 0 <= overlap < 1:
-        raise ValueError(f"--overlap {overlap}: must be in [0, 1)")
-    stride = max(1, round(tile * (1 - overlap)))
-
-    def starts(size: int) -> list[int]:
-        if size <= tile:
-            return [0]
-        positions = list(range(0, size - tile, stride)) + [size - tile]
-        return sorted(set(positions))
-
-    return [(x, y, min(x + tile, width), min(y + tile, height)) for y in starts(height) for x in starts(width)]
 
 
 def detect_tiled(detect: DetectFn, image: Tensor, tile: int, overlap: float = 0.2, batch_size: int = 4,

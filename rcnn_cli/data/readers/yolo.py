@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import DatasetError
-from .images import IMAGE_EXTENSIONS
-from .records import LoadedDataset, NormalisedRecord, ProblemLog
+from ..errors import DatasetError
+from ..images import IMAGE_EXTENSIONS
+from ..records import LoadedDataset, NormalisedRecord, ProblemLog
 from .sanitize import clean_boxes, report
 
 # YOLO's cx, cy, w, h are fractions of the image: a value past 1 by rounding or a box that sticks out a

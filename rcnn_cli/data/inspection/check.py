@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..files import atomic_path
+from ...files import atomic_path
+from ..pipeline.repeat import image_class_counts, repeat_factors
+from ..readers.sanitize import report
+from ..records import ImageRecord, LoadedDataset, ProblemLog
 from .duplicates import Fingerprint, find_duplicate_groups, fingerprint
-from .records import ImageRecord, LoadedDataset, ProblemLog
-from .repeat import image_class_counts, repeat_factors
-from .sanitize import report
 
 EXAMPLES = 5
 # Above this largest/smallest class ratio (boxes or images), ``rcnn data check`` suggests repeat-factor sampling.
@@ -75,7 +75,7 @@ def build_report(loaded: LoadedDataset, max_pixels: int | None = None, progress:
 def verify_size(record: ImageRecord, found: Fingerprint, log: ProblemLog) -> None:
     """Report an image that cannot be decoded, or whose header disagrees with the record's size;
     give a record without a size (YOLO's) the header's."""
-    from .images import SWAPS_SIDES
+    from ..images import SWAPS_SIDES
 
     if found.error:
         report(log, "unreadable_image", record.path, found.error)
@@ -138,8 +138,8 @@ def _ratio(counts: dict[str, int]) -> float:
 def draw_samples(loaded: LoadedDataset, count: int, out: Path, max_pixels: int | None = None) -> list[Path]:
     """Up to ``count`` images with boxes (train first) drawn with their class names, as
     ``out/<n>_<split>_<stem>.png`` (numbered: file stems repeat across folders and splits)."""
-    from .draw import draw_boxes
-    from .images import ImageReadError, read_rgb
+    from ..draw import draw_boxes
+    from ..images import ImageReadError, read_rgb
 
     out.mkdir(parents=True, exist_ok=True)
     records = [(split, r) for split in ("train", "val", "test") for r in loaded.splits.get(split, []) if r.num_boxes]
@@ -168,11 +168,11 @@ def draw_augmented(cfg, loaded: LoadedDataset, count: int, out: Path, train: lis
     records (``dataset.tile``: tiles)."""
     import torch
 
-    from ..model.structures import PaddedBoxes
-    from ..model.transform import ImageTransform
-    from .augment import build_augment
-    from .dataset import DetectionDataset
-    from .draw import draw_boxes
+    from ...model.structures import PaddedBoxes
+    from ...model.transform import ImageTransform
+    from ..draw import draw_boxes
+    from ..pipeline.augment import build_augment
+    from ..pipeline.dataset import DetectionDataset
 
     model = cfg.model
     transform = ImageTransform(list(model.min_size) if not isinstance(model.min_size, int) else model.min_size,

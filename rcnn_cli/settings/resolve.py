@@ -19,8 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import compose_groups, config_groups
-from .schema import ConfigError, check, nearest_hint
+from ..errors import nearest_hint
+from .compose import compose_groups, config_groups
+from .schema import ConfigError, check
 
 # What a checkpoint's stored config gives a command that is not resuming the run.
 STORED_SECTIONS = ("model", "dataset", "augment", "optim")
@@ -60,7 +61,7 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     source = resume or weights
     checkpoint, stored = _stored_config(source, command)
     if source and _preset_of_named(str(source)):
-        from .model import zoo
+        from ..model import zoo
 
         named = zoo.detection_weights(str(source))
         notes.append(f"weights {named.name}: torchvision's COCO-trained {named.preset} (box AP {named.box_ap} on "
@@ -129,7 +130,7 @@ def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> 
 
 
 def _preset_of_named(weights: str) -> str | None:
-    from .model import zoo
+    from ..model import zoo
 
     if zoo.is_named(weights) or zoo.looks_like_a_name(weights):
         return zoo.detection_weights(weights).preset      # a typo of a name: one line with the nearest
@@ -141,11 +142,11 @@ def _stored_config(source, command: str) -> tuple[tuple | None, dict | None]:
     if not source:
         return None, None
     path = Path(str(source))
-    from .runtime.exported import is_exported
+    from ..inference.exported import is_exported
 
     if is_exported(path):
         return None, None
-    from .model.factory import read_weights_source
+    from ..model.factory import read_weights_source
 
     checkpoint = read_weights_source(str(source))
     meta = checkpoint[1]
@@ -178,7 +179,7 @@ def _stored_presets(stored: dict | None, groups: dict, config_dir, resume_all: b
 def _guess_model(checkpoint) -> str | None:
     if checkpoint is None:
         return None
-    from .model.weights import guess_model_name
+    from ..model.weights import guess_model_name
 
     return guess_model_name(checkpoint[0])
 
@@ -273,3 +274,13 @@ def _changed(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]
                 out += _changed(old[key], new[key], f"{prefix}{key}.")
         return out
     return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """The resolved config of a fresh run with ``key=value`` overrides (``settings.resolve``'s rule)."""
+    return resolve("config", overrides, config_dir=config_dir).cfg
+
+
+def model_config(name: str, **overrides: Any) -> DictConfig:
+    """The ``model`` preset ``name`` with keyword overrides (``min_size=512``) applied by the same rule."""
+    return resolve("config", [f"model={name}"], {f"model.{k}": v for k, v in overrides.items()}).cfg.model

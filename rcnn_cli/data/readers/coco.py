@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError
-from .records import ImageRecord, ProblemLog
+from ..errors import DatasetError
+from ..records import ImageRecord, ProblemLog
 from .sanitize import make_record, report, safe_join, trusted_size
 
 ROBOFLOW_JSON = "_annotations.coco.json"
@@ -150,7 +150,7 @@ def coco_records(coco: CocoFile, category_ids: list[int], log: ProblemLog, max_p
     declared size pass every check takes the fast path (slices of the file's arrays); any other
     image goes through ``_checked_record``, which reports its problems one by one. Clean images
     report nothing, so the problems come out as from checking every image one by one."""
-    from .images import default_max_pixels
+    from ..images import default_max_pixels
 
     label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
     limit = max_pixels or default_max_pixels()

@@ -8,7 +8,6 @@ Both take the images ``rcnn predict`` reads and return what the torch model retu
 from __future__ import annotations
 
 import json
-import os
 import queue
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import RcnnError
+from ..hardware import cpu_count
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript", ".xml")
 TORCHSCRIPT_META = "rcnn_meta.json"     # the metadata file inside an exported .torchscript
@@ -220,9 +220,6 @@ def load_exported(path: str | Path, device: str = "cpu", precision: str = "fp32"
         return OpenVinoDetector(path, device, precision, requests)
     raise ExportError(f"{path}: exported files end in {', '.join(EXPORTED_SUFFIXES)}")
 
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def auto_requests() -> int:

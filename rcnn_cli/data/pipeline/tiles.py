@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..runtime.tiling import tile_windows
-from .records import ImageRecord
+from ...ops.windows import tile_windows
+from ..records import ImageRecord
 
 Window = tuple[int, int, int, int]      # (x0, y0, x1, y1) in the source picture's pixels
 

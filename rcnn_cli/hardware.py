@@ -19,14 +19,14 @@ import dataclasses
 import functools
 import os
 import platform
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
+
+from .timing import timed
 
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -120,8 +120,7 @@ def profile(name: str) -> Hardware:
     if name == "detected":
         return detected()
     if name not in PROFILES:
-        from ..errors import UsageError
-        from ..schema import nearest_hint
+        from .errors import UsageError, nearest_hint
 
         raise UsageError(f"{ENV}={name}: unknown hardware profile; {nearest_hint(name, ['detected', *PROFILES])}")
     model, flags, probe = PROFILES[name]
@@ -162,21 +161,6 @@ def has_native_bf16() -> bool:
     return current().native_bf16
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
-    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (the first call
-    lets oneDNN pick and cache its kernels), with the GPU synchronised around each."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def bf16_speedup(device_type: str = "cpu") -> float:
@@ -239,7 +223,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from ..errors import UsageError
+        from .errors import UsageError
 
         raise UsageError(f"device={name}: this machine has no CUDA GPU; use device=auto or device=cpu")
     return device
+
+
+def cpu_count() -> int:
+    """Cores this process may run on: its CPU affinity (a container's or taskset's limit), which
+    ``os.cpu_count`` ignores."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

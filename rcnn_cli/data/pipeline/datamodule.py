@@ -10,10 +10,11 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from ...hardware import cpu_count
+from ..readers.load import load_dataset
+from ..records import ImageRecord, LoadedDataset
 from .augment import build_augment
 from .dataset import DetectionDataset, ReseedWorker, collate, stream_seed
-from .load import load_dataset
-from .records import ImageRecord, LoadedDataset
 from .repeat import RepeatFactors, repeat_factors
 from .sampler import GroupedBatchSampler, landscape_flags
 from .tiles import source_positions, tile_records, tiling_summary
@@ -25,7 +26,7 @@ def worker_count(setting, cpus: int | None = None) -> int:
     on a 1-2 core machine, where a worker would only compete with training."""
     if setting not in (None, "auto"):
         return int(setting)
-    cpus = cpus or os.cpu_count() or 1
+    cpus = cpus or cpu_count()
     return min(4, cpus - 1) if cpus > 2 else 0
 
 

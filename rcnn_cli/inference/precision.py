@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .. import hardware
 from ..data.samples import Samples
-from . import hardware
 
 MIN_AGREEMENT_MAP50 = 0.98
 # Rounding costs a little accuracy, so a reduced path must buy a clear gain, not a tie.
@@ -110,8 +110,7 @@ def decide(requested: str, device_type: str, samples: Callable[[], Samples], tri
     one on them; candidate=None: no reduced path exists for this runner (an int8 OpenVINO file);
     exact: what auto runs otherwise (folded for torch models, fp32 for an OpenVINO file)."""
     if requested not in PRECISIONS:
-        from ..errors import UsageError
-        from ..schema import nearest_hint
+        from ..errors import UsageError, nearest_hint
 
         raise UsageError(f"model.precision={requested}: {nearest_hint(requested, PRECISIONS)}")
     if requested == "fp32":

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DatasetError
+from ..records import ImageRecord, LoadedDataset, ProblemLog
 from . import coco, voc, yolo
-from .errors import DatasetError
-from .records import ImageRecord, LoadedDataset, ProblemLog
 from .sanitize import make_record, report
 from .shapes import ensure_shapes
 

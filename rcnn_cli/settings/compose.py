@@ -3,7 +3,7 @@ group choices. Which settings win is decided in ``settings.resolve``, not here."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 
 from .schema import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-__all__ = ["CONF_DIR", "ConfigError", "compose_groups", "config_groups", "load_config", "model_config"]
+__all__ = ["CONF_DIR", "compose_groups", "config_groups"]
 
 
 def config_groups(config_dir: str | Path | None = None) -> dict[str, list[str]]:
@@ -39,19 +39,4 @@ def compose_groups(groups: Mapping[str, Any], config_dir: str | Path | None = No
             return compose(config_name="config", overrides=overrides)
     except (ConfigCompositionException, MissingConfigException) as err:
         raise ConfigError(str(err).strip().splitlines()[0]) from None
-
-
-def load_config(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
-    """The resolved config of a fresh run with ``key=value`` overrides (``settings.resolve``'s rule)."""
-    from .settings import resolve
-
-    return resolve("config", overrides, config_dir=config_dir).cfg
-
-
-def model_config(name: str, **overrides: Any) -> DictConfig:
-    """The ``model`` preset ``name`` with keyword overrides (``min_size=512``) applied by the same rule."""
-    from .settings import resolve
-
-    return resolve("config", [f"model={name}"], {f"model.{k}": v for k, v in overrides.items()}).cfg.model
-
 

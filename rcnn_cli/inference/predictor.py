@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.samples import Samples, sample_images
 from ..errors import UsageError
-from .hardware import resolve_device
+from ..hardware import resolve_device
 from .precision import Decision, Trial, cache_key, decide, measure
 
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]

@@ -44,7 +44,7 @@ def fingerprint(path: Path, max_pixels: int | None = None) -> Fingerprint:
     import imagehash
     from PIL import Image
 
-    from .images import ORIENTATION, ImageReadError, open_image, to_rgb_array
+    from ..images import ORIENTATION, ImageReadError, open_image, to_rgb_array
 
     try:
         digest = file_digest(path)

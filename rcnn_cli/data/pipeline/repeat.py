@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .records import ImageRecord
+from ..records import ImageRecord
 
 
 @dataclass

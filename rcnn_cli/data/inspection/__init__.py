@@ -1,0 +1,1 @@
+"""Looking at data before training (``rcnn data check``): problems, duplicates and leakage, anchor fit."""
