@@ -55,7 +55,7 @@ class Detector:
         settings = resolve("predict", [f"model={model}"] if model else [],
                            _values(overrides, device, precision), weights=weights)
         self = cls.__new__(cls)
-        self._setup(load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed))
+        self._setup(load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights))
         self.notes = settings.notes + self.notes
         return self
 

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..errors import UsageError
-
 # Progress, notes and errors go to stderr; tables and YAML meant to be read or piped go to stdout.
 console = Console(stderr=True)
 stdout = Console()
@@ -23,15 +21,14 @@ def say(line: str) -> None:
 
 
 def weights_or_default(weights: Path | str | None) -> Path | str:
-    """--weights as given (a file or a name such as resnet50_fpn.coco), or the default COCO weights."""
+    """--weights as given (a file or a name such as resnet50_fpn.coco; what it is, settings.resolve
+    decides), or the default COCO weights."""
     from ..model import zoo
 
     if weights is None:
         say(f"no --weights: using {zoo.DEFAULT_WEIGHTS} (COCO-pretrained; see `rcnn weights list`)")
         return zoo.DEFAULT_WEIGHTS
-    if zoo.is_named(str(weights)) or zoo.looks_like_a_name(str(weights)) or Path(weights).is_file():
-        return str(weights)
-    raise UsageError(f"--weights {weights}: no such file (named weights: {', '.join(zoo.DETECTION)})")
+    return str(weights)
 
 
 def tiling_note(tile: int, model) -> None:
@@ -45,9 +42,7 @@ def tiling_note(tile: int, model) -> None:
 def lower_score_floor(settings, lowest_conf: float) -> None:
     """predict and serve never show detections under --conf, so the model may keep them down to that
     (at most its usual 0.05) unless model.box_score_thresh was typed; exported files keep their own."""
-    from ..inference.exported import is_exported
-
     typed = {key.lstrip("+") for key in settings.typed}
-    if "model.box_score_thresh" in typed or is_exported(settings.cfg.model.weights):
+    if "model.box_score_thresh" in typed or (settings.weights and settings.weights.exported):
         return
     settings.cfg.model.box_score_thresh = min(lowest_conf, 0.05)

@@ -182,13 +182,13 @@ def run(options: BenchmarkOptions) -> dict:
     try:
         return benchmark_command(settings.cfg, options.images, options.count, options.batch, options.repeats,
                                  options.warmup, options.train, options.json_path, stdout, options.scaling,
-                                 formats)
+                                 formats, settings.checkpoint)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
 
 def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console,
-                      scaling: bool = False, formats: list[str] = ()) -> dict:
+                      scaling: bool = False, formats: list[str] = (), checkpoint: tuple | None = None) -> dict:
     images, targets = load_images(cfg, images_source, count)
     # int8's ranges come from training images, as in rcnn eval, so that the agreement is measured
     # on images calibration did not see; with --images SRC the first 16 of those calibrate.
@@ -200,7 +200,8 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train,
-                       calibration=calibration, scaling=scaling, formats=formats, device=resolve_device(cfg.device))
+                       calibration=calibration, scaling=scaling, formats=formats, device=resolve_device(cfg.device),
+                       checkpoint=checkpoint)
     print_result(console, result)
     if "exported" in result:
         print_runtimes(console, result)

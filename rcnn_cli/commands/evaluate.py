@@ -129,7 +129,7 @@ def _score_tiled(settings: Settings, datamodule, tile: int, overlap: float):
 
     cfg = settings.cfg
     tiling_note(tile, cfg.model)
-    predictor = load_predictor(cfg, settings.checkpoint, typed=settings.typed)
+    predictor = load_predictor(cfg, settings.checkpoint, typed=settings.typed, source=settings.weights)
     records = datamodule.records("val")
     dataset = DetectionDataset(records, max_pixels=cfg.dataset.max_image_pixels)
     predictions, targets = [], []

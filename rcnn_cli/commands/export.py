@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import JobFailed, UsageError
+from ..errors import JobFailed, UsageError, nearest_hint
 from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
 from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, calibration_images, int8_path, quantize_onnx, quantize_openvino
@@ -18,17 +18,14 @@ from ..export.verify import (
     verify_export,
 )
 from ..files import atomic_paths
+from ..formats import BY_NAME, BY_SUFFIX, companions_of
 from ..settings.resolve import resolve
 from . import console, say, weights_or_default
 
-WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript, ".xml": write_openvino}
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}
-RUNTIMES = {".onnx": "onnxruntime", ".torchscript": "torchscript", ".xml": "openvino"}
-# Files written beside the one named: OpenVINO keeps the weights in model.bin next to model.xml.
-COMPANIONS = {".xml": (".bin",)}
-# --int8: the formats that have an int8 twin, and what quantizes them (export/int8.py)
-QUANTIZERS = {".onnx": quantize_onnx, ".xml": quantize_openvino}
-INT8_TOOLS = {".onnx": "onnxruntime", ".xml": "NNCF"}
+# The formats themselves (suffix, companions, runtime, int8 tool) are known once, in formats.py;
+# here only what writes and quantizes each.
+WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript, "openvino": write_openvino}
+QUANTIZERS = {"onnx": quantize_onnx, "openvino": quantize_openvino}
 
 
 @dataclass
@@ -51,9 +48,9 @@ class _Rejected(Exception):
 def suffixes_for(formats: list[str]) -> list[str]:
     """--format onnx,openvino (repeatable, comma-separated) -> file suffixes, in the order asked."""
     names = [name.strip().lower() for item in formats for name in item.split(",") if name.strip()]
-    if unknown := [name for name in names if name not in FORMATS]:
-        raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
-    return list(dict.fromkeys(FORMATS[name] for name in names))
+    if unknown := [name for name in names if name not in BY_NAME]:
+        raise UsageError(f"--format {unknown[0]}: {nearest_hint(unknown[0], list(BY_NAME))}")
+    return list(dict.fromkeys(BY_NAME[name].suffix for name in names))
 
 
 def output_paths(weights: Path, out: Path | None, suffixes: list[str]) -> list[Path]:
@@ -72,28 +69,28 @@ def run(options: ExportOptions) -> int:
 
     if options.input_dtype not in INPUT_DTYPES:
         raise UsageError(f"--input-dtype {options.input_dtype}: use one of {', '.join(INPUT_DTYPES)}")
-    if options.int8 and not set(QUANTIZERS) & set(options.suffixes):
+    if options.int8 and not {BY_NAME[name].suffix for name in QUANTIZERS} & set(options.suffixes):
         raise UsageError("--int8 quantizes the ONNX or OpenVINO file; add --format onnx or --format openvino")
     _check_half(options)
     weights = weights_or_default(options.weights)
-    if Path(weights).suffix.lower() in WRITERS:
-        raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
     # The graph is traced from the exact fp32 model on the CPU, whatever device and precision say.
     settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=weights,
                        config_dir=options.config_dir)
     for note in settings.notes:
         say(f"note: {note}")
-    detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False)
+    if settings.weights.exported:
+        raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
+    detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False, source=settings.weights)
     checked = check_images(options.images, detector.metadata.get("dataset"))
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
     failed, result = [], None
     paths = output_paths(Path(weights), options.out, options.suffixes)
     for path in paths:
-        companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
+        companions = companions_of(path)
         try:
             with atomic_paths(path, *companions) as pending:
                 with console.status(f"exporting {path.name} and checking it on {len(checked)} images"):
-                    WRITERS[path.suffix](detector, pending[0], sample, options.input_dtype)
+                    WRITERS[BY_SUFFIX[path.suffix].name](detector, pending[0], sample, options.input_dtype)
                     try:   # OpenVINO: the exact f32 graph, to the same tolerances as the others
                         result = verify_export(detector.model, load_exported(pending[0], precision="fp32"), checked)
                     except ExportError as err:
@@ -112,7 +109,7 @@ def run(options: ExportOptions) -> int:
     say(f"checked on {len(result.sizes)} images ({sizes}); tolerances: boxes {BOX_TOLERANCE} px, "
         f"scores {SCORE_TOLERANCE}, mAP50 >= {MIN_AGREEMENT_MAP50}; input: (3, H, W) {options.input_dtype}")
     by_suffix = {path.suffix: path for path in paths}
-    for suffix in QUANTIZERS if options.int8 else ():
+    for suffix in [BY_NAME[name].suffix for name in QUANTIZERS] if options.int8 else ():
         source = by_suffix.get(suffix)
         if source and source.name not in failed and not _write_int8(detector, source, checked, options.images):
             failed.append(int8_path(source).name)
@@ -200,20 +197,21 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
     path = int8_path(source)
-    companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
-    tool = INT8_TOOLS[source.suffix]
+    companions = companions_of(path)
+    tool = BY_SUFFIX[source.suffix].int8_tool
     return _keep_if_agrees(
-        [path, *companions], lambda pending: QUANTIZERS[source.suffix](source, pending, images), detector.model,
+        [path, *companions], lambda pending: QUANTIZERS[BY_SUFFIX[source.suffix].name](source, pending, images),
+        detector.model,
         checked, f"quantizing {source.name} to int8 with {tool} on {len(images)} images ({origin})",
         (f"int8 by {tool}, calibrated on {len(images)} {origin}", MIN_INT8_AGREEMENT_MAP50, "fp32 torch",
-         f"{RUNTIMES[source.suffix]} int8"))
+         f"{BY_SUFFIX[source.suffix].runtime} int8"))
 
 
 def _summary(path: Path, result) -> str:
     from ..inference.exported import exported_size
 
     agreement = result.agreement
-    runtime = RUNTIMES[path.suffix]
+    runtime = BY_SUFFIX[path.suffix].runtime
     verdict = "parity ok" if result.passed else "parity FAILED"
     size = f"{exported_size(path) / 1e6:.1f} MB, " if result.passed and path.exists() else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"

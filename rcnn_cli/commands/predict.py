@@ -119,7 +119,7 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
     calibration = read_decodable_chw(images[:CALIBRATION_IMAGES]) if settings.cfg.model.precision == "int8" else []
     # a reduced precision is checked on the model's validation images, else on the first inputs
     predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
-                               sources=[str(p) for p in images[:CHECK_IMAGES]])
+                               sources=[str(p) for p in images[:CHECK_IMAGES]], source=settings.weights)
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "

@@ -32,7 +32,7 @@ def build(options: ServeOptions):
     lower_score_floor(settings, options.conf)
     for note in settings.notes:
         say(f"note: {note}")
-    predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed)
+    predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights)
     if predictor.decision is not None:
         say(predictor.decision.line())
     return build_app(predictor, options.conf, options.limits, name=str(weights)), predictor

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.samples import Samples, sample_images
 from ..errors import UsageError
 from ..hardware import resolve_device
+from ..model.source import WeightsSource
 from .precision import Decision, Trial, cache_key, decide, measure
 
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
@@ -39,21 +40,20 @@ class Predictor:
 def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
                    calibration: Sequence[torch.Tensor] = (), class_names: list[str] | None = None,
                    prepare: bool = True, typed: Mapping[str, Any] | None = None,
-                   sources: Sequence[str] | None = None) -> Predictor:
+                   sources: Sequence[str] | None = None, source: WeightsSource | None = None) -> Predictor:
     """cfg: the resolved root config (``model``, ``device``); checkpoint: the weights file already
     read by ``settings.resolve``. calibration: images for ``model.precision=int8``. prepare=False
     keeps the exact eager model whatever ``model.precision`` says (export traces that one).
     typed: what the user typed (``Settings.typed``): an exported file refuses ``model.*`` settings.
     sources: real images (--images, or the inputs) that a reduced precision is checked on when the
-    model's own validation data is not on this machine (runtime/precision.py)."""
+    model's own validation data is not on this machine (inference/precision.py). source: what
+    ``cfg.model.weights`` names (``Settings.weights``, decided once by ``settings.resolve``)."""
     device = resolve_device(cfg.device)
     weights = cfg.model.weights
     precision = str(cfg.model.precision)
     dataset = (checkpoint[1] if checkpoint else {}).get("dataset")
     samples = check_samples(dataset, sources)
-    from .exported import is_exported
-
-    if is_exported(weights):
+    if source is not None and source.exported:
         refuse_model_settings(str(weights), typed or {})
         return _exported_predictor(str(weights), device, precision, samples)
     from ..model.factory import create_detector

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import nearest_hint
+from ..model.source import WeightsSource, weights_source
 from .compose import compose_groups, config_groups
 from .schema import ConfigError, check
 
@@ -40,6 +41,7 @@ class Settings:
     checkpoint: tuple[dict, dict] | None = None       # (state_dict, metadata) of the weights, read once
     notes: list[str] = field(default_factory=list)    # what the rule decided that the user should see
     typed: dict[str, Any] = field(default_factory=dict)   # what was typed (key=value, API keywords), dotted keys
+    weights: WeightsSource | None = None              # what the weights argument names, decided once
 
 
 def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None,
@@ -54,21 +56,21 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     _check_config_dir(config_dir)
     groups, typed = _split(list(overrides), values or {}, config_dir)
     notes: list[str] = []
-    for named_as in (weights, typed.get("model.weights")):
-        if named_as is not None and _preset_of_named(str(named_as)) and "model" not in groups:
-            groups["model"] = _preset_of_named(str(named_as))     # a name picks its preset too
     resume = typed.get("resume") if command == "train" else None
-    source = resume or weights
+    # What the weights argument names is decided here, once, and handed on as Settings.weights.
+    source = weights_source(resume or weights) if (resume or weights) else None
+    typed_weights = typed.get("model.weights")
+    for named in (source, weights_source(typed_weights) if typed_weights and not source else None):
+        if named is not None and named.preset and "model" not in groups:
+            groups["model"] = named.preset     # a name picks its preset too
     checkpoint, stored = _stored_config(source, command)
-    if source and _preset_of_named(str(source)):
-        from ..model import zoo
-
-        named = zoo.detection_weights(str(source))
+    if source and source.named:
+        named = source.named
         notes.append(f"weights {named.name}: torchvision's COCO-trained {named.preset} (box AP {named.box_ap} on "
                      f"COCO val2017, 80 classes) from {named.path}")
     if stored is None and "model" not in groups and checkpoint and _guess_model(checkpoint):
         groups["model"] = _guess_model(checkpoint)
-        notes.append(f"{Path(str(source)).name} looks like model={groups['model']} (guessed from its keys; "
+        notes.append(f"{Path(source.given).name} looks like model={groups['model']} (guessed from its keys; "
                      f"{SAME_KEYS.get(groups['model'], 'name another with model=...')})")
     cfg = compose_groups({**_stored_presets(stored, groups, config_dir, resume_all=bool(resume)), **groups},
                          config_dir)
@@ -86,7 +88,7 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         with open_dict(cfg):
             cfg.model.weights = str(weights)
     check(cfg, defaults)
-    return Settings(cfg, checkpoint, notes, typed)
+    return Settings(cfg, checkpoint, notes, typed, source)
 
 
 def _check_config_dir(config_dir) -> None:
@@ -129,26 +131,14 @@ def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> 
     return groups, typed
 
 
-def _preset_of_named(weights: str) -> str | None:
-    from ..model import zoo
-
-    if zoo.is_named(weights) or zoo.looks_like_a_name(weights):
-        return zoo.detection_weights(weights).preset      # a typo of a name: one line with the nearest
-    return None
-
-
-def _stored_config(source, command: str) -> tuple[tuple | None, dict | None]:
-    """(checkpoint, the stored config as a plain dict or None)."""
-    if not source:
-        return None, None
-    path = Path(str(source))
-    from ..inference.exported import is_exported
-
-    if is_exported(path):
+def _stored_config(source: WeightsSource | None, command: str) -> tuple[tuple | None, dict | None]:
+    """(checkpoint, the stored config as a plain dict or None): the weights read, once."""
+    if source is None or source.exported:
         return None, None
     from ..model.factory import read_weights_source
 
-    checkpoint = read_weights_source(str(source))
+    path = Path(source.given)
+    checkpoint = read_weights_source(source)
     meta = checkpoint[1]
     if not meta:
         if command == "train":

@@ -1,0 +1,44 @@
+"""What a weights argument names, decided once: torchvision's named COCO weights, an exported file
+(ONNX, TorchScript, OpenVINO: run by its runtime, not built from a config) or a weights file
+(an rcnn checkpoint or a plain state_dict; which of the two shows when it is read).
+
+``settings.resolve`` calls ``weights_source`` once per command and passes the answer on
+(``Settings.weights``); nothing downstream looks at the suffix or the name again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..formats import ExportedFormat, format_of
+from . import zoo
+from .zoo import NamedWeights
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    given: str                              # as typed (a path or a name)
+    kind: str                               # "named" | "exported" | "file"
+    named: NamedWeights | None = None       # kind "named": which torchvision weights
+    exported: ExportedFormat | None = None  # kind "exported": which format
+
+    @property
+    def preset(self) -> str | None:
+        """The model preset a named weight implies (``resnet50_fpn.coco`` -> ``resnet50_fpn``)."""
+        return self.named.preset if self.named else None
+
+
+def weights_source(given: str | Path) -> WeightsSource:
+    """The one decision. A typo of a name is one line with the nearest name; a file that is not
+    there is one line too."""
+    text = str(given)
+    if zoo.is_named(text) or zoo.looks_like_a_name(text):
+        return WeightsSource(text, "named", named=zoo.detection_weights(text))
+    if not Path(text).exists():
+        raise UsageError(f"{text}: no such file (named weights: {', '.join(zoo.DETECTION)})")
+    fmt = format_of(text)
+    if fmt is not None:
+        return WeightsSource(text, "exported", exported=fmt)
+    return WeightsSource(text, "file")
