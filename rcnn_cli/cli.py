@@ -283,6 +283,13 @@ def main() -> None:
     except KeyboardInterrupt:
         _print_error("interrupted")
         sys.exit(130)
+    except ModuleNotFoundError as err:
+        from .errors import missing_extra
+
+        if (line := missing_extra(err)) is None:
+            raise
+        _print_error(line)
+        sys.exit(2)
 
 
 def _print_error(message: str) -> None:

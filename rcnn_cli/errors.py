@@ -32,3 +32,23 @@ def nearest_hint(word: str, choices: list[str]) -> str:
     if near:
         return "did you mean " + " or ".join(near) + "?"
     return "valid: " + ", ".join(choices)
+
+
+# Packages outside the core install (train, eval, predict on checkpoints) -> the extra that brings them.
+# pyproject.toml's [project.optional-dependencies] lists the same; tests/test_extras.py checks both agree.
+EXTRAS = {
+    "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "openvino": "export", "nncf": "export",
+    "fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve",
+    "optuna": "tune", "optuna_integration": "tune",
+    "mlflow": "mlflow", "wandb": "wandb",
+}
+
+
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """The one line for a package an optional feature needs and this install lacks, or None when the
+    missing module is not one of ours to name (a real bug: let its traceback show)."""
+    top = (err.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    return f"this needs {top}, which is not installed: pip install 'rcnn-cli[{EXTRAS[top]}]'"
+
