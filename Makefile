@@ -8,7 +8,7 @@ PYTHON ?= python3
 # not found yet) has its test run again on a fresh worker, up to twice; ordinary failures are never rerun.
 PYTEST_ARGS ?= -n 2 --durations=15 --reruns 2 --only-rerun "crashed while running"
 
-.PHONY: setup test lint demo bench clean browser gpu-check gpu-carry
+.PHONY: setup test lint docs demo bench clean browser gpu-check gpu-carry
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ browser:
 lint: setup
 	$(VENV)/bin/ruff check rcnn_cli tests
 
+# The documentation site (mkdocs.yml, docs/) into site/. --strict turns a broken link or anchor, or a page left
+# out of the nav, into a failed build; tests/test_docs.py builds it the same way. No network needed.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 # The README's first command: train on the built-in shapes set, evaluate, predict on held-out images.
 RCNN := $(VENV)/bin/rcnn
 DEMO := runs/demo
@@ -41,7 +46,7 @@ demo: setup
 	@echo "demo done: model $(DEMO)/checkpoints/best.ckpt, training curves $(DEMO)/metrics.png,"
 	@echo "  metrics and PR curves $(DEMO)/eval/, pictures with detections $(DEMO)/predictions/"
 
-# Our detector vs torchvision's with the same weights, same images, same process (see README).
+# Our detector vs torchvision's with the same weights, same images, same process (docs/speed.md).
 BENCH_DEVICE ?= cpu
 # Exported runtimes timed beside torch (ONNX and OpenVINO, fp32 and int8) on the resnet18 run only:
 # each format is exported and quantized first, minutes at resnet50's 800 px.
@@ -78,4 +83,4 @@ gpu-carry: setup
 	mkdir -p shared/datasets && cp -r ../shared/datasets/bccd-voc shared/datasets/
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache site

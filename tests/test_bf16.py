@@ -2,7 +2,7 @@
 boxes stays fp32; what auto takes is the one rule's (test_precision.py). On trained weights,
 bf16's AP50 must stay within 0.5 points of fp32's (test_training_signal.py::
 test_overfits_one_bccd_image); its agreement with fp32 on the trained BCCD model (0.997) is a
-benchmark figure (README, "Speed")."""
+benchmark figure (docs/speed.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What runs only on a GPU: mixed-precision training (bf16-mixed and 16-mixed with its loss scaler),
 inference on CUDA against the CPU's, and `rcnn export --half` (an fp16 TorchScript file traced and
 checked on the GPU). Skipped where no CUDA device is visible (CI has none); run on a lent GPU machine
-(see README, "Checked on a GPU")."""
+(see docs/gpu-check.md, and docs/speed.md "On a GPU")."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 
 Why the TorchScript-based ONNX exporter (``torch.onnx.export(dynamo=False)``): on torch 2.15 the
 ``dynamo=True`` exporter stops in ``torch.export`` on the data-dependent proposal selection (see
-README, "Export"), while the traced graph runs in onnxruntime with detections equal to eager
+docs/export-and-deployment.md), while the traced graph runs in onnxruntime with detections equal to eager
 torch's. Opset 17: RoiAlign with half-pixel modes (16+) and a release every runtime reads.
 """
 

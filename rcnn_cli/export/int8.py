@@ -2,14 +2,14 @@
 both calibrated on the user's own images and kept only where their detections agree with fp32 torch's
 (see commands/export.py).
 
-ONNX, what is quantized, and why (measured, README "Int8 ONNX"): the convolutions
+ONNX, what is quantized, and why (measured, docs/speed.md "Int8 ONNX choices"): the convolutions
 of the backbone and FPN only, QDQ format, per-channel weights, activation ranges by min/max over
 the calibration images. Weights are uint8 (U8U8) rather than int8: on AVX2 without VNNI,
 onnxruntime's U8S8 kernels use VPMADDUBSW, whose 16-bit sums saturate and moved detections. The
 RPN head's convolutions (objectness and box deltas, which pick the proposals) stay fp32, as do the
 box head, RoIAlign and NMS, as in the eager int8 path (runtime/quantize.py).
 
-OpenVINO (measured, README "Int8 OpenVINO"): NNCF's post-training quantization of the backbone, FPN
+OpenVINO (measured, docs/speed.md "Int8 OpenVINO choices"): NNCF's post-training quantization of the backbone, FPN
 and RPN 3x3 convolutions, as the eager int8 path; everything else (RPN objectness and deltas, box
 decoding, TopK, NMS, RoIAlign, the box head) is in NNCF's ignored scope and stays float. Activation
 ranges are min/max over the calibration images (NNCF's default averages per-image extremes, which

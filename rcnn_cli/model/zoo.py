@@ -74,7 +74,7 @@ IMAGENET = {w.preset: w for w in (
     NamedWeights("mobilenet_v3_large.imagenet", "mobilenet_v3_large_fpn", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
     NamedWeights("vgg16.imagenet", "vgg16", "VGG16_Weights.IMAGENET1K_V1"),
 )}
-# What `rcnn predict images/` runs without --weights (see README, "Start from pretrained weights").
+# What `rcnn predict images/` runs without --weights (see docs/training.md, "Start from pretrained weights").
 DEFAULT_WEIGHTS = "mobilenet_v3_large_320_fpn.coco"
 
 
