@@ -75,7 +75,7 @@ class Detector:
 
     def set_precision(self, precision: str = "auto", calibration: Sequence[ImageLike] = ()) -> str:
         """Run faster from now on, as ``rcnn predict --precision`` does, by the same rule
-        (runtime/precision.py): ``auto`` (folded BatchNorm, plus bf16 where this machine runs it
+        (inference/precision.py): ``auto`` (folded BatchNorm, plus bf16 where this machine runs it
         natively, faster, and in agreement with the exact model on real images: the model's
         validation data, else ``calibration``), ``bf16``, ``int8`` (CPU; ``calibration``: 8-16 of
         your images) or ``fp32``. Returns what runs; ``self.precision_decision.line()`` says why.
@@ -106,7 +106,7 @@ class Detector:
 
     @property
     def precision_decision(self):
-        """What ``precision`` chose and why, with its measured figures (runtime/precision.Decision)."""
+        """What ``precision`` chose and why, with its measured figures (inference/precision.Decision)."""
         return self._predictor.decision
 
     @torch.inference_mode()

@@ -42,7 +42,7 @@ def test_bf16_runs_backbone_rpn_and_box_head_in_bf16_and_returns_fp32_boxes(tiny
 
 
 def test_auto_builds_bf16_or_folded_as_the_rule_decides(monkeypatch):
-    """prepare_model applies what runtime/precision.py decided (the rule itself: test_precision.py)."""
+    """prepare_model applies what inference/precision.py decided (the rule itself: test_precision.py)."""
     from rcnn_cli.inference import predictor
     from rcnn_cli.inference.precision import Decision
 

@@ -76,7 +76,7 @@ def twin_problem(cfg: dict[str, Any]) -> str | None:
 
 
 def auto_column(result: dict, images: int) -> str:
-    """What model.precision=auto runs here, by the one rule (runtime/precision.py) applied to this
+    """What model.precision=auto runs here, by the one rule (inference/precision.py) applied to this
     benchmark's own figures: the bf16 column where it agrees with fp32 and is faster than folded."""
     from ..inference.precision import Trial, verdict
 

@@ -121,7 +121,7 @@ def _score_with_lightning(settings: Settings, datamodule):
 
 
 def _score_tiled(settings: Settings, datamodule, tile: int, overlap: float):
-    """Each validation picture in overlapping tiles (runtime/tiling.py), as ``rcnn predict --tile`` runs it."""
+    """Each validation picture in overlapping tiles (inference/tiling.py), as ``rcnn predict --tile`` runs it."""
     from ..data.pipeline.dataset import DetectionDataset
     from ..eval import evaluate as score
     from ..inference.predictor import load_predictor
@@ -163,7 +163,7 @@ def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, j
 
 
 def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
-    """Scores the model as ``model.precision`` runs it, chosen by the one rule (runtime/precision.py);
+    """Scores the model as ``model.precision`` runs it, chosen by the one rule (inference/precision.py);
     eval's default is the exact model (settings.resolve). int8 calibrates on training images
     (validation ones when there are none): the score then says what int8 costs on data the ranges
     were not fitted to. A reduced path is checked on validation images."""

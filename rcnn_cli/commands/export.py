@@ -225,7 +225,7 @@ def _summary(path: Path, result) -> str:
 
 def _openvino_auto_line(path: Path, images) -> str:
     """What model.precision=auto will run this IR at on this machine, decided by the one rule
-    (runtime/precision.py) on the check images and cached for rcnn predict and serve."""
+    (inference/precision.py) on the check images and cached for rcnn predict and serve."""
     from ..data.samples import Samples
     from ..inference.exported import OpenVinoDetector
     from ..inference.precision import cache_key, decide, measure

@@ -4,7 +4,7 @@ Python API all take them from ``sample_images``.
 
 Real means the user's: ``--images``, or the model's dataset (as stored in its checkpoint) where
 that data is on this machine. There is no synthetic fallback: a check on pictures in which the
-model detects nothing proves nothing (see runtime/precision.py and export/verify.py).
+model detects nothing proves nothing (see inference/precision.py and export/verify.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ of the backbone and FPN only, QDQ format, per-channel weights, activation ranges
 the calibration images. Weights are uint8 (U8U8) rather than int8: on AVX2 without VNNI,
 onnxruntime's U8S8 kernels use VPMADDUBSW, whose 16-bit sums saturate and moved detections. The
 RPN head's convolutions (objectness and box deltas, which pick the proposals) stay fp32, as do the
-box head, RoIAlign and NMS, as in the eager int8 path (runtime/quantize.py).
+box head, RoIAlign and NMS, as in the eager int8 path (inference/quantize.py).
 
 OpenVINO (measured, docs/speed.md "Int8 OpenVINO choices"): NNCF's post-training quantization of the backbone, FPN
 and RPN 3x3 convolutions, as the eager int8 path; everything else (RPN objectness and deltas, box

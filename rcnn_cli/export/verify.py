@@ -23,7 +23,7 @@ BOX_TOLERANCE = 1e-2        # pixels, on matched detections above the score thre
 SCORE_TOLERANCE = 1e-3
 MIN_AGREEMENT_MAP50 = 0.999
 # A reduced precision (int8, fp16) rounds, so it is held to detecting what fp32 detects: the one
-# threshold of runtime/precision.py.
+# threshold of inference/precision.py.
 MIN_REDUCED_AGREEMENT_MAP50 = MIN_AGREEMENT_MAP50_REDUCED
 
 

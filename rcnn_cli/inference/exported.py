@@ -25,7 +25,7 @@ OPENVINO_META = "rcnn"                  # the rt_info section of an exported .xm
 METADATA_KEYS = ("producer", "class_names", "category_ids", "input_dtype", "score_threshold", "model")
 # The precision an IR runs at -> OpenVINO's INFERENCE_PRECISION_HINT, always given explicitly: on a CPU
 # with native bf16 OpenVINO's own default is bf16. Which one model.precision=auto runs is decided by
-# runtime/precision.py, like a torch model's.
+# inference/precision.py, like a torch model's.
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -155,7 +155,7 @@ class OpenVinoDetector(ExportedDetector):
         path = Path(path)
         if precision not in OPENVINO_HINTS:
             raise ExportError(f"an OpenVINO file runs at {' or '.join(OPENVINO_HINTS)}, not {precision!r} "
-                              "(model.precision=auto is decided by runtime/precision.py)")
+                              "(model.precision=auto is decided by inference/precision.py)")
         if not device.startswith("cpu"):
             raise ExportError(f"device={device}: OpenVINO files run on the CPU here; use device=cpu")
         core = ov.Core()

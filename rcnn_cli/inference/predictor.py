@@ -30,7 +30,7 @@ class Predictor:
     config: dict[str, Any] = field(default_factory=dict)     # the resolved model config
     metadata: dict[str, Any] = field(default_factory=dict)   # what a project checkpoint stored
     notes: list[str] = field(default_factory=list)
-    decision: Decision | None = None       # what model.precision chose and why (runtime/precision.py)
+    decision: Decision | None = None       # what model.precision chose and why (inference/precision.py)
 
     @property
     def category_ids(self) -> list[int] | None:
@@ -140,7 +140,7 @@ def prepare_model(model, precision: str, device: torch.device, calibration: Sequ
                   samples: Callable[[], Samples] | None = None, key: str | None = None, num_classes: int = 0,
                   score_threshold: float = 0.05) -> Decision:
     """Sets the model to what ``model.precision=precision`` runs, decided by the one rule
-    (runtime/precision.py), in place; returns the decision. samples: the real images a reduced path
+    (inference/precision.py), in place; returns the decision. samples: the real images a reduced path
     is checked on; key: the decision's cache key (None: not cached)."""
     import copy
 

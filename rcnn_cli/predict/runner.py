@@ -34,7 +34,7 @@ class PredictOptions:
     draw: bool = True
     every: int = 1                          # video: every N-th frame
     save_video: bool = False                # video: also write <video stem>_annotated.mp4
-    tile: int | None = None                 # huge pictures: overlapping tiles of this many px (runtime/tiling.py)
+    tile: int | None = None                 # huge pictures: overlapping tiles of this many px (inference/tiling.py)
     overlap: float = 0.2
     nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
     num_workers: Any = "auto"

@@ -1,5 +1,5 @@
 """Validation of a run trained on tiles (``dataset.tile``): each validation picture stays whole and is
-detected by ``runtime.tiling.detect_tiled`` with the training tile and overlap, the very function
+detected by ``inference.tiling.detect_tiled`` with the training tile and overlap, the very function
 ``rcnn eval --tile`` and ``rcnn predict --tile`` use, so val/map is what those report on the picture.
 The validation loss is the loss of those same tile forwards against the picture's boxes cut by the
 training rule (``data.tiles.cut_boxes``); the whole-picture pass of ``detect_tiled`` adds no loss.
