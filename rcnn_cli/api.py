@@ -16,6 +16,7 @@ from .data.images import read_chw, to_rgb_array
 from .data.samples import CHECK_IMAGES
 from .errors import UsageError
 from .inference.predictor import Predictor, check_samples, load_predictor, prepare_model
+from .predict.limits import PREDICT
 from .settings.resolve import resolve
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
@@ -110,7 +111,8 @@ class Detector:
         return self._predictor.decision
 
     @torch.inference_mode()
-    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 4) -> list[dict[str, Any]]:
+    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = PREDICT.batch_size
+                ) -> list[dict[str, Any]]:
         """Detect objects. images: one or a list of paths, PIL images, HxWxC uint8 arrays or
         CxHxW tensors (uint8, or float in [0, 1]).
 

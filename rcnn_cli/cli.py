@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .predict.limits import ServeLimits
+from .predict.limits import PREDICT, ServeLimits
 
 SERVE = ServeLimits()      # rcnn serve's defaults, written in predict/limits.py only
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -108,7 +108,8 @@ def evaluate(
     out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = None,
     tile: Annotated[int | None, typer.Option("--tile", help="score huge pictures in overlapping tiles of this "
                                              "many px, as rcnn predict --tile")] = None,
-    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")] = 0.2,
+    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")
+                       ] = PREDICT.tile_overlap,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="fp32 (default: the exact model, the same figures on every CPU), or auto, bf16, int8 "
         "to score a fast path, printed beside the exact figures; same as model.precision=...")] = None,
@@ -132,16 +133,18 @@ def predict(
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc, yolo (repeatable)")] = ["json"],  # noqa: B006
-    conf: Annotated[str, typer.Option("--conf", help="score threshold, or thresholds.json from rcnn eval")] = "0.25",
+    conf: Annotated[str, typer.Option("--conf", help="score threshold, or thresholds.json from rcnn eval")
+                    ] = str(PREDICT.conf),
     classes: Annotated[str | None, typer.Option("--classes", help="comma-separated class names to keep")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = PREDICT.batch_size,
     every: Annotated[int, typer.Option("--every", help="videos: use every N-th frame")] = 1,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="do not write annotated pictures")] = False,
     save_video: Annotated[bool, typer.Option("--save-video", help="videos: write <name>_annotated.mp4 at the "
                                              "source's frame rate (divided by --every)")] = False,
     tile: Annotated[int | None, typer.Option("--tile", help="huge pictures: detect in overlapping tiles of this "
                                              "many px, plus a whole-picture pass, merged")] = None,
-    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")] = 0.2,
+    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")
+                       ] = PREDICT.tile_overlap,
     device: Device = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="auto (folded BN; bf16 where the hardware runs it natively and faster), fp32 "
@@ -152,8 +155,9 @@ def predict(
 
     inputs, overrides = split_overrides(sources)
     raise typer.Exit(command.run(command.PredictOptions(
-        inputs, weights, overrides, config_dir, out, fmt, conf, classes, batch_size, every, not no_draw, save_video,
-        tile, overlap, device, precision)))
+        sources=inputs, weights=weights, overrides=overrides, config_dir=config_dir, out=out, formats=fmt, conf=conf,
+        classes=classes, batch_size=batch_size, every=every, draw=not no_draw, save_video=save_video, tile=tile,
+        overlap=overlap, device=device, precision=precision)))
 
 
 def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
@@ -175,7 +179,8 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
-    conf: Annotated[float, typer.Option("--conf", help="score threshold of the returned detections")] = 0.25,
+    conf: Annotated[float, typer.Option("--conf", help="score threshold of the returned detections")
+                    ] = PREDICT.conf,
     max_batch: Annotated[int, typer.Option("--max-batch", help="requests batched into one forward pass")
                          ] = SERVE.max_batch,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="how long a request waits for a batch")
@@ -192,7 +197,8 @@ def serve(
 
     limits = ServeLimits(max_body_mb=max_body_mb, max_pixels=max_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
                          body_timeout_s=body_timeout)
-    command.run(command.ServeOptions(weights, overrides or [], config_dir, host, port, conf, limits))
+    command.run(command.ServeOptions(weights=weights, overrides=overrides or [], config_dir=config_dir, host=host,
+                                     port=port, conf=conf, limits=limits))
 
 
 @app.command("export")

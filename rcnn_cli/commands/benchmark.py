@@ -14,7 +14,7 @@ from rich.table import Table
 from ..benchmark.exported import NOT_NATIVE, parse_formats
 from ..benchmark.machine import precision_advice
 from ..benchmark.run import benchmark
-from ..data.samples import CALIBRATION_IMAGES
+from ..data.samples import calibration_images
 from ..errors import UsageError
 from ..files import write_json
 from ..settings.resolve import resolve
@@ -144,16 +144,6 @@ def print_scaling(console, rows: list[dict]) -> None:
     console.print(table)
 
 
-def calibration_images(cfg) -> list[torch.Tensor]:
-    """Up to 16 training images of the dataset ([] when it has no training split)."""
-    from ..data.errors import DatasetError
-
-    try:
-        return load_images(cfg, None, CALIBRATION_IMAGES, "train")[0]
-    except DatasetError:
-        return []
-
-
 @dataclass
 class BenchmarkOptions:
     overrides: list[str] = field(default_factory=list)
@@ -192,8 +182,8 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
     images, targets = load_images(cfg, images_source, count)
     # int8's ranges come from training images, as in rcnn eval, so that the agreement is measured
     # on images calibration did not see; with --images SRC the first 16 of those calibrate.
-    calibration = (calibration_images(cfg) if not images_source
-                   else load_images(cfg, images_source, CALIBRATION_IMAGES)[0]) or images
+    calibration = calibration_images([images_source] if images_source else None,
+                                     OmegaConf.to_container(cfg.dataset, resolve=True)).images or images
     if not images:
         raise ValueError("no images to benchmark on")
     from ..hardware import resolve_device

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..files import write_json
+from ..predict.limits import PREDICT
 from ..settings.resolve import Settings, resolve
 from . import say, stdout, tiling_note, weights_or_default
 
@@ -24,7 +25,7 @@ class EvalOptions:
     predictions: Path | None = None
     out: Path | None = None
     tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
-    overlap: float = 0.2
+    overlap: float = PREDICT.tile_overlap
 
 
 @dataclass
@@ -58,7 +59,8 @@ def default_eval_dir(weights: Path) -> Path:
 
 
 def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
-             predictions_path: Path | None = None, tile: int | None = None, overlap: float = 0.2) -> EvalResult:
+             predictions_path: Path | None = None, tile: int | None = None,
+             overlap: float = PREDICT.tile_overlap) -> EvalResult:
     report, indices, datamodule = score(settings, tile, overlap)
     if report is None:                # DDP ranks other than 0
         return EvalResult(None, out_dir, 0, settings.cfg)
@@ -66,7 +68,7 @@ def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
     return EvalResult(report, out_dir, len(indices), settings.cfg)
 
 
-def score(settings: Settings, tile: int | None = None, overlap: float = 0.2):
+def score(settings: Settings, tile: int | None = None, overlap: float = PREDICT.tile_overlap):
     """(EvalReport or None off rank 0, the validation record indices scored, the datamodule)."""
     from ..data.pipeline.datamodule import DetectionDataModule
 
@@ -170,7 +172,7 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
     import torch
 
     from ..data.images import read_decodable_chw
-    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES, Samples
+    from ..data.samples import CHECK_IMAGES, Samples, calibration_images
     from ..inference.precision import cache_key
     from ..inference.predictor import prepare_model
     from ..training.trainer import trainer_device_type
@@ -180,8 +182,8 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
     if cfg.model.precision == "int8":
         if device.type != "cpu":
             raise UsageError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
-        records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
-        images = read_decodable_chw([r.path for r in records])
+        splits = {split: datamodule.records(split) for split in ("train", "val")}
+        images = calibration_images(records_by_split=splits, name=cfg.dataset.name).images
 
     def samples() -> Samples:
         checked = read_decodable_chw([r.path for r in datamodule.records("val")[:CHECK_IMAGES]])

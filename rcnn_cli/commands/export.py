@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.samples import calibration_images
 from ..errors import JobFailed, UsageError, nearest_hint
 from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
-from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, calibration_images, int8_path, quantize_onnx, quantize_openvino
+from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, int8_path, quantize_onnx, quantize_openvino
 from ..export.verify import (
     BOX_TOLERANCE,
     MIN_AGREEMENT_MAP50,
@@ -193,7 +194,8 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
     """best.onnx -> best.int8.onnx (best.xml -> best.int8.xml), kept only when its detections agree with
     fp32 torch's at mAP50 >= MIN_INT8_AGREEMENT_MAP50 on the check images, run as ``auto`` runs it.
     Calibrated on --images, else the training images."""
-    images, origin = calibration_images(sources, detector.metadata.get("dataset"))
+    found = calibration_images(sources, detector.metadata.get("dataset"))
+    images, origin = found.images, found.origin
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
     path = int8_path(source)

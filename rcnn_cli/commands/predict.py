@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
 from ..files import numbered_folder, write_text
+from ..predict.limits import PREDICT
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
@@ -35,14 +36,14 @@ class PredictOptions:
     config_dir: Path | None = None
     out: Path | None = None
     formats: list[str] = field(default_factory=lambda: ["json"])
-    conf: str = "0.25"
+    conf: str = str(PREDICT.conf)
     classes: str | None = None
-    batch_size: int = 4
+    batch_size: int = PREDICT.batch_size
     every: int = 1
     draw: bool = True
     save_video: bool = False
     tile: int | None = None          # overlapping tiles of this many px for huge pictures
-    overlap: float = 0.2
+    overlap: float = PREDICT.tile_overlap
     device: str | None = None        # shorthand for device=...
     precision: str | None = None     # shorthand for model.precision=...
 
@@ -112,11 +113,11 @@ def claimed(out: Path) -> Iterator[None]:
 
 
 def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats) -> int:
-    from ..data.images import read_decodable_chw
-    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES
+    from ..data.samples import CHECK_IMAGES, calibration_images
     from ..inference.predictor import load_predictor
 
-    calibration = read_decodable_chw(images[:CALIBRATION_IMAGES]) if settings.cfg.model.precision == "int8" else []
+    calibration = (calibration_images([str(p) for p in images]).images if settings.cfg.model.precision == "int8"
+                   else [])
     # a reduced precision is checked on the model's validation images, else on the first inputs
     predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
                                sources=[str(p) for p in images[:CHECK_IMAGES]], source=settings.weights)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..predict.limits import ServeLimits
+from ..predict.limits import PREDICT, ServeLimits
 from ..settings.resolve import resolve
 from . import lower_score_floor, say, weights_or_default
 
@@ -18,7 +18,7 @@ class ServeOptions:
     config_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    conf: float = 0.25
+    conf: float = PREDICT.conf
     limits: ServeLimits = field(default_factory=ServeLimits)
 
 

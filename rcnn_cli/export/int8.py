@@ -26,7 +26,6 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..data.samples import CALIBRATION_IMAGES, sample_images
 from ..inference.precision import MIN_AGREEMENT_MAP50
 
 # Int8 rounds, so it is held to detecting what fp32 detects, as every reduced precision is.
@@ -41,15 +40,6 @@ OPENVINO_FLOAT_OPS = r"^(?!/backbone/|/head/conv/).*"
 def int8_path(path: Path) -> Path:
     """best.onnx -> best.int8.onnx, best.xml -> best.int8.xml (its weights: best.int8.bin)"""
     return path.with_name(f"{path.stem}.int8{path.suffix}")
-
-
-def calibration_images(sources: list[str] | None, dataset_cfg: dict | None,
-                       count: int = CALIBRATION_IMAGES) -> tuple[list[Tensor], str]:
-    """Up to ``count`` (3, H, W) uint8 images to calibrate on and where they came from: ``sources``
-    (--images), else the checkpoint's training images (validation ones when it has none), as
-    ``model.precision=int8`` calibrates in rcnn eval; ([], why) when neither is on this machine."""
-    samples = sample_images(sources, dataset_cfg, count, splits=("train", "val"))
-    return samples.images, samples.origin
 
 
 @contextmanager

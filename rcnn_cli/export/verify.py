@@ -6,8 +6,6 @@ the graph at trace time shows up as a failure rather than as wrong boxes in prod
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +16,7 @@ from ..errors import UsageError
 from ..eval.agreement import Agreement, compare_detections
 from ..inference.exported import ExportedDetector, ExportError
 from ..inference.precision import MIN_AGREEMENT_MAP50 as MIN_AGREEMENT_MAP50_REDUCED
+from ..timing import timed_each
 
 BOX_TOLERANCE = 1e-2        # pixels, on matched detections above the score threshold
 SCORE_TOLERANCE = 1e-3
@@ -58,14 +57,9 @@ def check_images(sources: list[str] | None, dataset_cfg: dict | None, count: int
 
 
 def _timed(fn, images: list[Tensor]) -> tuple[list[dict], float]:
-    for _ in range(2):   # warm-up: first-call allocations; TorchScript optimises its graph on the 2nd run
-        fn(images[0])
-    outputs, times = [], []
-    for image in images:
-        start = time.perf_counter()
-        outputs.append(fn(image))
-        times.append(time.perf_counter() - start)
-    return outputs, statistics.median(times) * 1000
+    # two warm-ups: first-call allocations, and TorchScript optimises its graph on the 2nd run
+    outputs, seconds = timed_each(fn, images, warmup=2)
+    return outputs, seconds * 1000
 
 
 def verify_export(model: torch.nn.Module, exported: ExportedDetector, images: list[Tensor]) -> Verification:

@@ -33,7 +33,7 @@ DetectFn = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
 
 
-def detect_tiled(detect: DetectFn, image: Tensor, tile: int, overlap: float = 0.2, batch_size: int = 4,
+def detect_tiled(detect: DetectFn, image: Tensor, tile: int, overlap: float, batch_size: int,
                  nms_iou: float = 0.5, whole_pass: bool = True) -> dict[str, Tensor]:
     """Detections on a (3, H, W) picture in its own pixels, as ``detect`` returns for one image."""
     height, width = image.shape[-2:]

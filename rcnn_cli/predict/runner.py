@@ -21,6 +21,7 @@ from ..data.pipeline.datamodule import worker_count
 from ..data.sources import Item, OutputNames, video_frames
 from ..files import atomic_path
 from ..inference.tiling import detect_tiled
+from .limits import PREDICT
 
 # A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
@@ -28,14 +29,14 @@ DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
 @dataclass
 class PredictOptions:
-    conf: float | dict[str, float] = 0.25   # one threshold, or per class name
+    conf: float | dict[str, float] = PREDICT.conf   # one threshold, or per class name
     classes: list[str] | None = None        # keep only these class names
-    batch_size: int = 4
+    batch_size: int = PREDICT.batch_size
     draw: bool = True
     every: int = 1                          # video: every N-th frame
     save_video: bool = False                # video: also write <video stem>_annotated.mp4
     tile: int | None = None                 # huge pictures: overlapping tiles of this many px (inference/tiling.py)
-    overlap: float = 0.2
+    overlap: float = PREDICT.tile_overlap
     nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
     num_workers: Any = "auto"
 
