@@ -1,6 +1,6 @@
 """How each NNCF option choice for the OpenVINO int8 IR agrees with fp32 torch (docs/speed.md "Int8 OpenVINO choices").
 
-Usage: python benchmarks/openvino_int8_choices.py CHECKPOINT FP32_XML [NAME-SUBSTRING...]
+Usage: python measurements/openvino_int8_choices.py CHECKPOINT FP32_XML [NAME-SUBSTRING...]
 (FP32_XML from `rcnn export --weights CHECKPOINT --format openvino`; run where the checkpoint's data is.)
 """
 
