@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.samples import calibration_images
-from ..errors import JobFailed, UsageError, nearest_hint
+from ..errors import JobFailed, UsageError
 from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
 from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, int8_path, quantize_onnx, quantize_openvino
@@ -50,7 +50,7 @@ def suffixes_for(formats: list[str]) -> list[str]:
     """--format onnx,openvino (repeatable, comma-separated) -> file suffixes, in the order asked."""
     names = [name.strip().lower() for item in formats for name in item.split(",") if name.strip()]
     if unknown := [name for name in names if name not in BY_NAME]:
-        raise UsageError(f"--format {unknown[0]}: {nearest_hint(unknown[0], list(BY_NAME))}")
+        raise UsageError(f"--format {unknown[0]}: use one of {', '.join(BY_NAME)}")
     return list(dict.fromkeys(BY_NAME[name].suffix for name in names))
 
 
