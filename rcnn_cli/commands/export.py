@@ -19,7 +19,7 @@ from ..export.verify import (
 )
 from ..files import atomic_paths
 from ..settings.resolve import resolve
-from . import console, say, weights_or_default
+from . import console, say, weights_or_default, writable
 
 WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript, ".xml": write_openvino}
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}
@@ -78,6 +78,9 @@ def run(options: ExportOptions) -> int:
     weights = weights_or_default(options.weights)
     if Path(weights).suffix.lower() in WRITERS:
         raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
+    paths = output_paths(Path(weights), options.out, options.suffixes)
+    writable(f"--out {paths[0]}" if options.out else f"{paths[0]} (beside --weights; or name another --out)",
+             paths[0].parent)
     # The graph is traced from the exact fp32 model on the CPU, whatever device and precision say.
     settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=weights,
                        config_dir=options.config_dir)
@@ -87,7 +90,6 @@ def run(options: ExportOptions) -> int:
     checked = check_images(options.images, detector.metadata.get("dataset"))
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
     failed, result = [], None
-    paths = output_paths(Path(weights), options.out, options.suffixes)
     for path in paths:
         companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
         try:

@@ -9,6 +9,7 @@ torch's. Opset 17: RoiAlign with half-pixel modes (16+) and a release every runt
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from contextlib import contextmanager
@@ -102,7 +103,11 @@ def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: s
     with _quiet_trace(), torch.no_grad():
         traced = torch.jit.trace(graph, (sample.to(device),), check_trace=False)
         extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(meta)}
-        torch.jit.save(traced, str(path), _extra_files=extra)
+        # into memory, then to the file from Python: torch.jit.save's own file writer aborts the whole
+        # process (C++ terminate, a half file left) when the disk fills, where Python raises ENOSPC
+        archive = io.BytesIO()
+        torch.jit.save(traced, archive, _extra_files=extra)
+    path.write_bytes(archive.getbuffer())
     return path
 
 
