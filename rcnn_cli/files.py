@@ -4,11 +4,9 @@ naming the target, and run folders numbered one way."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -67,27 +65,22 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
             os.replace(temp, path)
 
 
-# A writer in native code (OpenVINO's) reports a full disk as RuntimeError("...iostream error"), no errno:
-# a RuntimeError while writing into a folder with less than this left is taken for a full disk.
-NATIVE_FULL_BELOW = 1 << 20
-
-
 @contextmanager
 def _named_refusals(target: Path, temps: list[Path], needs: int | None = None) -> Iterator[None]:
     """On any error: removes ``temps``; a write the disk refused becomes ``DiskRefused`` naming ``target``
-    (never the temp name the OS saw), with how much of it was written and what it needed."""
+    (never the temp name the OS saw, nor one a writer named), with how much of it was written and what it
+    needed."""
     try:
         yield
     except BaseException as err:
         written = sum(temp.stat().st_size for temp in temps if temp.exists())
-        native_full = isinstance(err, RuntimeError) and _free_bytes(target.parent) < NATIVE_FULL_BELOW
         for temp in temps:
             temp.unlink(missing_ok=True)
         if isinstance(err, (RcnnError, KeyboardInterrupt)) and not isinstance(err, DiskRefused):
             raise
         refusal = disk_refusal(err, target, needs, written)
-        if refusal is None and native_full:
-            refusal = DiskRefused(errno.ENOSPC, target, needs, written)
+        if refusal is not None and refusal.filename in {str(temp) for temp in temps}:
+            refusal = DiskRefused(refusal.errno, target, refusal.needs or needs, written)
         if refusal is None or refusal is err:
             raise
         raise refusal from err
@@ -130,13 +123,6 @@ def check_writable(folder: str | Path) -> None:
             if made == created:
                 break
         raise
-
-
-def _free_bytes(folder: Path) -> int:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return NATIVE_FULL_BELOW      # unknown: never taken for a full disk
 
 
 # A temp name: "." stem ".pid" process id "." mkstemp's 8 random characters ".tmp" and the target's suffix.

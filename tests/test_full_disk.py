@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import TINY_TRAIN, tiny_images
 from PIL import Image
@@ -300,28 +301,52 @@ def test_an_eval_output_that_cannot_be_written_is_refused_before_scoring(tiny_ru
 
 # the writing layer
 
-def test_a_native_writer_failing_on_a_full_folder_is_a_disk_refusal(tmp_path, monkeypatch):
-    # OpenVINO's C++ writer reports a full disk as RuntimeError("basic_ios::clear: iostream error"), no errno
+def megabyte_ir():
+    """An OpenVINO model with 1 MB of weights."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    image = ops.parameter([1, 262144], np.float32, name="x")
+    return ov.Model([ops.add(image, ops.constant(np.zeros((1, 262144), np.float32)))], [image])
+
+
+def openvino_fails_to_write(monkeypatch, free: int | None) -> None:
+    """OpenVINO's C++ writer on a full disk: RuntimeError without errno, and what it wrote removed.
+    free: the bytes left on the disk (None: the real figure)."""
     import shutil
 
-    from rcnn_cli import files
+    import openvino as ov
 
-    usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage._replace(free=4096))
-    target = tmp_path / "model.xml"
-    with pytest.raises(DiskRefused) as refused, files.atomic_paths(target, target.with_suffix(".bin")) as pending:
-        pending[1].write_bytes(b"\0" * 1000)
+    def refused(model, path, compress_to_fp16=True):
         raise RuntimeError("basic_ios::clear: iostream error")
-    assert refused.value.errno == errno.ENOSPC and refused.value.filename == str(target)
-    assert str(refused.value).startswith(f"cannot write {target}: No space left on device (needs more than 1.0 kB")
+
+    monkeypatch.setattr(ov, "save_model", refused)
+    if free is not None:
+        usage = shutil.disk_usage(".")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=free))
+
+
+def test_openvino_failing_without_room_for_its_weights_is_a_full_disk(tmp_path, monkeypatch):
+    from rcnn_cli.export.exporters import save_ir
+    from rcnn_cli.files import atomic_paths
+
+    openvino_fails_to_write(monkeypatch, free=4096)
+    target = tmp_path / "model.xml"
+    with pytest.raises(DiskRefused) as refused, atomic_paths(target, target.with_suffix(".bin")) as pending:
+        save_ir(megabyte_ir(), pending[0])
+    assert refused.value.errno == errno.ENOSPC and refused.value.filename == str(target)   # not the temp name
+    assert str(refused.value) == f"cannot write {target}: No space left on device (needs about 1.1 MB, 4.1 kB free)"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_native_writer_failing_with_space_left_is_not_called_a_full_disk(tmp_path):
-    from rcnn_cli import files
+def test_openvino_failing_with_room_left_is_its_own_error(tmp_path, monkeypatch):
+    from rcnn_cli.export.exporters import save_ir
+    from rcnn_cli.files import atomic_paths
 
-    with pytest.raises(RuntimeError, match="iostream error"), files.atomic_path(tmp_path / "model.xml"):
-        raise RuntimeError("basic_ios::clear: iostream error")
+    openvino_fails_to_write(monkeypatch, free=None)
+    target = tmp_path / "model.xml"
+    with pytest.raises(RuntimeError, match="iostream error"), atomic_paths(target) as pending:
+        save_ir(megabyte_ir(), pending[0])
     assert list(tmp_path.iterdir()) == []
 
 
