@@ -100,9 +100,9 @@ def writes_into(folder: Path) -> Iterator[None]:
 
 
 def check_writable(folder: str | Path) -> None:
-    """Creates ``folder`` and writes a byte into a temp file there, then removes it: a folder that cannot be
-    written (read-only, not permitted, a disk already full) is ``DiskRefused`` now, before the work that
-    would write there. A folder it created is removed again when the check fails."""
+    """Creates ``folder`` and writes a byte into a temp file there: a folder that cannot be written (read-only,
+    not permitted, a disk already full) is ``DiskRefused`` now, before the work that would write there.
+    Leaves nothing behind, not even the folders it made: a command that fails later leaves no empty one."""
     folder = Path(folder)
     created = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
     temps: list[Path] = []
@@ -116,13 +116,12 @@ def check_writable(folder: str | Path) -> None:
             finally:
                 os.close(handle)
             os.unlink(temp)
-    except OSError:
+    finally:
         for made in (folder, *folder.parents) if created is not None else ():
             with suppress(OSError):
                 made.rmdir()          # only if empty: what the check made, never what others put there
             if made == created:
                 break
-        raise
 
 
 # A temp name: "." stem ".pid" process id "." mkstemp's 8 random characters ".tmp" and the target's suffix.

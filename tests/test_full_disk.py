@@ -371,6 +371,14 @@ def test_a_deliberate_error_inside_a_write_stays_itself(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_writable_check_leaves_nothing_behind(tmp_path):
+    from rcnn_cli import files
+
+    files.check_writable(tmp_path / "new" / "out")
+    files.check_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []           # a command that fails later leaves no empty folder
+
+
 def test_a_folder_on_a_disk_already_full_is_refused_by_the_check(tmp_path, monkeypatch):
     # mkstemp makes an empty file even on a full disk: the check writes a byte, which the disk refuses
     from rcnn_cli import files

@@ -87,7 +87,8 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     fresh = not run_dir.exists()
-    writable(f"run_dir {run_dir}", run_dir)         # creates it
+    writable(f"run_dir {run_dir}", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     chose_run_dir = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     try:
