@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import errno
 import io
+import json
 import logging
 import os
 import re
@@ -241,6 +242,8 @@ def test_predict_on_a_disk_that_fills_mid_run_is_one_line(tiny_run, tmp_path, mo
     assert sorted(p.name for p in out.glob("*.jpg")) == [names[0]]      # the finished picture, whole
     Image.open(out / names[0]).load()
     assert not (out / "predictions.json").exists() and not temp_files(out)
+    journal = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [Path(r["image"]).name for r in journal] == [names[0]]       # the finished picture's result is kept
 
 
 # rcnn export
