@@ -274,7 +274,7 @@ def main() -> None:
     import os
     import warnings
 
-    from .errors import RcnnError
+    from .errors import RcnnError, disk_refusal
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no network calls at import
     for text in QUIET:
@@ -296,6 +296,13 @@ def main() -> None:
             raise
         _print_error(line)
         sys.exit(2)
+    except Exception as err:
+        # a write the disk refused, from wherever it came (Lightning's own files, a library's writer):
+        # one line, as the toolkit's own writes (files.py) raise it
+        if (refusal := disk_refusal(err)) is None:
+            raise
+        _print_error(str(refusal))
+        sys.exit(refusal.exit_code)
 
 
 def _print_error(message: str) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..errors import UsageError
+from ..files import check_writable
+
 # Progress, notes and errors go to stderr; tables and YAML meant to be read or piped go to stdout.
 console = Console(stderr=True)
 stdout = Console()
@@ -18,6 +21,19 @@ def say(line: str) -> None:
     and values from the user and the data (``x[/b]y.jpg``, ``[nan, 10.0]``), which markup would garble
     or turn into a MarkupError after the work is done."""
     console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def writable(what: str, folder: Path) -> None:
+    """An output folder that cannot be written (read-only, not permitted, a full disk) is one line now, not
+    an error after the work that would fill it. what: how the user named the output (``--out runs/x``)."""
+    try:
+        check_writable(folder)
+    except OSError as err:
+        raise cannot_write_there(what, err) from None
+
+
+def cannot_write_there(what: str, err: OSError) -> UsageError:
+    return UsageError(f"{what}: cannot write there ({err.strerror or err})")
 
 
 def weights_or_default(weights: Path | str | None) -> Path | str:

@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..files import write_json
 from ..predict.limits import PREDICT
 from ..settings.resolve import Settings, resolve
-from . import say, stdout, tiling_note, weights_or_default
+from . import say, stdout, tiling_note, weights_or_default, writable
 
 
 @dataclass
@@ -39,10 +39,14 @@ class EvalResult:
 def run(options: EvalOptions) -> EvalResult:
 
     weights = weights_or_default(options.weights)
+    out = options.out or default_eval_dir(Path(weights))
+    writable(f"--out {out}", out)
+    for option, path in (("--json", options.json_path), ("--predictions", options.predictions)):
+        if path:
+            writable(f"{option} {path}", path.parent)
     settings = resolve("eval", options.overrides, weights=weights, config_dir=options.config_dir)
     for note in settings.notes:
         say(f"note: {note}")
-    out = options.out or default_eval_dir(Path(weights))
     result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap)
     if result.report is not None:
         print_report(result)

@@ -21,7 +21,7 @@ from ..export.verify import (
 from ..files import atomic_paths
 from ..formats import BY_NAME, BY_SUFFIX, companions_of
 from ..settings.resolve import resolve
-from . import console, say, weights_or_default
+from . import console, say, weights_or_default, writable
 
 # The formats themselves (suffix, companions, runtime, int8 tool) are known once, in formats.py;
 # here only what writes and quantizes each.
@@ -74,6 +74,9 @@ def run(options: ExportOptions) -> int:
         raise UsageError("--int8 quantizes the ONNX or OpenVINO file; add --format onnx or --format openvino")
     _check_half(options)
     weights = weights_or_default(options.weights)
+    paths = output_paths(Path(weights), options.out, options.suffixes)
+    writable(f"--out {paths[0]}" if options.out else f"{paths[0]} (beside --weights; or name another --out)",
+             paths[0].parent)
     # The graph is traced from the exact fp32 model on the CPU, whatever device and precision say.
     settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=weights,
                        config_dir=options.config_dir)
@@ -85,7 +88,6 @@ def run(options: ExportOptions) -> int:
     checked = check_images(options.images, detector.metadata.get("dataset"))
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
     failed, result = [], None
-    paths = output_paths(Path(weights), options.out, options.suffixes)
     for path in paths:
         companions = companions_of(path)
         try:

@@ -14,14 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
-from ..files import numbered_folder, write_text
+from ..files import numbered_folder, write_text, writes_into
 from ..predict.limits import PREDICT
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
-from . import console, lower_score_floor, say, tiling_note, weights_or_default
+from . import cannot_write_there, console, lower_score_floor, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
@@ -74,7 +74,7 @@ def run(options: PredictOptions) -> int:
     lower_score_floor(settings, lowest_threshold(threshold))
     for note in settings.notes:
         say(f"note: {note}")
-    with claimed(out):
+    with claimed(out), writes_into(out):
         return _predict(options, settings, images, videos, problems, out, threshold, formats)
 
 
@@ -103,7 +103,7 @@ def claimed(out: Path) -> Iterator[None]:
     try:
         write_text(out / OUTPUT_MARKER, "rcnn predict wrote this folder; rcnn predict never reads it as input\n")
     except OSError as err:
-        raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        raise cannot_write_there(f"--out {out}", err) from None
     try:
         yield
     except BaseException:

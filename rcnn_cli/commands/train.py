@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import JobFailed, RcnnError
-from ..files import numbered_folder, write_text
+from ..files import numbered_folder, write_text, writes_into
 from ..settings.resolve import Settings, resolve
 from ..settings.schema import ConfigError
-from . import console, say, stdout
+from . import console, say, stdout, writable
 
 
 @dataclass
@@ -87,11 +87,13 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     fresh = not run_dir.exists()
+    writable(f"run_dir {run_dir}", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     chose_run_dir = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     try:
-        return _fit(cfg, run_dir, list(callbacks))
+        with writes_into(run_dir):
+            return _fit(cfg, run_dir, list(callbacks))
     except RcnnError:
         if fresh:     # refused before anything was written: no run folder that looks like a run
             with suppress(OSError):
