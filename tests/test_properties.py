@@ -1,0 +1,578 @@
+"""Property-based hostile-input suite (issue 26's harness). Hypothesis generates hostile file names, config
+values and malformed annotation records; each property says what the user must see whatever the input:
+
+1. names (markup, emoji codes, control characters, leading dashes, 255-byte names, undecodable bytes) of
+   ``rcnn predict``'s inputs and ``--out`` and of ``rcnn data check``'s records are printed as text, and a
+   refusal is one line naming them;
+2. config values (NaN, infinities, negatives, zero, huge, wrong types, interpolations that name nothing) are
+   accepted as a valid value or refused in one line naming the key and what it must be, with no file written;
+3. malformed VOC, COCO and YOLO records never raise anything but one DatasetError line, and every box a
+   reader keeps is finite, inside its image, of positive area and of a known class.
+
+The expectations are stated here, from what the values mean, never read from the code under test.
+``RCNN_HYPOTHESIS_PROFILE=deep`` runs 20 times the examples with a fresh random seed each run (see
+docs/reliability.md); the default profile ``ci`` is small and derandomized, so CI is reproducible.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from helpers import compose
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from rcnn_cli.data.errors import DatasetError
+from rcnn_cli.settings.schema import ConfigError
+
+COMMON = dict(deadline=None, database=None, print_blob=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                     HealthCheck.data_too_large, HealthCheck.filter_too_much])
+settings.register_profile("ci", max_examples=20, derandomize=True, **COMMON)
+settings.register_profile("deep", max_examples=400, derandomize=False, **COMMON)
+settings.load_profile(os.environ.get("RCNN_HYPOTHESIS_PROFILE", "ci"))
+
+
+def budget(share: float) -> int:
+    """This property's examples: a share of the profile's (a predict run costs more than a config check)."""
+    return max(1, round(settings.default.max_examples * share))
+
+
+# --------------------------------------------------------------------------------------------------------
+# What "printed as text" means, said once: printable characters as they are; a character that would move
+# the cursor, ring, colour the terminal or not show at all (newline, tab, ESC, a lone surrogate from an
+# undecodable name) as its Python escape, so that a line stays one line and nothing is hidden.
+
+def shown(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def one_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in output, output[-3000:]
+    return lines[0]
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    """A fresh working folder per example (Hypothesis runs many examples in one test call)."""
+    old = os.getcwd()
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        try:
+            yield Path(folder)
+        finally:
+            os.chdir(old)
+
+
+def rcnn(*args: str) -> tuple[int, str, str]:
+    """The real command line in this process (``rcnn_cli.cli.main``, which prints errors): exit code, stdout
+    and stderr. In-process keeps the suite under a minute; the subprocess path is tested elsewhere."""
+    from rcnn_cli import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), mock.patch.object(sys, "argv", ["rcnn", *args]):
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1. Hostile names
+
+PIECES = ["x[/b]y", "[bold]", "[/]", "[link=https://e.x]a[/link]", ":smile:", ":1st_place_medal:", "-rf", "--out",
+          "a\\", "\\[b]", "%s%n", "{0}", "${HOME}", "~", "*", "?", "[", "]", "a=b", " ", "ñandú", "日本語", "😀",
+          "e\u0301", "\u200b", "\n", "\r", "\t", "\x1b[31m", "\x07", "\x7f", "\x85", "\u2028", "\udcff", "\udc80"]
+# Anything a Linux file name may hold: no "/" and no NUL; surrogates only as undecodable bytes give them.
+NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00")
+
+
+def fits(name: str, room: int = 0) -> bool:
+    return name not in (".", "..") and len(os.fsencode(name)) + room <= 255
+
+
+@st.composite
+def file_names(draw, room: int = 4) -> str:
+    """A name a file can have (``room`` bytes left for a suffix): pieces that Rich, a shell or a terminal
+    would read as something else, any Unicode, and sometimes a name near the 255-byte limit."""
+    parts = draw(st.lists(st.one_of(st.sampled_from(PIECES), st.text(NAME_CHARS, min_size=1, max_size=6)),
+                          min_size=1, max_size=5))
+    name = "".join(parts)
+    if draw(st.booleans()) and draw(st.integers(0, 9)) == 0:
+        name = name + "n" * max(0, 255 - room - len(os.fsencode(name)))
+    assume(fits(name, room))
+    return name
+
+
+def picture(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0) -> None:
+    pixels = np.random.RandomState(seed).randint(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="PNG")
+
+
+@pytest.fixture(scope="module")
+def cached_predictor(tiny_run):
+    """One real predictor of the tiny run for every example: loading it is most of a predict run's time."""
+    from rcnn_cli.inference.predictor import load_predictor
+    from rcnn_cli.settings.resolve import resolve
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    loaded = resolve("predict", ["model.precision=fp32"], weights=weights)
+    return weights, load_predictor(loaded.cfg, loaded.checkpoint, typed=loaded.typed)
+
+
+@settings(max_examples=budget(1))
+@given(good=file_names(), bad=file_names(), out=st.one_of(file_names(room=0), st.just("o" * 300)))
+@example(good="x[/b]y", bad=":smile:\\", out="o[/b]x")
+@example(good="a\nb", bad="-rf \x1b[31m", out="--out\t[bold]")
+def test_predict_prints_hostile_names_as_text(cached_predictor, good, bad, out):
+    assume(good != bad and out != "in")
+    weights, predictor = cached_predictor
+    with scratch() as work, mock.patch("rcnn_cli.inference.predictor.load_predictor", return_value=predictor):
+        (work / "in").mkdir()
+        picture(work / "in" / f"{good}.png")
+        (work / "in" / f"{bad}.png").write_bytes(b"not a picture")
+        code, _, err = rcnn("predict", "--weights", str(weights), f"--out={out}", "--precision", "fp32", "--",
+                            "in")
+        if not fits(out):                           # a name the file system refuses: one line naming it
+            assert code == 2 and shown(out) in one_line(err) and "File name too long" in err
+            assert os.listdir(work) == ["in"]
+            return
+        assert "Traceback" not in err and "MarkupError" not in err, err[-3000:]
+        assert code == 1, err[-3000:]              # the broken picture is skipped, the run goes on
+        assert f"skipped: {shown(f'in/{bad}.png')}: " in err
+        assert f"results in {shown(out)} (" in err
+        results = json.loads((work / out / "predictions.json").read_text())
+        assert [r["image"] for r in results] == [f"in/{good}.png"]
+
+
+@settings(max_examples=budget(2))
+@given(name=st.one_of(file_names(room=0), st.text(NAME_CHARS, min_size=256, max_size=300)),
+       how=st.sampled_from(["missing source", "out is a file", "missing weights"]))
+@example(name="a\\", how="missing source")
+@example(name="x\n[/b]", how="out is a file")
+@example(name="n" * 300, how="missing source")
+def test_a_refusal_naming_a_hostile_name_is_one_line(name, how):
+    with scratch() as work:
+        (work / "w.ckpt").write_bytes(b"")
+        picture(work / "p.png")
+        args = {"missing source": ["--weights", "w.ckpt", "--", name],
+                "out is a file": ["--weights", "w.ckpt", f"--out={name}", "--", "p.png"],
+                "missing weights": ["--weights", name, "--", "p.png"]}[how]
+        if how == "out is a file":
+            assume(fits(name))
+            (work / name).write_bytes(b"mine")
+        before = sorted(os.listdir(work))
+        code, _, err = rcnn("predict", *args)
+        assert code == 2
+        assert shown(name) in one_line(err)
+        assert sorted(os.listdir(work)) == before                       # nothing written
+
+
+@settings(max_examples=budget(1))
+@given(present=file_names(), copy=file_names(), missing=file_names(), category=file_names(room=0))
+@example(present="x[/b]y", copy="[bold]", missing="gone[/i]\\", category=":smile:")
+def test_data_check_prints_hostile_record_names_as_text(present, copy, missing, category):
+    from rcnn_cli.commands import check, text_console
+
+    assume(len({present, copy, missing}) == 3)
+    with scratch() as work:
+        (work / "img").mkdir()
+        picture(work / "img" / f"{present}.png", seed=1)
+        picture(work / "img" / f"{copy}.png", seed=1)                  # a duplicate: its line names both
+        names = [f"{present}.png", f"{copy}.png", f"{missing}.png"]
+        entries = [{"id": i + 1, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(names)]
+        boxes = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [5, 5, 20, 20]} for i in range(3)]
+        (work / "a.json").write_text(json.dumps({"images": entries, "annotations": boxes,
+                                                 "categories": [{"id": 1, "name": category}]}))
+        printed = io.StringIO()
+        with mock.patch.object(check, "stdout", text_console(file=printed, width=100_000)):
+            code, _, err = rcnn("data", "check", "dataset=coco", f"dataset.train_json={work}/a.json",
+                                f"dataset.train_images={work}/img", "dataset.val_fraction=0")
+        report = printed.getvalue()
+        assert code == 0 and "Traceback" not in err, err[-3000:]
+        for name in (category, f"{missing}.png", f"{present}.png", f"{copy}.png"):
+            assert shown(name) in report, (name, report)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 2. Config values. Each key's valid values, from what the key means: a count is a whole number from 1, a
+# size a whole number of pixels from 32 (the coarsest feature map is 1/32 of the picture), a rate or
+# threshold a finite number; and no integer past what a 64-bit integer holds (torch, numpy and Lightning
+# keep them there).
+
+INT64 = 2**63
+
+
+def whole(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < INT64
+
+
+def finite(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+VALID = {
+    "optim.lr": lambda v: v is None or (finite(v) and v >= 0),        # null: base_lr scaled to the batch
+    "trainer.max_epochs": lambda v: whole(v, 1),
+    "dataset.batch_size": lambda v: whole(v, 1),
+    "model.max_size": lambda v: whole(v, 32),
+    "model.min_size": lambda v: whole(v, 32) or (isinstance(v, list) and bool(v) and all(whole(x, 32) for x in v)),
+    "model.box_score_thresh": lambda v: finite(v) and 0 <= v <= 1,
+    "dataset.val_fraction": lambda v: finite(v) and 0 <= v <= 1,
+}
+
+
+def scalars() -> st.SearchStrategy:
+    return st.one_of(
+        st.integers(-3, 300), st.integers(), st.sampled_from([INT64 - 1, INT64, -INT64 - 1, 10**30, 10**400]),
+        st.floats(), st.sampled_from([0.0, -0.0, 1e-400, 1e308, 5e-324]),
+        st.booleans(), st.none(), st.text("abc0123456789.e-", max_size=6))
+
+
+def values() -> st.SearchStrategy:
+    return st.one_of(scalars(), st.lists(scalars(), max_size=3), st.lists(st.lists(st.integers(0, 99), max_size=2),
+                                                                        max_size=2))
+
+
+def as_override(value) -> str:
+    """How a user types ``value`` (Hydra's grammar): floats as Python writes them, strings quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else {"nan": "nan", "inf": "inf", "-inf": "-inf"}[repr(value)]
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**300 else "1" + "0" * 400      # what a user types, past a float
+    if isinstance(value, str):
+        return f"'{value}'"
+    return "[" + ",".join(as_override(v) for v in value) + "]"
+
+
+class Accepted(Exception):
+    """Raised in place of training: the settings got through."""
+
+
+def refuse_to_train(settings):
+    raise Accepted(settings)
+
+
+INTERPOLATIONS = ["${nowhere}", "${oc.env:RCNN_NOT_SET_ANYWHERE}"]      # they name nothing: never a value
+
+
+@settings(max_examples=budget(2))
+@given(typed=st.dictionaries(st.sampled_from(sorted(VALID)), st.one_of(values(), st.sampled_from(
+    INTERPOLATIONS)), min_size=1, max_size=3))
+@example(typed={"optim.lr": "${nowhere}"})
+@example(typed={"optim.lr": 10**400})
+@example(typed={"model.min_size": []})
+@example(typed={"model.min_size": ["abc"]})
+@example(typed={"trainer.max_epochs": INT64})
+def test_a_config_value_is_accepted_as_valid_or_refused_in_one_line(typed):
+    from rcnn_cli.commands import train
+
+    invalid = [k for k, v in typed.items() if v in INTERPOLATIONS or not VALID[k](v)]
+    overrides = [f"{k}={v if v in INTERPOLATIONS else as_override(v)}" for k, v in typed.items()]
+    with scratch() as work, mock.patch.object(train, "train", side_effect=refuse_to_train):
+        try:
+            train.run(train.TrainOptions([*overrides, f"run_dir={work}/run"]))
+        except Accepted as accepted:
+            assert not invalid, f"accepted {invalid} of {overrides}"
+            cfg = accepted.args[0].cfg
+            from omegaconf import OmegaConf
+
+            for key, value in typed.items():
+                assert OmegaConf.to_container(cfg, resolve=True)[key.split(".")[0]][key.split(".")[1]] == value
+        except ConfigError as err:
+            message = str(err)
+            assert invalid, f"refused valid {overrides}: {message}"
+            assert "\n" not in message and any(message.startswith(f"{k}=") for k in invalid), message
+            assert "must be" in message, message
+        assert os.listdir(work) == []                                     # no run folder, nothing written
+
+
+class Unusual:
+    def __repr__(self) -> str:
+        return "Unusual()"
+
+
+@settings(max_examples=budget(2))
+@given(key=st.sampled_from(sorted(VALID)), value=st.one_of(
+    values(), st.tuples(st.integers(0, 999)), st.sampled_from([np.float32(0.5), np.int64(64), np.array([64, 96]),
+                                                                np.bool_(True), Unusual(), b"64", {"a": 1}])))
+@example(key="dataset.batch_size", value=np.int64(2))
+def test_a_python_api_value_is_accepted_as_valid_or_refused_in_one_line(key, value):
+    from rcnn_cli.settings.resolve import resolve
+
+    plain = list(value) if isinstance(value, tuple) else value        # OmegaConf keeps a tuple as a list
+    numpy_type = isinstance(value, (np.generic, np.ndarray))
+    try:
+        cfg = resolve("config", values={key: value}).cfg
+    except ConfigError as err:
+        assert numpy_type or isinstance(value, (Unusual, bytes, dict)) or not VALID[key](plain), str(err)
+        assert "\n" not in str(err) and str(err).startswith(f"{key}=") and "must be" in str(err), str(err)
+        return
+    from omegaconf import OmegaConf
+
+    assert not numpy_type and VALID[key](plain), f"accepted {key}={value!r}"
+    assert OmegaConf.select(cfg, key) == plain or OmegaConf.to_container(OmegaConf.select(cfg, key)) == plain
+
+
+@settings(max_examples=budget(4))
+@given(text=st.one_of(st.floats().map(repr), st.sampled_from(["nan", "inf", "-inf", "1e999", "-0", "1_0", "0x1",
+                                                               " 0.5 ", "", "\n0.3"]),
+                      st.text(max_size=8)),
+       table=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.one_of(st.floats(), st.integers(),
+                                                                                  st.text(max_size=3)), max_size=3),
+                       st.lists(st.floats(), max_size=2), st.binary(max_size=20)))
+@example(text="nan", table=None)
+@example(text="2", table=None)
+@example(text="", table={"cell": float("nan")})
+@example(text="", table={})
+def test_predict_conf_is_a_threshold_in_0_1_or_one_line(text, table):
+    from rcnn_cli.commands import predict
+    from rcnn_cli.errors import UsageError
+    from rcnn_cli.predict.runner import read_conf
+
+    with scratch() as work:
+        (work / "w.ckpt").write_bytes(b"")
+        if table is not None:
+            text = "t.json"
+            (work / text).write_bytes(table if isinstance(table, bytes) else json.dumps(table).encode())
+        with pytest.raises(UsageError) as caught:           # no inputs: an accepted --conf stops there
+            predict.run(predict.PredictOptions(["no-such-picture.png"], "w.ckpt", conf=text))
+        message = str(caught.value)
+        assert "\n" not in message
+        if message.startswith("--conf"):
+            assert "must be" in message or "thresholds.json" in message, message
+            return
+        conf = read_conf(text)
+        thresholds = list(conf.values()) if isinstance(conf, dict) else [conf]
+        assert thresholds and all(finite(t) and 0 <= t <= 1 for t in thresholds), (text, conf)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 3. Malformed annotation records. The property is the same for every format: what the reader keeps is a
+# box a detector can train on (finite, inside the image it belongs to, positive width and height, one of
+# the dataset's classes), and the only error it may raise is one DatasetError line.
+
+SIZES = [(64, 48), (40, 40)]
+NUMBER_TEXT = st.one_of(st.integers(-80, 120).map(str), st.floats(-100, 200).map(repr),
+                        st.sampled_from(["nan", "inf", "-inf", "1e400", "-1e400", "99999999999999999999", "", "abc",
+                                         " 12 ", "1,5", "0x10", "1e308", "-0"]))
+
+
+def numbers() -> st.SearchStrategy:
+    """A JSON number a tool might write, or something else where a number belongs."""
+    return st.one_of(st.integers(-80, 120), st.floats(-100, 200), st.sampled_from(
+        [float("nan"), float("inf"), float("-inf"), 1e308, -1e308, 10**30, 2**64, 10**400, True, None, "12", [1]]))
+
+
+def assert_trainable(loaded, true_sizes: dict[str, tuple[int, int]]) -> None:
+    from rcnn_cli.data.inspection.check import build_report
+
+    for records in loaded.splits.values():
+        for record in records:
+            boxes = np.asarray(record.boxes, np.float64)
+            assert boxes.shape == (len(record.labels), 4)
+            assert np.isfinite(boxes).all(), boxes
+            width, height = record.width, record.height
+            assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all(), boxes
+            assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all(), (boxes, width, height)
+            assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all(), boxes
+            assert ((record.labels >= 1) & (record.labels <= len(loaded.class_names))).all(), record.labels
+    # A size declared in the annotation is trusted at load (no image opened); one that is not the
+    # picture's is what `rcnn data check` must then name.
+    report = build_report(loaded)
+    flagged = {e.split(":")[0] for p in report["problems"] if p["kind"] == "wrong_declared_size" for e in p["examples"]}
+    for records in loaded.splits.values():
+        for record in records:
+            if record.size_known and (record.width, record.height) != true_sizes[Path(record.path).name]:
+                assert str(record.path) in flagged, (record.path, report["problems"])
+
+
+def load_or_one_line(cfg, true_sizes):
+    from rcnn_cli.data.readers.load import load_dataset
+
+    try:
+        loaded = load_dataset(cfg, ("train",))
+    except DatasetError as err:
+        assert "\n" not in str(err), str(err)
+        return
+    assert_trainable(loaded, true_sizes)
+
+
+@pytest.fixture(scope="module")
+def formats_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("records")
+
+
+def fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def voc_cfg(formats_root):
+    """Composed once (composing is a quarter second): every example rewrites the same two folders."""
+    return compose("dataset=voc", f"dataset.images={formats_root}/voc/img",
+                   f"dataset.annotations={formats_root}/voc/xml", "dataset.val_fraction=0",
+                   "dataset.class_names=[cell,dog]").dataset
+
+
+def xml_objects() -> st.SearchStrategy:
+    coordinate = st.one_of(st.none(), NUMBER_TEXT)
+    return st.lists(st.tuples(st.sampled_from(["cell", "dog", "cat", "", " cell ", "[bold]"]),
+                              st.lists(coordinate, min_size=4, max_size=4), st.sampled_from(["0", "1", "x", None])),
+                    max_size=4)
+
+
+def voc_xml(filename, size, objects) -> str:
+    def element(tag, value):
+        return "" if value is None else f"<{tag}>{value}</{tag}>"
+
+    parts = [element("filename", filename), "<size>" + element("width", size[0]) + element("height", size[1])
+             + "<depth>3</depth></size>" if size is not None else ""]
+    for name, coords, difficult in objects:
+        box = "".join(element(tag, value) for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), coords))
+        parts.append(f"<object>{element('name', name)}{element('difficult', difficult)}<bndbox>{box}</bndbox></object>")
+    return "<annotation>" + "".join(parts) + "</annotation>"
+
+
+@settings(max_examples=budget(3))
+@given(files=st.lists(st.tuples(
+    st.sampled_from(SIZES),
+    st.sampled_from(["own", "missing", "absent", "../escape.png", "/etc/passwd", "other"]),
+    st.one_of(st.none(), st.sampled_from(["true"]), st.tuples(NUMBER_TEXT, NUMBER_TEXT)),
+    xml_objects(),
+    st.sampled_from(["whole", "whole", "whole", "truncated", "garbage", "empty"]), st.binary(max_size=40)),
+    min_size=1, max_size=3))
+@example(files=[((64, 48), "own", "true", [("cell", ["-5", "10", "1e400", "20"], "0")], "whole", b"")])
+def test_voc_records_are_trainable_or_one_line(voc_cfg, formats_root, files):
+    img, xml = fresh(formats_root / "voc" / "img"), fresh(formats_root / "voc" / "xml")
+    sizes = {}
+    for i, (size, image, declared, objects, damage, garbage) in enumerate(files):
+        stem = f"f{i}"
+        if image != "missing":
+            picture(img / f"{stem}.png", size, seed=i)
+            sizes[f"{stem}.png"] = size
+        filename = {"own": f"{stem}.png", "missing": f"{stem}.png", "absent": None, "other": "f0.png"}.get(image, image)
+        text = voc_xml(filename, size if declared == "true" else declared, objects)
+        data = {"whole": text.encode(), "truncated": text.encode()[: len(text) // 2], "garbage": garbage,
+                "empty": b""}[damage]
+        (xml / f"{stem}.xml").write_bytes(data)
+    load_or_one_line(voc_cfg, sizes)
+
+
+@pytest.fixture(scope="module")
+def coco_cfg(formats_root):
+    return compose("dataset=coco", f"dataset.train_json={formats_root}/coco/a.json",
+                   f"dataset.train_images={formats_root}/coco/img", "dataset.val_fraction=0").dataset
+
+
+def coco_document() -> st.SearchStrategy:
+    ids = st.one_of(st.integers(0, 3), numbers(), st.just("1"))
+    image = st.fixed_dictionaries({"id": ids, "file_name": st.sampled_from(["f0.png", "f1.png", "gone.png", "../x.png",
+                                                                            "/etc/passwd", "", None, 7])},
+                                  optional={"width": numbers(), "height": numbers()})
+    annotation = st.fixed_dictionaries({"image_id": ids}, optional={
+        "bbox": st.one_of(st.lists(numbers(), min_size=4, max_size=4), st.lists(numbers(), max_size=6), numbers()),
+        "category_id": st.one_of(st.integers(0, 3), numbers()), "iscrowd": st.sampled_from([0, 1, True, None, "x"]),
+        "id": ids})
+    names = st.one_of(st.sampled_from(["cell", "dog", "[bold]"]), numbers())
+    category = st.fixed_dictionaries({"id": st.one_of(st.integers(0, 3), numbers())}, optional={"name": names})
+    document = st.fixed_dictionaries({"images": st.lists(image, max_size=3)}, optional={
+        "annotations": st.lists(annotation, max_size=5), "categories": st.lists(category, max_size=3)})
+    broken = st.one_of(st.just(None), st.lists(st.integers(), max_size=2),
+                       st.fixed_dictionaries({"images": st.one_of(st.none(), st.just({}), st.just("x"))}),
+                       st.fixed_dictionaries({"images": st.just([]), "annotations": st.just({"a": 1})}))
+    return st.one_of(document, document, document, broken)
+
+
+def true_size_of(declared: dict) -> tuple[int, int]:
+    """The picture a COCO entry names is drawn at its declared size when that is a sensible one, so that
+    the property sees both right and wrong declarations."""
+    width, height = declared.get("width"), declared.get("height")
+    sane = all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 96 for v in (width, height))
+    return (width, height) if sane else (64, 48)
+
+
+@settings(max_examples=budget(3))
+@given(document=coco_document(), damage=st.sampled_from(["whole"] * 4 + ["truncated", "garbage", "empty"]),
+       garbage=st.binary(max_size=40))
+@example(document={"images": [{"id": float("inf"), "file_name": "f0.png"}]}, damage="whole", garbage=b"")
+@example(document={"images": [{"id": 1, "file_name": "f0.png", "width": float("inf"), "height": 48}]},
+         damage="whole", garbage=b"")
+@example(document={"images": [{"id": 1, "file_name": "f0.png", "width": 10**400, "height": 48}]},
+         damage="whole", garbage=b"")
+@example(document={"images": [], "annotations": [{"image_id": [1]}]}, damage="whole", garbage=b"")
+def test_coco_records_are_trainable_or_one_line(coco_cfg, formats_root, document, damage, garbage):
+    img = fresh(formats_root / "coco" / "img")
+    sizes = {}
+    for entry in document.get("images") or [] if isinstance(document, dict) else []:
+        name = entry.get("file_name") if isinstance(entry, dict) else None
+        if name in ("f0.png", "f1.png") and name not in sizes:
+            sizes[name] = true_size_of(entry)
+            picture(img / name, sizes[name])
+    text = json.dumps(document)
+    data = {"whole": text.encode(), "truncated": text.encode()[: len(text) // 2], "garbage": garbage,
+            "empty": b""}[damage]
+    (formats_root / "coco" / "a.json").write_bytes(data)
+    load_or_one_line(coco_cfg, sizes)
+
+
+@pytest.fixture(scope="module")
+def yolo_cfg(formats_root):
+    return compose("dataset=yolo", f"dataset.root={formats_root}/yolo", "dataset.val_fraction=0").dataset
+
+
+def yolo_lines() -> st.SearchStrategy:
+    field = st.one_of(st.floats(-0.5, 1.5).map(repr), st.sampled_from(["0.5", "0", "1", "nan", "inf", "-inf", "1e400",
+                                                                       "abc", "", "-0.1", "1e-9"]))
+    cls = st.one_of(st.integers(-2, 4).map(str), st.sampled_from(["x", "1.0", "99999999999999999999", ""]))
+    line = st.tuples(cls, st.lists(field, min_size=0, max_size=7)).map(lambda t: " ".join([t[0], *t[1]]))
+    return st.lists(line, max_size=4).map("\n".join)
+
+
+DATA_YAML = ["names: [cell, dog]\n", "names: {0: cell, 1: dog}\n", "names: cell\n", "names: 5\n", "names:\n",
+             "names: {a: cell}\n", "names: [cell, dog\n", "nc: 2\n", "- a\n- b\n", "names: [[1], {x: 2}]\n", ""]
+
+
+@settings(max_examples=budget(3))
+@given(data_yaml=st.sampled_from(DATA_YAML), labels=st.lists(st.one_of(yolo_lines(), st.binary(max_size=30)),
+                                                             min_size=1, max_size=3))
+@example(data_yaml="names: 5\n", labels=["0 0.5 0.5 0.2 0.2"])
+def test_yolo_records_are_trainable_or_one_line(yolo_cfg, formats_root, data_yaml, labels):
+    root = fresh(formats_root / "yolo")
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    (root / "data.yaml").write_text(data_yaml)
+    sizes = {}
+    for i, label in enumerate(labels):
+        sizes[f"f{i}.png"] = SIZES[i % len(SIZES)]
+        picture(root / "images" / "train" / f"f{i}.png", sizes[f"f{i}.png"], seed=i)
+        target = root / "labels" / "train" / f"f{i}.txt"
+        target.write_bytes(label) if isinstance(label, bytes) else target.write_text(label)
+    load_or_one_line(yolo_cfg, sizes)
