@@ -214,6 +214,7 @@ def test_predict_prints_hostile_names_as_text(cached_predictor, good, bad, out):
 @example(name="a\\", how="missing source")
 @example(name="x\n[/b]", how="out is a file")
 @example(name="n" * 300, how="missing source")
+@example(name="a=b", how="missing source")                   # looks like a key=value override
 def test_a_refusal_naming_a_hostile_name_is_one_line(name, how):
     with scratch() as work:
         (work / "w.ckpt").write_bytes(b"")
@@ -234,10 +235,14 @@ def test_a_refusal_naming_a_hostile_name_is_one_line(name, how):
 @settings(max_examples=budget(1))
 @given(present=file_names(), copy=file_names(), missing=file_names(), category=file_names(room=0))
 @example(present="x[/b]y", copy="[bold]", missing="gone[/i]\\", category=":smile:")
+@example(present="a", copy="b", missing="\\x\\y", category="c")       # refused as unsafe_path: named in its detail
 def test_data_check_prints_hostile_record_names_as_text(present, copy, missing, category):
     from rcnn_cli.commands import check, text_console
 
     assume(independent(f"{present}.png", f"{copy}.png", f"{missing}.png"))
+    # A name starting with a backslash is refused (it would leave the folder on Windows): not for the pictures
+    # that must load, only for the missing one, whose line then names it as unsafe instead of missing.
+    assume(not present.startswith("\\") and not copy.startswith("\\"))
     with scratch() as work:
         picture(make(work / "img" / f"{present}.png"), seed=1)
         picture(make(work / "img" / f"{copy}.png"), seed=1)            # a duplicate: its line names both

@@ -62,6 +62,10 @@ def run(options: PredictOptions) -> int:
         threshold = read_conf(options.conf)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if not options.sources and options.overrides:
+        # `rcnn predict a=b.jpg` for a file that is not there: the argument was read as a key=value override
+        raise UsageError(f"no images or videos named ({options.overrides[0]} was read as a key=value override; "
+                         f"write ./{options.overrides[0]} for a file of that name)")
     images, videos, problems = expand_sources(options.sources)
     if not images and not videos:
         raise UsageError("no images or videos found in " + ", ".join(options.sources)

@@ -251,7 +251,7 @@ def _checked_record(coco: CocoFile, image_id: int, image: dict[str, Any], annota
     """One image, every check made and reported one by one (the path of images with any problem)."""
     path = safe_join(coco.images_dir, str(image["file_name"]))
     if path is None:
-        report(log, "unsafe_path", coco.path, f"file_name {image['file_name']!r}")
+        report(log, "unsafe_path", coco.path, f"file_name '{image['file_name']}'")    # as written, not repr
         return None
     boxes, labels, ignore = [], [], []
     for annotation in annotations:
