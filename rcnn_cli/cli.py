@@ -163,10 +163,11 @@ def predict(
 def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
     """Sources apart from ``key=value`` overrides: an argument is an override when the part before
     its first ``=`` is a dotted name (``model.box_score_thresh=0.5``, ``device=cpu``), not a path."""
+    import os
     import re
 
     pattern = re.compile(r"^[+~]?[A-Za-z_][\w]*(\.[\w]+)*=")
-    overrides = [a for a in arguments if pattern.match(a) and not Path(a).exists()]
+    overrides = [a for a in arguments if pattern.match(a) and not os.path.lexists(a)]   # os.path: never raises
     return [a for a in arguments if a not in overrides], overrides
 
 
@@ -306,11 +307,13 @@ def main() -> None:
 
 
 def _print_error(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from rich.text import Text
 
-    # messages name the user's paths and values: text, not markup (see commands.say)
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from .commands import plain, text_console
+
+    # messages name the user's paths and values: text, not markup, on one line (see commands.plain)
+    text_console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False,
+                                    soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def atomic_path(path: str | Path, needs: int | None = None) -> Iterator[Path]:
     with _named_refusals(path, temps, needs):
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path.parent)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=f".tmp{path.suffix}")
+        suffix = f".tmp{path.suffix}"
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path, suffix), suffix=suffix)
         os.close(handle)
         temps.append(Path(temp))
         yield Path(temp)
@@ -55,7 +56,9 @@ def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
     with _named_refusals(paths[0], temps):
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(paths[0].parent)
-        handle, first = tempfile.mkstemp(dir=paths[0].parent, prefix=_temp_prefix(paths[0]), suffix=".tmp")
+        longest = max((p.suffix for p in paths), key=lambda s: len(os.fsencode(s)))
+        handle, first = tempfile.mkstemp(dir=paths[0].parent, prefix=_temp_prefix(paths[0], f".tmp{longest}"),
+                                         suffix=".tmp")
         os.close(handle)
         Path(first).unlink()
         temps += [Path(first + path.suffix) for path in paths]
@@ -127,10 +130,16 @@ def check_writable(folder: str | Path) -> None:
 # A temp name: "." stem ".pid" process id "." mkstemp's 8 random characters ".tmp" and the target's suffix.
 _TEMP_NAME = re.compile(r"\..*\.pid(\d+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
 _cleaned: set[str] = set()     # folders already rid of stale temps by this process
+NAME_MAX = 255                 # bytes in one file name (Linux and macOS file systems)
+RANDOM_CHARACTERS = 8          # what mkstemp puts between prefix and suffix
 
 
-def _temp_prefix(path: Path) -> str:
-    return f".{path.stem}.pid{os.getpid()}."
+def _temp_prefix(path: Path, suffix: str) -> str:
+    """"." stem ".pid" process id ".", the stem cut so that the temp name fits in NAME_MAX bytes: a target
+    named near the limit (the picture drawn for an input with a 250-byte name) still gets its temp file."""
+    after = f".pid{os.getpid()}."
+    room = NAME_MAX - len(os.fsencode(f".{after}{suffix}")) - RANDOM_CHARACTERS
+    return f".{os.fsdecode(os.fsencode(path.stem)[:max(room, 0)])}{after}"
 
 
 def _remove_stale(folder: Path) -> None:

@@ -7,20 +7,43 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import UsageError
 from ..files import check_writable
 
+
+def text_console(**options) -> Console:
+    """Every console of the commands: ``:smile:`` in a file name stays as written (Rich's emoji codes are
+    off). Text from the user or the data reaches a console only as ``plain(...)``, never inside markup."""
+    return Console(emoji=False, **options)
+
+
 # Progress, notes and errors go to stderr; tables and YAML meant to be read or piped go to stdout.
-console = Console(stderr=True)
-stdout = Console()
+console = text_console(stderr=True)
+stdout = text_console()
+
+
+def printable(text: str) -> str:
+    """``text`` as it is, except the characters that would break the line, move the cursor, ring, colour
+    the terminal or not show at all (newline, carriage return, tab, ESC, a zero-width space, an
+    undecodable byte of a file name): those as their Python escapes (``\\n``, ``\\x1b``, ``\\udcff``).
+    Rich would print a newline as a second line and silently drop a carriage return, and a lone
+    surrogate cannot be encoded at all."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def plain(text: str, style: str = "") -> Text:
+    """User or data text for a console: printable, never parsed as markup (``x[/b]y.jpg``, a name ending
+    in a backslash, which Rich's ``escape`` doubles)."""
+    return Text(printable(text), style=style)
 
 
 def say(line: str) -> None:
-    """A plain line on stderr. Printed as text, never parsed as Rich markup: lines carry paths, names
-    and values from the user and the data (``x[/b]y.jpg``, ``[nan, 10.0]``), which markup would garble
-    or turn into a MarkupError after the work is done."""
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    """A plain line on stderr. Lines carry paths, names and values from the user and the data
+    (``x[/b]y.jpg``, ``[nan, 10.0]``), which markup would garble or turn into a MarkupError after the
+    work is done."""
+    console.print(plain(line), highlight=False, soft_wrap=True)
 
 
 def writable(what: str, folder: Path) -> None:

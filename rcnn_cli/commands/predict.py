@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
@@ -21,7 +21,7 @@ from ..predict.runner import lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
-from . import cannot_write_there, console, lower_score_floor, say, tiling_note, weights_or_default
+from . import cannot_write_there, console, lower_score_floor, plain, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
@@ -63,6 +63,10 @@ def run(options: PredictOptions) -> int:
         threshold = read_conf(options.conf)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if not options.sources and options.overrides:
+        # `rcnn predict a=b.jpg` for a file that is not there: the argument was read as a key=value override
+        raise UsageError(f"no images or videos named ({options.overrides[0]} was read as a key=value override; "
+                         f"write ./{options.overrides[0]} for a file of that name)")
     images, videos, problems = expand_sources(options.sources)
     if not images and not videos:
         raise UsageError("no images or videos found in " + ", ".join(options.sources)
@@ -83,7 +87,7 @@ def check_out(out: Path, inputs: list[Path]) -> None:
     symlink, ``.``): its pictures are named after the inputs (``a.jpg`` -> ``OUT/a.jpg``, and YOLO's
     ``OUT/yolo/images/train/a.jpg``), so an input anywhere under it could be overwritten, and what is
     written there would be read as input by the next run over the same folder."""
-    if out.exists() and not out.is_dir():
+    if os.path.lexists(out) and not os.path.isdir(out):      # os.path: a name too long is written, and refused, below
         raise UsageError(f"--out {out}: a file, not a folder; name a folder for the results (default runs/predict)")
     homes = {Path(os.path.abspath(out)), out.resolve()}
     for path in inputs:
@@ -99,7 +103,7 @@ def claimed(out: Path) -> Iterator[None]:
     written is one line now, not an OSError after the whole inference, and the marker keeps later runs
     from reading this one's pictures as inputs. A run that fails before writing anything removes the
     folder it created."""
-    fresh = not out.exists()
+    fresh = not os.path.lexists(out)
     try:
         write_text(out / OUTPUT_MARKER, "rcnn predict wrote this folder; rcnn predict never reads it as input\n")
     except OSError as err:
@@ -142,7 +146,7 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
             f"({', '.join(p.name for p in written)})")
         return 130
     for problem in problems + result.failures:
-        console.print(f"[yellow]skipped:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("skipped:", "yellow"), " ", plain(problem)), highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)
     rate = len(result.results) / result.seconds if result.seconds else 0.0
     say(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({predictor.runs_as} on "

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def weights_source(given: str | Path) -> WeightsSource:
     text = str(given)
     if zoo.is_named(text) or zoo.looks_like_a_name(text):
         return WeightsSource(text, "named", named=zoo.detection_weights(text))
-    if not Path(text).exists():
+    if not os.path.exists(text):   # os.path: False for a name past 255 bytes, where pathlib raises
         raise WeightsError(f"{text}: not found (no such file; named weights: {', '.join(zoo.DETECTION)})")
     fmt = format_of(text)
     if fmt is not None:

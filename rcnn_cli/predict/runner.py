@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,19 +52,30 @@ class PredictRun:
 
 
 def read_conf(value: str) -> float | dict[str, float]:
-    """``--conf 0.3`` or ``--conf thresholds.json`` (as ``rcnn eval`` writes)."""
+    """``--conf 0.3`` or ``--conf thresholds.json`` (as ``rcnn eval`` writes): scores, each in [0, 1]. NaN
+    would show every detection or none without a word, and 2 none at all."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not 0 <= number <= 1:
+            raise ValueError(f"--conf {value}: must be a score in [0, 1] (or a thresholds.json file)")
+        return number
     path = Path(value)
-    if not path.is_file():
+    if not os.path.isfile(path):          # os.path: a name past 255 bytes is no file, not an OSError
         raise ValueError(f"--conf {value}: neither a number nor a thresholds.json file")
     try:
         data = json.loads(path.read_text())
-        return {str(k): float(v) for k, v in data.items()}
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        raise ValueError(f"--conf {value}: expected a JSON object {{class name: threshold}}") from None
+        thresholds = {str(k): float(v) for k, v in data.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError, OverflowError):
+        raise ValueError(f"--conf {value}: must be a JSON object {{class name: score in [0, 1]}}") from None
+    if not thresholds:
+        raise ValueError(f"--conf {value}: holds no thresholds; must be {{class name: score in [0, 1]}}")
+    if wrong := [name for name, threshold in thresholds.items() if not 0 <= threshold <= 1]:
+        raise ValueError(f"--conf {value}: the threshold of {wrong[0]!r} is {thresholds[wrong[0]]:g}; "
+                         "must be a score in [0, 1]")
+    return thresholds
 
 
 def lowest_threshold(conf: float | dict[str, float]) -> float:

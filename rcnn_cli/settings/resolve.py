@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import UnsupportedValueType
 
 from ..errors import nearest_hint
 from ..model.source import WeightsSource, weights_source
 from .compose import compose_groups, config_groups
-from .schema import ConfigError, check
+from .schema import ConfigError, check, not_a_config_type
 
 # What a checkpoint's stored config gives a command that is not resuming the run.
 STORED_SECTIONS = ("model", "dataset", "augment", "optim")
@@ -229,7 +230,10 @@ def _apply(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
         if not adds and OmegaConf.select(cfg, key, default=missing) is missing:
             raise ConfigError(_unknown_key(cfg, key))
         with open_dict(cfg):
-            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+            try:
+                OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+            except UnsupportedValueType:        # the Python API's values: a numpy number, an object
+                raise ConfigError(not_a_config_type(key, value, OmegaConf.select(cfg, key, default=None))) from None
 
 
 def _unknown_key(cfg: DictConfig, key: str) -> str:

@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from ..errors import UsageError
+
+# Integers reach torch, numpy and Lightning, which hold them in 64 bits: a larger one overflows there.
+INT64 = 2**63
 
 
 class ConfigError(UsageError, ValueError):
@@ -37,7 +41,10 @@ class Rule:
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed, or None. NaN and infinity never are: every number here is
         a size, count, rate or fraction, and YAML's .nan/.inf would pass the bounds checks (NaN
-        compares false with everything) only to fail inside the optimiser or the model."""
+        compares false with everything) only to fail inside the optimiser or the model. Nor is a
+        number past what its consumer holds: an integer beyond 64 bits, or one too large for a float
+        where a float is read. A rule that takes a list of its scalars (``model.min_size``) takes a
+        non-empty one, of those scalars only."""
         if value is None:
             return None if self.nullable else "must be set"
         if isinstance(value, bool) and bool not in self.types:
@@ -46,17 +53,40 @@ class Rule:
             return f"must be {_describe(self.types)}"
         if self.choices and value not in self.choices:
             return "must be one of " + ", ".join(map(str, self.choices))
+        scalars = tuple(t for t in self.types if t is not list)
+        if isinstance(value, list) and scalars and len(scalars) < len(self.types):
+            if not value or any(isinstance(v, bool) or not isinstance(v, scalars) for v in value):
+                return f"must be {_describe(scalars)} or a non-empty list of them"
         numbers = [value] if isinstance(value, (int, float)) else (value if isinstance(value, list) else [])
         for number in numbers:
-            if isinstance(number, float) and not math.isfinite(number):
-                return "must be a finite number"
-            if isinstance(number, (int, float)) and not isinstance(number, bool):
-                if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
-                    return self._bounds() + (f" ({self.why})" if self.why else "")
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            if not _holds(number, float in self.types):
+                return "must be a finite number" if float in self.types else (
+                    f"must be at most {INT64 - 1}" if number > 0 else f"must be at least {-INT64}")
+            if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+                return self._bounds() + (f" ({self.why})" if self.why else "")
         return None
+
+    def expected(self) -> str:
+        """What a value of this rule must be, in words (for values that are not even of a type)."""
+        return f"must be {_describe(self.types)}" + (" or null" if self.nullable else "")
 
     def _bounds(self) -> str:
         return f"must be at least {self.low}" if self.high is None else f"must be in [{self.low}, {self.high}]"
+
+
+def _holds(number: int | float, as_float: bool) -> bool:
+    """Whether ``number`` reaches its consumer intact: a finite float, or an int that fits 64 bits (one
+    read as a float must also convert to a finite one)."""
+    if isinstance(number, float):
+        return math.isfinite(number)
+    if as_float:
+        try:
+            return math.isfinite(float(number))
+        except OverflowError:
+            return False
+    return -INT64 <= number < INT64
 
 
 def _describe(types: tuple[type, ...]) -> str:
@@ -131,20 +161,52 @@ def check(cfg: DictConfig, defaults: DictConfig) -> None:
     defaults: the same config before the user's values, for keys typed by their default.
     """
     plain_defaults = dict(_leaves(defaults, SECTIONS))
-    for key, value in _leaves(cfg, SECTIONS):
-        rule = RULES.get(key)
+    try:
+        leaves = list(_leaves(cfg, SECTIONS))
+    except InterpolationResolutionError as err:
+        raise ConfigError(_unresolved(cfg, err, plain_defaults)) from None
+    for key, value in leaves:
         if key == "dataset.num_workers" and value != "auto" and not isinstance(value, int):
             raise ConfigError(f"{key}={value!r}: must be auto or an integer")
+        rule = rule_for(key, plain_defaults.get(key))
         if rule is None:
-            default = plain_defaults.get(key)
-            if default is None:
-                continue
-            rule = Rule((int, float) if isinstance(default, float) else (type(default),))
+            continue
         problem = rule.problem(value)
         if problem:
             near = _nearest(str(value), [str(c) for c in rule.choices]) if rule.choices else ""
             raise ConfigError(f"{key}={value!r}: {problem}" + (f" (did you mean {near}?)" if near else ""))
     check_value("device", OmegaConf.select(cfg, "device", default="auto"))
+
+
+def rule_for(key: str, default: Any = None) -> Rule | None:
+    """The key's rule: listed in RULES, or the type of its default (None: a null default, nothing to check)."""
+    if key in RULES:
+        return RULES[key]
+    if default is None:
+        return None
+    return Rule((int, float) if isinstance(default, float) else (type(default),))
+
+
+def _unresolved(cfg: DictConfig, err: InterpolationResolutionError, defaults: dict[str, Any]) -> str:
+    """``${...}`` that names no key or unset variable, as one line naming the key that holds it."""
+    key = err.full_key or "?"
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    written = OmegaConf.to_container(node, resolve=False).get(leaf) if isinstance(node, DictConfig) else None
+    rule = rule_for(key, defaults.get(key))
+    reason = str(err).splitlines()[0]
+    return f"{key}={written!r}: {reason}; " + (rule.expected() if rule else "it must name an existing key")
+
+
+def not_a_config_type(key: str, value: Any, default: Any) -> str:
+    """A Python API value OmegaConf cannot hold (a numpy number, an object), as one line with the plain
+    value to pass instead when there is one."""
+    default = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
+    rule = rule_for(key, default)
+    plain = value.tolist() if callable(getattr(value, "tolist", None)) else None
+    return (f"{key}={' '.join(repr(value).split())}: a {type(value).__name__} is not a config value; "
+            + (rule.expected() if rule else "must be a number, string, true/false, list or null")
+            + (f" (pass {plain!r})" if plain is not None else ""))
 
 
 def check_value(key: str, value: Any) -> None:

@@ -31,7 +31,16 @@ def read_data_yaml(root: Path) -> dict:
         raise DatasetError(f"{path}: invalid YAML{where}") from None
     if not isinstance(data, dict) or "names" not in data:
         raise DatasetError(f"{path}: no 'names' entry with the class names")
+    names = data["names"]
+    if not (isinstance(names, list) or isinstance(names, dict) and all(_is_index(k) for k in names)):
+        # a bare string would become one class per letter, a number or null nothing to iterate
+        raise DatasetError(f"{path}: 'names' is {names!r:.40}; write the class names as a list ([cell, dog]) "
+                           "or by index ({0: cell, 1: dog})")
     return data
+
+
+def _is_index(key) -> bool:
+    return isinstance(key, int) and not isinstance(key, bool) or isinstance(key, str) and key.isdigit()
 
 
 def class_names_of(data: dict) -> list[str]:
