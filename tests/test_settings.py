@@ -157,10 +157,17 @@ def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monke
     ("model.box_score_thresh=1.5", "must be in [0.0, 1.0]"),
     ("device=gpu", "device='gpu'"),
     ("min_size", "overrides are key=value"),
+    # every section is checked, logger and augment included (issue 27: these two were accepted)
+    ("logger.name=tensorbaord", "logger.name='tensorbaord': must be one of tensorboard, csv, mlflow, wandb "
+                                "(did you mean tensorboard?)"),
+    ("augment.hflip=7", "augment.hflip=7: must be in [0.0, 1.0]"),
+    ("augment=strong augment.crop.size=big", "augment.crop.size='big': must be an integer"),
+    ("seed=abc", "seed='abc': must be an integer"),
+    ("trainer.devices=several", "trainer.devices='several'"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_valid_choices(override, message):
     with pytest.raises(ConfigError) as caught:
-        compose(override)
+        compose(*override.split())
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -179,14 +186,28 @@ def test_python_api_takes_the_same_rule(tiny_run):
         Detector.load(weights, box_head="convfc")
 
 
-def test_every_model_and_dataset_key_has_a_declared_type_or_a_typed_default():
-    """A key whose default is null must have a rule, or a wrong type would pass unchecked."""
-    groups = config_groups()
-    for group in ("model", "dataset"):
-        for option in groups[group]:
-            cfg = OmegaConf.to_container(compose(f"{group}={option}")[group], resolve=False)
-            untyped = [k for k, v in cfg.items() if v is None and f"{group}.{k}" not in RULES]
-            assert not untyped, f"{group}={option}: {untyped} need a rule in schema.RULES"
+def test_every_key_of_every_preset_has_a_declared_type_or_a_typed_default():
+    """A key whose default is null must have a rule, or a wrong type would pass unchecked: every group
+    (logger and augment too) and the top-level keys."""
+    from rcnn_cli.settings.schema import leaves
+
+    checked = set()
+    for group, options in config_groups().items():
+        for option in options:
+            for key, value in leaves(OmegaConf.to_container(compose(f"{group}={option}"), resolve=False)):
+                checked.add(key.split(".")[0])
+                assert value is not None or key in RULES, f"{group}={option}: {key} needs a rule in schema.RULES"
+    assert {"model", "dataset", "augment", "optim", "trainer", "callbacks", "logger", "tune", "seed", "device",
+            "name", "resume"} <= checked
+
+
+@pytest.mark.parametrize("override", ["trainer.devices=auto", "trainer.devices=[0,1]", "trainer.devices=-1",
+                                      "augment=strong", "augment=none", "logger=mlflow", "logger=wandb",
+                                      "logger=mlflow logger.tracking_uri=sqlite:///x.db", "augment.scale=null",
+                                      "name=sweep",
+                                      "trainer.limit_train_batches=0.5", "trainer.gradient_clip_val=10"])
+def test_the_values_the_shipped_comments_offer_are_accepted(override):
+    compose(*override.split())
 
 
 @pytest.mark.parametrize("preset", config_groups()["model"])
