@@ -260,3 +260,26 @@ def test_library_packages_never_import_commands_or_the_api():
     predict_side = (root / "predict").rglob("*.py")
     assert not [p for p in predict_side if "..export" in p.read_text()]
     assert not [p for p in (root / "export").rglob("*.py") if "..predict" in p.read_text()]
+
+
+def test_settings_conf_always_ships_are_read_directly():
+    """A key every preset of its group ships is read as ``cfg.key``, never ``cfg.get("key", default)``:
+    the default lives in conf/ alone, and a key renamed there fails loudly instead of running on a
+    second default written in the code (issue 27: data/readers/load.py, data/pipeline/datamodule.py)."""
+    import ast
+    import re
+
+    groups = {group: options for group, options in config_groups().items() if group != "experiment"}
+    shipped: set[str] = set(OmegaConf.to_container(compose())) - set(groups)       # the top-level keys
+    for group, options in groups.items():
+        keys = [set(compose(f"{group}={option}")[group]) for option in options]
+        shipped |= set.intersection(*keys)
+    config_like = re.compile(r"(^|\.)(cfg|config|data|[a-z]+_cfg)(\.(dataset|model|optim|augment|trainer))?$")
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "rcnn_cli").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in shipped
+                    and config_like.search(ast.unparse(node.func.value))):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    assert not found, "read these directly (conf/ ships them):\n" + "\n".join(found)

@@ -77,7 +77,7 @@ def score(settings: Settings, tile: int | None = None, overlap: float = 0.2):
     if stored and list(stored) != list(datamodule.class_names):
         raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
                          f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
-    if not tile and cfg.dataset.get("tile"):
+    if not tile and cfg.dataset.tile:
         # trained on tiles: score as validation did (training/tiled_validation.py), at its tile and overlap
         tile, overlap = int(cfg.dataset.tile), float(cfg.dataset.tile_overlap)
         say(f"note: scoring in tiles of {tile} px (overlap {overlap:g}) as the model was trained (dataset.tile); "

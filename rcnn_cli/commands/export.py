@@ -84,7 +84,7 @@ def run(options: ExportOptions) -> int:
     for note in settings.notes:
         say(f"note: {note}")
     detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False)
-    checked = check_images(options.images, detector.metadata.get("dataset"))
+    checked = check_images(options.images, detector.dataset)
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
     failed, result = [], None
     paths = output_paths(Path(weights), options.out, options.suffixes)
@@ -196,7 +196,7 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
     """best.onnx -> best.int8.onnx (best.xml -> best.int8.xml), kept only when its detections agree with
     fp32 torch's at mAP50 >= MIN_INT8_AGREEMENT_MAP50 on the check images, run as ``auto`` runs it.
     Calibrated on --images, else the training images."""
-    images, origin = calibration_images(sources, detector.metadata.get("dataset"))
+    images, origin = calibration_images(sources, detector.dataset)
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
     path = int8_path(source)
