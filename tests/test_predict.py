@@ -7,10 +7,11 @@ import csv
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import bccd_images, facemask_images, run_rcnn
+from helpers import bccd_images, facemask_images, image_folder, run_rcnn
 from PIL import Image
 
 
@@ -77,3 +78,33 @@ def test_a_wrong_format_or_threshold_is_one_line_exit_2(tiny_run, tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip().count("\n") == 0
     assert "not classes of this model" in result.stderr
+
+
+def test_predict_takes_its_pixel_limit_and_workers_from_the_dataset_settings(tiny_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    """The refusal of an oversized picture names dataset.max_image_pixels, so predict must honour it (it
+    used the shipped default whatever was typed), and decode with dataset.num_workers (it used auto)."""
+    from helpers import tiny_images
+
+    from rcnn_cli.commands import predict
+    from rcnn_cli.predict import runner
+
+    inputs = image_folder(tmp_path / "in", tiny_images(2))                       # 128 x 128: 16,384 pixels
+    Image.new("RGB", (200, 150), "white").save(inputs / "big.png")               # 30,000 pixels
+    workers = []
+    real_loader = runner.DataLoader
+
+    def recording_loader(*args, **kwargs):
+        workers.append(kwargs["num_workers"])
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "DataLoader", recording_loader)
+    out = tmp_path / "out"
+    code = predict.run(predict.PredictOptions(
+        [str(inputs)], tiny_run / "checkpoints" / "best.ckpt", out=out, draw=False, conf="0.05",
+        overrides=["dataset.max_image_pixels=20000", "dataset.num_workers=1", "device=cpu", "model.precision=fp32"]))
+    assert code == 1                                                               # one input skipped
+    assert "big.png: 200x150 is 30,000 pixels, over dataset.max_image_pixels=20,000" in capsys.readouterr().err
+    listed = [Path(r["image"]).name for r in json.loads((out / "predictions.json").read_text())]
+    assert sorted(listed) == sorted(p.name for p in tiny_images(2))
+    assert workers == [1]

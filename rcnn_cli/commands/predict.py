@@ -126,9 +126,11 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
                          f"({', '.join(predictor.class_names)})")
     if predictor.decision is not None:
         say(predictor.decision.line())
+    data = settings.cfg.dataset       # pictures are decoded as training decodes them: same limit, same workers
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
                                    every=options.every, save_video=options.save_video, tile=options.tile,
-                                   overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh))
+                                   overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh),
+                                   num_workers=data.num_workers, max_pixels=int(data.max_image_pixels))
     if options.tile:
         tiling_note(options.tile, settings.cfg.model)
     result = _run_with_progress(predictor, images, videos, out, runner_options)

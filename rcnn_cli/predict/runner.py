@@ -37,7 +37,8 @@ class PredictOptions:
     tile: int | None = None                 # huge pictures: overlapping tiles of this many px (runtime/tiling.py)
     overlap: float = 0.2
     nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
-    num_workers: Any = "auto"
+    num_workers: Any = "auto"               # decoding workers: rcnn predict passes dataset.num_workers
+    max_pixels: int | None = None           # larger pictures are refused: dataset.max_image_pixels (None: conf/'s)
 
 
 @dataclass
@@ -70,15 +71,16 @@ def lowest_threshold(conf: float | dict[str, float]) -> float:
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[Path]):
+    def __init__(self, paths: Sequence[Path], max_pixels: int | None = None):
         self.paths = list(paths)
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            return index, read_chw(self.paths[index]), None
+            return index, read_chw(self.paths[index], self.max_pixels), None
         except ImageReadError as err:
             return index, None, str(err)
 
@@ -92,7 +94,7 @@ def as_list(batch: list) -> list:
 def _batches(images: list[Path], videos: list[Path], options: PredictOptions, failures: list[str]):
     """Yields lists of (Item, (3, H, W) uint8 tensor)."""
     workers = worker_count(options.num_workers)
-    loader = DataLoader(_ImageFiles(images), batch_size=options.batch_size, num_workers=workers,
+    loader = DataLoader(_ImageFiles(images, options.max_pixels), batch_size=options.batch_size, num_workers=workers,
                         collate_fn=as_list)
     for batch in loader:
         good = []
