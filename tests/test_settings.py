@@ -283,3 +283,24 @@ def test_settings_conf_always_ships_are_read_directly():
                     and config_like.search(ast.unparse(node.func.value))):
                 found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
     assert not found, "read these directly (conf/ ships them):\n" + "\n".join(found)
+
+
+def test_eval_runs_where_trainer_accelerator_says_with_or_without_tiles(tiny_run):
+    """One answer (issue 27): eval scored on trainer.accelerator, but with --tile on ``device``."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    for accelerator, device in (("cpu", "cpu"), ("gpu", "cuda"), ("cuda", "cuda"), ("auto", "auto")):
+        assert compose(f"trainer.accelerator={accelerator}", weights=weights, command="eval").device == device
+    with pytest.raises(ConfigError, match=r"^device=cpu: rcnn eval runs where trainer.accelerator says"):
+        compose("device=cpu", weights=weights, command="eval")
+    assert compose("device=cpu", weights=weights, command="predict").device == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("tile", [None, 64])
+def test_eval_on_a_gpu_accelerator_without_one_is_one_line_tiled_or_not(tiny_run, tile):
+    from rcnn_cli.commands import evaluate
+    from rcnn_cli.errors import UsageError
+
+    options = evaluate.EvalOptions(tiny_run / "checkpoints" / "best.ckpt", ["trainer.accelerator=gpu"], tile=tile)
+    with pytest.raises(UsageError, match=r"^trainer.accelerator=gpu: this machine has no CUDA GPU"):
+        evaluate.run(options)

@@ -39,6 +39,7 @@ def run(options: EvalOptions) -> EvalResult:
 
     weights = weights_or_default(options.weights)
     settings = resolve("eval", options.overrides, weights=weights, config_dir=options.config_dir)
+    eval_device(settings.cfg)
     for note in settings.notes:
         say(f"note: {note}")
     out = options.out or default_eval_dir(Path(weights))
@@ -48,6 +49,18 @@ def run(options: EvalOptions) -> EvalResult:
         if settings.cfg.model.precision != "fp32":
             compare_with_exact(settings, result, options.tile, options.overlap)
     return result
+
+
+def eval_device(cfg: DictConfig):
+    """Where eval scores, tiled or not: ``device``, which settings.resolve took from trainer.accelerator;
+    a GPU asked for where there is none is one line naming the setting the user typed."""
+    from ..hardware import resolve_device
+
+    try:
+        return resolve_device(cfg.device)
+    except UsageError:
+        raise UsageError(f"trainer.accelerator={cfg.trainer.accelerator}: this machine has no CUDA GPU; use "
+                         "trainer.accelerator=cpu or auto") from None
 
 
 def default_eval_dir(weights: Path) -> Path:
@@ -167,15 +180,12 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
     eval's default is the exact model (settings.resolve). int8 calibrates on training images
     (validation ones when there are none): the score then says what int8 costs on data the ranges
     were not fitted to. A reduced path is checked on validation images."""
-    import torch
-
     from ..data.images import read_decodable_chw
     from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES, Samples
     from ..inference.precision import cache_key
     from ..inference.predictor import prepare_model
-    from ..training.trainer import trainer_device_type
 
-    device = torch.device(trainer_device_type(cfg.trainer.accelerator))
+    device = eval_device(cfg)
     images = []
     if cfg.model.precision == "int8":
         if device.type != "cpu":

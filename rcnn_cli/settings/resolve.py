@@ -30,6 +30,9 @@ RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_de
                       "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights")
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
+# rcnn eval scores as validation in training does, on trainer.accelerator: ``device`` follows it, so that
+# the tiled path and the precision check run where the Lightning loop does.
+EVAL_DEVICE = {"auto": "auto", "cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
 # Presets whose weights have identical keys: the guess cannot tell them apart, the user can.
 SAME_KEYS = {"mobilenet_v3_large_fpn": "a 320 px file has the same keys: add model=mobilenet_v3_large_320_fpn"}
 
@@ -86,7 +89,18 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         with open_dict(cfg):
             cfg.model.weights = str(weights)
     check(cfg, defaults)
+    if command == "eval":
+        _eval_device(cfg, typed)
     return Settings(cfg, checkpoint, notes, typed)
+
+
+def _eval_device(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
+    """eval's one device: trainer.accelerator's. A typed ``device`` would be a second answer: refused."""
+    if device := {key.lstrip("+"): value for key, value in typed.items()}.get("device"):
+        raise ConfigError(f"device={device}: rcnn eval runs where trainer.accelerator says, as validation in "
+                          "training does; use trainer.accelerator=cpu (or gpu, auto)")
+    with open_dict(cfg):
+        cfg.device = EVAL_DEVICE[cfg.trainer.accelerator]
 
 
 def _check_config_dir(config_dir) -> None:
