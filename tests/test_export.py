@@ -180,6 +180,7 @@ def test_a_graph_with_a_frozen_size_is_caught(tmp_path):
     (["--weights", "missing.ckpt"], "no such file"),
     (["--weights", "{weights}", "--input-dtype", "int16"], "--input-dtype int16"),
     (["--weights", "{weights}", "min_size"], "key=value"),
+    (["--weights", "{weights}", "device=cuda"], "device=cuda: rcnn export traces the exact fp32 model on the CPU"),
 ])
 def test_bad_export_arguments_are_one_line_exit_2(tiny_run, tmp_path, args, message):
     weights = str(tiny_run / "checkpoints" / "best.ckpt")

@@ -138,9 +138,10 @@ def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monke
     from rcnn_cli import hardware
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
-    for command in ("predict", "export", "benchmark"):
+    for command in ("predict", "benchmark"):
         cfg = compose(weights=weights, command=command)
         assert (cfg.device, cfg.model.precision) == ("auto", "auto")
+    assert compose(weights=weights, command="export").device == "cpu"      # traced on the CPU, see below
     detector = Detector.load(weights)
     assert detector.runs_as.startswith("auto") and detector.device.type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -304,3 +305,13 @@ def test_eval_on_a_gpu_accelerator_without_one_is_one_line_tiled_or_not(tiny_run
     options = evaluate.EvalOptions(tiny_run / "checkpoints" / "best.ckpt", ["trainer.accelerator=gpu"], tile=tile)
     with pytest.raises(UsageError, match=r"^trainer.accelerator=gpu: this machine has no CUDA GPU"):
         evaluate.run(options)
+
+
+def test_export_runs_on_the_cpu_and_refuses_a_typed_device_it_would_not_use(tiny_run):
+    """rcnn export appended device=cpu after the user's overrides: a typed device=cuda was silently replaced."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    assert compose("device=cpu", weights=weights, command="export").device == "cpu"
+    for typed in ("device=cuda", "device=auto", "model.precision=int8"):
+        with pytest.raises(ConfigError, match=rf"^{typed}: rcnn export traces the exact fp32 model on the CPU"):
+            compose(typed, weights=weights, command="export")
+    assert compose("model.precision=fp32", weights=weights, command="export").model.precision == "fp32"

@@ -78,9 +78,8 @@ def run(options: ExportOptions) -> int:
     weights = weights_or_default(options.weights)
     if Path(weights).suffix.lower() in WRITERS:
         raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
-    # The graph is traced from the exact fp32 model on the CPU, whatever device and precision say.
-    settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=weights,
-                       config_dir=options.config_dir)
+    # The graph is traced from the exact fp32 model on the CPU (settings.resolve refuses another device).
+    settings = resolve("export", options.overrides, weights=weights, config_dir=options.config_dir)
     for note in settings.notes:
         say(f"note: {note}")
     detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False)

@@ -91,6 +91,8 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     check(cfg, defaults)
     if command == "eval":
         _eval_device(cfg, typed)
+    if command == "export":
+        _export_on_the_cpu(cfg, typed)
     return Settings(cfg, checkpoint, notes, typed)
 
 
@@ -101,6 +103,19 @@ def _eval_device(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
                           "training does; use trainer.accelerator=cpu (or gpu, auto)")
     with open_dict(cfg):
         cfg.device = EVAL_DEVICE[cfg.trainer.accelerator]
+
+
+def _export_on_the_cpu(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
+    """export traces the exact fp32 model on the CPU: a typed device or precision it would not use is
+    refused in one line rather than replaced."""
+    plain = {key.lstrip("+"): value for key, value in typed.items()}
+    for key, usable in (("device", ("cpu",)), ("model.precision", ("fp32", "auto"))):
+        if key in plain and plain[key] not in usable:
+            raise ConfigError(f"{key}={plain[key]}: rcnn export traces the exact fp32 model on the CPU (the file "
+                              "then runs wherever its runtime does); --int8 adds a quantized twin, --half an fp16 "
+                              "TorchScript traced on the GPU")
+    with open_dict(cfg):
+        cfg.device = "cpu"
 
 
 def _check_config_dir(config_dir) -> None:
