@@ -108,3 +108,43 @@ def test_predict_takes_its_pixel_limit_and_workers_from_the_dataset_settings(tin
     listed = [Path(r["image"]).name for r in json.loads((out / "predictions.json").read_text())]
     assert sorted(listed) == sorted(p.name for p in tiny_images(2))
     assert workers == [1]
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ({"circle": 0.3, "square": 0.3}, "no threshold for triangle"),
+    ({}, "no threshold for circle, square, triangle"),
+    ({"circle": 0.3, "square": 0.3, "triangel": 0.3}, "no threshold for triangle; the file names triangel, "
+                                                        "which is not a class of this model: did you mean triangle?"),
+])
+def test_a_thresholds_file_missing_a_class_is_refused_in_one_line(tiny_run, tmp_path, thresholds, message):
+    """A class missing from thresholds.json got threshold 1.01: all its detections dropped without a word."""
+    from helpers import tiny_images
+
+    from rcnn_cli.commands import predict
+    from rcnn_cli.errors import UsageError
+
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
+    options = predict.PredictOptions([str(tiny_images(1)[0])], tiny_run / "checkpoints" / "best.ckpt",
+                                     out=tmp_path / "out", conf=str(tmp_path / "thresholds.json"), draw=False)
+    with pytest.raises(UsageError) as caught:
+        predict.run(options)
+    assert str(caught.value).startswith(f"--conf {tmp_path / 'thresholds.json'}: {message}")
+    assert "\n" not in str(caught.value) and not (tmp_path / "out").exists()
+
+
+def test_per_class_thresholds_keep_each_class_above_its_own(tiny_run, tmp_path):
+    from helpers import tiny_images
+
+    weights, images = str(tiny_run / "checkpoints" / "best.ckpt"), [str(p) for p in tiny_images(4)]
+    every = run_rcnn("predict", *images, "--weights", weights, "--out", str(tmp_path / "all"), "--conf", "0.05",
+                     "--no-draw", "--precision", "fp32", cwd=tmp_path)
+    assert every.returncode == 0, every.stderr[-2000:]
+    found = [d for r in json.loads((tmp_path / "all" / "predictions.json").read_text()) for d in r["detections"]]
+    per_class = {"circle": 0.05, "square": 1.0, "triangle": 0.1}
+    (tmp_path / "t.json").write_text(json.dumps(per_class))
+    some = run_rcnn("predict", *images, "--weights", weights, "--out", str(tmp_path / "some"), "--conf",
+                    str(tmp_path / "t.json"), "--no-draw", "--precision", "fp32", cwd=tmp_path)
+    assert some.returncode == 0, some.stderr[-2000:]
+    kept = [d for r in json.loads((tmp_path / "some" / "predictions.json").read_text()) for d in r["detections"]]
+    expected = [d for d in found if d["score"] >= per_class[d["label"]]]
+    assert {d["label"] for d in expected} == {"circle", "triangle"} and kept == expected

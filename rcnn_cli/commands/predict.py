@@ -16,7 +16,7 @@ from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
 from ..files import numbered_folder, write_text
 from ..predict.runner import PredictOptions as RunnerOptions
-from ..predict.runner import lowest_threshold, read_conf
+from ..predict.runner import check_thresholds, lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
@@ -124,6 +124,7 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "
                          f"({', '.join(predictor.class_names)})")
+    check_thresholds(threshold, predictor.class_names, options.conf)
     if predictor.decision is not None:
         say(predictor.decision.line())
     data = settings.cfg.dataset       # pictures are decoded as training decodes them: same limit, same workers

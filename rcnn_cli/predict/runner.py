@@ -19,6 +19,7 @@ from ..data.draw import draw_boxes
 from ..data.images import ImageReadError, read_chw
 from ..data.pipeline.datamodule import worker_count
 from ..data.sources import Item, OutputNames, video_frames
+from ..errors import UsageError, nearest_hint
 from ..files import atomic_path
 from ..inference.tiling import detect_tiled
 
@@ -64,6 +65,21 @@ def read_conf(value: str) -> float | dict[str, float]:
         return {str(k): float(v) for k, v in data.items()}
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
         raise ValueError(f"--conf {value}: expected a JSON object {{class name: threshold}}") from None
+
+
+def check_thresholds(conf: float | dict[str, float], class_names: list[str], given: str) -> None:
+    """Per-class thresholds name every class of the model: ``rcnn eval`` writes one for each, so a file
+    missing some was made for another model or edited, and any stand-in value would be a guess (1.01
+    dropped every detection of the class without a word; the global --conf would apply a threshold
+    the user did not choose). given: the --conf argument, for the message."""
+    if not isinstance(conf, dict):
+        return
+    if missing := [name for name in class_names if name not in conf]:
+        extra = [name for name in conf if name not in class_names]
+        hint = (f"; the file names {', '.join(extra)}, which {'is' if len(extra) == 1 else 'are'} not "
+                f"{'a class' if len(extra) == 1 else 'classes'} of this model: {nearest_hint(extra[0], missing)}"
+                if extra else f" (this model's classes: {', '.join(class_names)})")
+        raise UsageError(f"--conf {given}: no threshold for {', '.join(missing)}{hint}")
 
 
 def lowest_threshold(conf: float | dict[str, float]) -> float:
@@ -123,7 +139,7 @@ def keep_detections(detection: dict[str, torch.Tensor], class_names: list[str], 
     labels = detection["labels"].cpu()
     scores = detection["scores"].cpu()
     if isinstance(options.conf, dict):
-        thresholds = torch.tensor([options.conf.get(name, 1.01) for name in class_names])
+        thresholds = torch.tensor([options.conf[name] for name in class_names])     # every class: check_thresholds
         keep = scores >= thresholds[labels - 1]
     else:
         keep = scores >= float(options.conf)
