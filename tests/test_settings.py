@@ -315,3 +315,36 @@ def test_export_runs_on_the_cpu_and_refuses_a_typed_device_it_would_not_use(tiny
         with pytest.raises(ConfigError, match=rf"^{typed}: rcnn export traces the exact fp32 model on the CPU"):
             compose(typed, weights=weights, command="export")
     assert compose("model.precision=fp32", weights=weights, command="export").model.precision == "fp32"
+
+
+def test_commands_never_edit_the_settings_resolve_returned():
+    """resolve is the only place settings are decided (issue 27: predict and serve lowered
+    model.box_score_thresh on the resolved settings afterwards)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "rcnn_cli"
+    edits = []
+    for path in [*sorted((root / "commands").glob("*.py")), root / "api.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                base = target
+                while isinstance(base, (ast.Attribute, ast.Subscript)):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id == "settings" and base is not target:
+                    edits.append(f"{path.name}:{node.lineno} {ast.unparse(target)}")
+    assert not edits, edits
+
+
+def test_the_score_floor_predict_and_serve_need_is_decided_by_resolve(tiny_run):
+    """The model keeps detections down to the lowest --conf (predict and serve show none below it),
+    never above its own threshold; a typed model.box_score_thresh stands."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+
+    def floor(*typed: str, score_floor: float | None) -> float:
+        return resolve("predict", list(typed), weights=weights, score_floor=score_floor).cfg.model.box_score_thresh
+
+    assert floor(score_floor=None) == 0.05                               # conf/'s, as the checkpoint stored it
+    assert floor(score_floor=0.01) == 0.01 and floor(score_floor=0.25) == 0.05
+    assert floor("model.box_score_thresh=0.3", score_floor=0.01) == 0.3

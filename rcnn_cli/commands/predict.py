@@ -20,7 +20,7 @@ from ..predict.runner import check_thresholds, lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
-from . import console, lower_score_floor, say, tiling_note, weights_or_default
+from . import console, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
@@ -69,8 +69,8 @@ def run(options: PredictOptions) -> int:
     out = options.out or numbered_folder(Path("runs") / "predict")
     check_out(out, images + videos)
     overrides = shorthand(options.overrides, device=options.device, precision=options.precision)
-    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir)
-    lower_score_floor(settings, lowest_threshold(threshold))
+    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir,
+                       score_floor=lowest_threshold(threshold))
     for note in settings.notes:
         say(f"note: {note}")
     with claimed(out):

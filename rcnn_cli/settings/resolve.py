@@ -46,13 +46,16 @@ class Settings:
 
 
 def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None,
-            weights: str | Path | None = None, config_dir: str | Path | None = None) -> Settings:
+            weights: str | Path | None = None, config_dir: str | Path | None = None,
+            score_floor: float | None = None) -> Settings:
     """The settings ``command`` runs with.
 
     overrides: Hydra-style strings (``model=resnet50_fpn``, ``model.min_size=640``, ``+key=v``).
     values: the same as already-typed values (``{"model.min_size": [480, 512]}``, the Python API).
     weights: the checkpoint or weights file the command runs (eval, predict, export, the API); for
         ``train`` the stored config comes from ``resume=`` instead.
+    score_floor: the lowest score the command shows (predict's and serve's --conf): the model keeps
+        detections down to it (``_lower_score_floor``).
     """
     _check_config_dir(config_dir)
     groups, typed = _split(list(overrides), values or {}, config_dir)
@@ -93,6 +96,8 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         _eval_device(cfg, typed)
     if command == "export":
         _export_on_the_cpu(cfg, typed)
+    if score_floor is not None:
+        _lower_score_floor(cfg, typed, score_floor)
     return Settings(cfg, checkpoint, notes, typed)
 
 
@@ -116,6 +121,16 @@ def _export_on_the_cpu(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
                               "TorchScript traced on the GPU")
     with open_dict(cfg):
         cfg.device = "cpu"
+
+
+def _lower_score_floor(cfg: DictConfig, typed: Mapping[str, Any], lowest_shown: float) -> None:
+    """predict and serve never show detections under --conf, so the model may keep them down to that, never
+    above its own model.box_score_thresh; unless that was typed. Exported files keep their own threshold."""
+    from ..inference.exported import is_exported
+
+    if "model.box_score_thresh" in {key.lstrip("+") for key in typed} or is_exported(cfg.model.weights):
+        return
+    cfg.model.box_score_thresh = max(0.0, min(float(lowest_shown), float(cfg.model.box_score_thresh)))
 
 
 def _check_config_dir(config_dir) -> None:
