@@ -91,15 +91,15 @@ class Detector:
             raise UsageError(f"this detector already runs {self.model.precision}; load it again with "
                              f"Detector.load(weights, precision={precision!r})")
         images = [to_chw_tensor(image) for image in calibration]
-        own = check_samples(self.metadata.get("dataset"))
+        own = check_samples(self._predictor.dataset)
 
         def samples() -> Samples:
             found = own()
             return found if found or not images else Samples(images[:CHECK_IMAGES], "calibration images")
 
-        score_threshold = float(self.config.get("box_score_thresh", 0.05))
+        score_threshold = float(self.config["box_score_thresh"])
         decision = prepare_model(self.model, precision, self.device, images, samples,
-                                 cache_key(self.config.get("weights"), dict(self.config), self.device.type),
+                                 cache_key(self.config["weights"], dict(self.config), self.device.type),
                                  len(self.class_names), score_threshold)
         self._predictor.decision = decision
         self._predictor.runs_as = decision.runs_as

@@ -221,6 +221,8 @@ def export_cmd(
                                        "training images), each kept if mAP50 vs fp32 >= 0.98")] = False,
     half: Annotated[bool, typer.Option("--half", help="also NAME.fp16.torchscript for GPUs (fp16 backbone), traced "
                                        "and checked on the GPU, kept if mAP50 vs fp32 >= 0.98")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write a report: each file written or refused, "
+                                                   "with its check's figures")] = None,
 ) -> None:
     """Export the whole detector (resize, RPN, NMS, heads, postprocess) and prove parity with torch."""
     from .commands import export as command
@@ -229,7 +231,7 @@ def export_cmd(
     flags = [s for s, wanted in ((".onnx", onnx), (".torchscript", torchscript)) if wanted]
     suffixes = list(dict.fromkeys(flags + chosen)) or [".onnx"]
     raise typer.Exit(command.run(command.ExportOptions(weights, suffixes, overrides or [], config_dir, out, images,
-                                                       input_dtype, int8, half)))
+                                                       input_dtype, int8, half, json_path=json_path)))
 
 
 @app.command("benchmark")

@@ -77,11 +77,3 @@ def tiling_note(tile: int, model) -> None:
         say(f"note: each {tile} px tile is resized to model.min_size={smallest} by the model; for native "
             f"resolution add model.min_size={tile} model.max_size={tile}")
 
-
-def lower_score_floor(settings, lowest_conf: float) -> None:
-    """predict and serve never show detections under --conf, so the model may keep them down to that
-    (at most its usual 0.05) unless model.box_score_thresh was typed; exported files keep their own."""
-    typed = {key.lstrip("+") for key in settings.typed}
-    if "model.box_score_thresh" in typed or (settings.weights and settings.weights.exported):
-        return
-    settings.cfg.model.box_score_thresh = min(lowest_conf, 0.05)

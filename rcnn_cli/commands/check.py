@@ -41,7 +41,7 @@ def run(options: CheckOptions) -> int:
     # Both are about training: the split the sampler repeats and the boxes the anchors must match.
     train = loaded.splits.get("train") or [r for records in loaded.splits.values() for r in records]
     use_ignored = bool(cfg.dataset.use_difficult)
-    if cfg.dataset.get("tile") is not None:
+    if cfg.dataset.tile is not None:
         # Training on tiles: the sampler repeats tiles and the anchors see tile-sized pictures.
         train, report["tiles"] = training_tiles(cfg, train, use_ignored)
     unit = "tiles and whole pictures" if "tiles" in report else "images"

@@ -45,6 +45,7 @@ def run(options: EvalOptions) -> EvalResult:
         if path:
             writable(f"{option} {path}", path.parent)
     settings = resolve("eval", options.overrides, weights=weights, config_dir=options.config_dir)
+    eval_device(settings.cfg)
     for note in settings.notes:
         say(f"note: {note}")
     result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap)
@@ -53,6 +54,18 @@ def run(options: EvalOptions) -> EvalResult:
         if settings.cfg.model.precision != "fp32":
             compare_with_exact(settings, result, options.tile, options.overlap)
     return result
+
+
+def eval_device(cfg: DictConfig):
+    """Where eval scores, tiled or not: ``device``, which settings.resolve took from trainer.accelerator;
+    a GPU asked for where there is none is one line naming the setting the user typed."""
+    from ..hardware import resolve_device
+
+    try:
+        return resolve_device(cfg.device)
+    except UsageError:
+        raise UsageError(f"trainer.accelerator={cfg.trainer.accelerator}: this machine has no CUDA GPU; use "
+                         "trainer.accelerator=cpu or auto") from None
 
 
 def default_eval_dir(weights: Path) -> Path:
@@ -83,7 +96,7 @@ def score(settings: Settings, tile: int | None = None, overlap: float = PREDICT.
     if stored and list(stored) != list(datamodule.class_names):
         raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
                          f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
-    if not tile and cfg.dataset.get("tile"):
+    if not tile and cfg.dataset.tile:
         # trained on tiles: score as validation did (training/tiled_validation.py), at its tile and overlap
         tile, overlap = int(cfg.dataset.tile), float(cfg.dataset.tile_overlap)
         say(f"note: scoring in tiles of {tile} px (overlap {overlap:g}) as the model was trained (dataset.tile); "
@@ -173,15 +186,12 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
     eval's default is the exact model (settings.resolve). int8 calibrates on training images
     (validation ones when there are none): the score then says what int8 costs on data the ranges
     were not fitted to. A reduced path is checked on validation images."""
-    import torch
-
     from ..data.images import read_decodable_chw
     from ..data.samples import CHECK_IMAGES, Samples, calibration_images
     from ..inference.precision import cache_key
     from ..inference.predictor import prepare_model
-    from ..training.trainer import trainer_device_type
 
-    device = torch.device(trainer_device_type(cfg.trainer.accelerator))
+    device = eval_device(cfg)
     images = []
     if cfg.model.precision == "int8":
         if device.type != "cpu":

@@ -17,11 +17,11 @@ from ..errors import JobFailed, UsageError
 from ..files import numbered_folder, write_text, writes_into
 from ..predict.limits import PREDICT
 from ..predict.runner import PredictOptions as RunnerOptions
-from ..predict.runner import lowest_threshold, read_conf
+from ..predict.runner import check_thresholds, lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
-from . import cannot_write_there, console, lower_score_floor, plain, say, tiling_note, weights_or_default
+from . import cannot_write_there, console, plain, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
@@ -74,8 +74,8 @@ def run(options: PredictOptions) -> int:
     out = options.out or numbered_folder(Path("runs") / "predict")
     check_out(out, images + videos)
     overrides = shorthand(options.overrides, device=options.device, precision=options.precision)
-    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir)
-    lower_score_floor(settings, lowest_threshold(threshold))
+    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir,
+                       score_floor=lowest_threshold(threshold))
     for note in settings.notes:
         say(f"note: {note}")
     with claimed(out), writes_into(out):
@@ -129,11 +129,14 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "
                          f"({', '.join(predictor.class_names)})")
+    check_thresholds(threshold, predictor.class_names, options.conf)
     if predictor.decision is not None:
         say(predictor.decision.line())
+    data = settings.cfg.dataset       # pictures are decoded as training decodes them: same limit, same workers
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
                                    every=options.every, save_video=options.save_video, tile=options.tile,
-                                   overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh))
+                                   overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh),
+                                   num_workers=data.num_workers, max_pixels=int(data.max_image_pixels))
     if options.tile:
         tiling_note(options.tile, settings.cfg.model)
     result = _run_with_progress(predictor, images, videos, out, runner_options)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..predict.limits import PREDICT, ServeLimits
 from ..settings.resolve import resolve
-from . import lower_score_floor, say, weights_or_default
+from . import say, weights_or_default
 
 
 @dataclass
@@ -28,8 +28,8 @@ def build(options: ServeOptions):
     from ..predict.server import build_app
 
     weights = weights_or_default(options.weights)
-    settings = resolve("predict", options.overrides, weights=weights, config_dir=options.config_dir)
-    lower_score_floor(settings, options.conf)
+    settings = resolve("predict", options.overrides, weights=weights, config_dir=options.config_dir,
+                       score_floor=options.conf)
     for note in settings.notes:
         say(f"note: {note}")
     predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights)

@@ -31,6 +31,9 @@ class Predictor:
     metadata: dict[str, Any] = field(default_factory=dict)   # what a project checkpoint stored
     notes: list[str] = field(default_factory=list)
     decision: Decision | None = None       # what model.precision chose and why (inference/precision.py)
+    # the model's data (``dataset`` as settings.resolve laid the stored one over conf/), or None when the
+    # weights name none: where its check and calibration images come from
+    dataset: dict[str, Any] | None = None
 
     @property
     def category_ids(self) -> list[int] | None:
@@ -51,7 +54,7 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     device = resolve_device(cfg.device)
     weights = cfg.model.weights
     precision = str(cfg.model.precision)
-    dataset = (checkpoint[1] if checkpoint else {}).get("dataset")
+    dataset = model_dataset(cfg, checkpoint)
     samples = check_samples(dataset, sources)
     if source is not None and source.exported:
         refuse_model_settings(str(weights), typed or {})
@@ -68,7 +71,16 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
                                  float(model_cfg["box_score_thresh"]))
     runs_as = "fp32" if decision is None else decision.runs_as
     return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
-                     loaded.metadata, loaded.notes, decision)
+                     loaded.metadata, loaded.notes, decision, dataset)
+
+
+def model_dataset(cfg: DictConfig, checkpoint: tuple[dict, dict] | None) -> dict[str, Any] | None:
+    """The data a checkpoint was trained on, as the resolved settings describe it (conf/'s defaults <
+    the stored config < what was typed), or None when the weights name no data (torchvision files,
+    exported ones)."""
+    if not (checkpoint and checkpoint[1].get("dataset")):
+        return None
+    return OmegaConf.to_container(cfg.dataset, resolve=True)
 
 
 def check_samples(dataset: dict | None, sources: Sequence[str] | None = None) -> Callable[[], Samples]:

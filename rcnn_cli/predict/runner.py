@@ -20,6 +20,7 @@ from ..data.draw import draw_boxes
 from ..data.images import ImageReadError, read_chw
 from ..data.pipeline.datamodule import worker_count
 from ..data.sources import Item, OutputNames, video_frames
+from ..errors import UsageError, nearest_hint
 from ..files import atomic_path
 from ..inference.tiling import detect_tiled
 from .limits import PREDICT
@@ -39,7 +40,8 @@ class PredictOptions:
     tile: int | None = None                 # huge pictures: overlapping tiles of this many px (inference/tiling.py)
     overlap: float = PREDICT.tile_overlap
     nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
-    num_workers: Any = "auto"
+    num_workers: Any = "auto"               # decoding workers: rcnn predict passes dataset.num_workers
+    max_pixels: int | None = None           # larger pictures are refused: dataset.max_image_pixels (None: conf/'s)
 
 
 @dataclass
@@ -78,20 +80,36 @@ def read_conf(value: str) -> float | dict[str, float]:
     return thresholds
 
 
+def check_thresholds(conf: float | dict[str, float], class_names: list[str], given: str) -> None:
+    """Per-class thresholds name every class of the model: ``rcnn eval`` writes one for each, so a file
+    missing some was made for another model or edited, and any stand-in value would be a guess (1.01
+    dropped every detection of the class without a word; the global --conf would apply a threshold
+    the user did not choose). given: the --conf argument, for the message."""
+    if not isinstance(conf, dict):
+        return
+    if missing := [name for name in class_names if name not in conf]:
+        extra = [name for name in conf if name not in class_names]
+        hint = (f"; the file names {', '.join(extra)}, which {'is' if len(extra) == 1 else 'are'} not "
+                f"{'a class' if len(extra) == 1 else 'classes'} of this model: {nearest_hint(extra[0], missing)}"
+                if extra else f" (this model's classes: {', '.join(class_names)})")
+        raise UsageError(f"--conf {given}: no threshold for {', '.join(missing)}{hint}")
+
+
 def lowest_threshold(conf: float | dict[str, float]) -> float:
     return min(conf.values()) if isinstance(conf, dict) and conf else float(conf if not isinstance(conf, dict) else 0.0)
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[Path]):
+    def __init__(self, paths: Sequence[Path], max_pixels: int | None = None):
         self.paths = list(paths)
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            return index, read_chw(self.paths[index]), None
+            return index, read_chw(self.paths[index], self.max_pixels), None
         except ImageReadError as err:
             return index, None, str(err)
 
@@ -105,7 +123,7 @@ def as_list(batch: list) -> list:
 def _batches(images: list[Path], videos: list[Path], options: PredictOptions, failures: list[str]):
     """Yields lists of (Item, (3, H, W) uint8 tensor)."""
     workers = worker_count(options.num_workers)
-    loader = DataLoader(_ImageFiles(images), batch_size=options.batch_size, num_workers=workers,
+    loader = DataLoader(_ImageFiles(images, options.max_pixels), batch_size=options.batch_size, num_workers=workers,
                         collate_fn=as_list)
     for batch in loader:
         good = []
@@ -134,7 +152,7 @@ def keep_detections(detection: dict[str, torch.Tensor], class_names: list[str], 
     labels = detection["labels"].cpu()
     scores = detection["scores"].cpu()
     if isinstance(options.conf, dict):
-        thresholds = torch.tensor([options.conf.get(name, 1.01) for name in class_names])
+        thresholds = torch.tensor([options.conf[name] for name in class_names])     # every class: check_thresholds
         keep = scores >= thresholds[labels - 1]
     else:
         keep = scores >= float(options.conf)

@@ -5,13 +5,14 @@ silently built default.
 A key listed in ``RULES`` is checked against its rule; any other key must keep the type of its
 default (an int where the default is an int, a list where it is a list; ints pass for floats).
 A key whose default is ``null`` must be listed here (``tests/test_settings.py`` checks that every
-``model.*`` and ``dataset.*`` key of every preset is covered one way or the other).
+key of every preset of every group is covered one way or the other).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +91,8 @@ def _holds(number: int | float, as_float: bool) -> bool:
 
 
 def _describe(types: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+             dict: "a mapping"}
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
@@ -122,7 +124,6 @@ RULES: dict[str, Rule] = {
     "dataset.format": Rule(TEXT, ("voc", "coco", "yolo", "shapes")),
     "dataset.class_names": Rule(LIST, nullable=True),
     "dataset.root": Rule((str, list), nullable=True),   # a list of VOC roots: 07+12
-    "dataset.num_workers": Rule((int, str), nullable=False, low=0),
     "dataset.val_fraction": FRACTION,
     "dataset.batch_size": Rule(INT, low=1),
     "dataset.repeat_factor_thresh": Rule(FLOAT, nullable=True, low=0.0, high=1.0),   # null: no repeats
@@ -137,12 +138,30 @@ RULES: dict[str, Rule] = {
                                "an end: Lightning's -1, no limit, cannot be used"),
     "trainer.precision": Rule(TEXT, ("auto", "32-true", "bf16-mixed", "16-mixed", "32", "bf16", "16")),
     "trainer.accelerator": Rule(TEXT, ("auto", "cpu", "gpu", "cuda", "mps")),
+    "trainer.gradient_clip_val": Rule(FLOAT, nullable=True, low=0.0),
+    # a fraction of the batches or a count, for quick tries
+    "trainer.limit_train_batches": Rule(FLOAT, nullable=True, low=0.0),
+    "trainer.limit_val_batches": Rule(FLOAT, nullable=True, low=0.0),
     "callbacks.checkpoint.mode": Rule(TEXT, ("max", "min")),
+    "callbacks.early_stopping.patience": Rule(INT, nullable=True, low=0),
+    "callbacks.ema.decay": Rule(FLOAT, nullable=True, low=0.0, high=1.0),
+    "augment.hflip": FRACTION, "augment.scale_p": FRACTION, "augment.min_visibility": FRACTION,
+    "augment.color_jitter": FRACTION,                     # brightness, contrast, saturation; hue a tenth of it
+    "augment.scale": Rule(LIST, nullable=True, low=0.0),  # [low, high] zoom of the content; null: off
+    "augment.crop": Rule((dict,), nullable=True),          # {size, scale} random-resized crop; null: off
+    "augment.crop.size": Rule(INT, low=1), "augment.crop.scale": Rule(LIST, low=0.0, high=1.0),
+    "augment.seed": Rule(INT, nullable=True),             # null: the run's seed
     "logger.name": Rule(TEXT, ("tensorboard", "csv", "mlflow", "wandb")),
     "logger.tracking_uri": Rule(TEXT, nullable=True),
     "logger.entity": Rule(TEXT, nullable=True),
     "tune.pruner": Rule(TEXT, ("median", "threshold", "none")),
     "tune.direction": Rule(TEXT, ("maximize", "minimize")),
+    "tune.trials": Rule(INT, low=1),
+    "tune.prune_below": Rule(FLOAT, nullable=True),
+    # top-level keys
+    "seed": Rule(INT),
+    "data_root": Rule(TEXT), "runs_root": Rule(TEXT),
+    "name": Rule(TEXT, nullable=True), "run_dir": Rule(TEXT, nullable=True), "resume": Rule(TEXT, nullable=True),
 }
 # Keys whose default is null and whose value is free text or a path (nothing more to check).
 FREE = ("dataset.name", "dataset.train_split", "dataset.val_split", "dataset.test_split", "dataset.images",
@@ -152,22 +171,20 @@ for _key in FREE:
     RULES.setdefault(_key, Rule(TEXT, nullable=True))
 
 
-SECTIONS = ("model", "dataset", "optim", "trainer", "callbacks", "tune")
-
-
 def check(cfg: DictConfig, defaults: DictConfig) -> None:
-    """Raises ConfigError for the first ``model.*`` / ``dataset.*`` / listed value that breaks its rule.
+    """Raises ConfigError for the first value, in any section or at the top level, that breaks its rule.
 
     defaults: the same config before the user's values, for keys typed by their default.
     """
-    plain_defaults = dict(_leaves(defaults, SECTIONS))
+    plain_defaults = dict(leaves(OmegaConf.to_container(defaults, resolve=True)))
     try:
-        leaves = list(_leaves(cfg, SECTIONS))
+        plain = OmegaConf.to_container(cfg, resolve=True)
     except InterpolationResolutionError as err:
         raise ConfigError(_unresolved(cfg, err, plain_defaults)) from None
-    for key, value in leaves:
-        if key == "dataset.num_workers" and value != "auto" and not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r}: must be auto or an integer")
+    for key, value in leaves(plain):
+        if key in SPECIAL:
+            SPECIAL[key](value)
+            continue
         rule = rule_for(key, plain_defaults.get(key))
         if rule is None:
             continue
@@ -175,7 +192,6 @@ def check(cfg: DictConfig, defaults: DictConfig) -> None:
         if problem:
             near = _nearest(str(value), [str(c) for c in rule.choices]) if rule.choices else ""
             raise ConfigError(f"{key}={value!r}: {problem}" + (f" (did you mean {near}?)" if near else ""))
-    check_value("device", OmegaConf.select(cfg, "device", default="auto"))
 
 
 def rule_for(key: str, default: Any = None) -> Rule | None:
@@ -214,19 +230,34 @@ def check_value(key: str, value: Any) -> None:
         raise ConfigError(f"device={value!r}: must be auto (the GPU when there is one), cpu, cuda or cuda:N")
 
 
-def _leaves(cfg: DictConfig, sections: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for section in sections:
-        yield from _walk(plain.get(section) or {}, section)
+def _check_num_workers(value: Any) -> None:
+    if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ConfigError(f"dataset.num_workers={value!r}: must be auto or an integer of at least 0")
 
 
-def _walk(node: dict, prefix: str) -> Iterator[tuple[str, Any]]:
-    for key, value in node.items():
-        path = f"{prefix}.{key}"
-        if isinstance(value, dict) and path not in RULES:
-            yield from _walk(value, path)
-        else:
+def _check_devices(value: Any) -> None:
+    """As Lightning reads ``devices``: a count, -1 (all), auto, "0,1" or a list of indices."""
+    counts = isinstance(value, int) and not isinstance(value, bool) and value >= -1
+    indices = isinstance(value, list) and value and all(isinstance(v, int) and v >= 0 for v in value)
+    text = isinstance(value, str) and (value == "auto" or re.fullmatch(r"-1|\d+(,\d+)*,?", value.strip()))
+    if not (counts or indices or text):
+        raise ConfigError(f"trainer.devices={value!r}: must be a count, -1 (all), auto or a list of indices")
+
+
+# Keys whose allowed values are not one type with bounds or choices.
+SPECIAL = {"device": lambda value: check_value("device", value), "dataset.num_workers": _check_num_workers,
+           "trainer.devices": _check_devices}
+
+
+def leaves(plain: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every setting of a plain config; a mapping with a rule of its own
+    (``augment.crop``) is a setting too, and its keys are."""
+    for key, value in plain.items():
+        path = f"{prefix}{key}"
+        if not isinstance(value, dict) or path in RULES:
             yield path, value
+        if isinstance(value, dict):
+            yield from leaves(value, f"{path}.")
 
 
 def _nearest(word: str, choices: list[str]) -> str:

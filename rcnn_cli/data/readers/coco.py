@@ -287,10 +287,10 @@ def coco_sources(cfg) -> dict[str, tuple[Path, Path]]:
     """split -> (json, images folder), from explicit keys or a Roboflow export folder."""
     sources = {}
     for split in ("train", "val", "test"):
-        json_path, images = cfg.get(f"{split}_json"), cfg.get(f"{split}_images")
+        json_path, images = cfg[f"{split}_json"], cfg[f"{split}_images"]
         if json_path:
             sources[split] = (Path(json_path), Path(images) if images else Path(json_path).parent)
-    if not sources and cfg.get("root"):
+    if not sources and cfg.root:
         root = Path(cfg.root)
         if not root.is_dir():
             raise DatasetError(f"dataset.root {root}: folder not found")

@@ -109,12 +109,12 @@ def read_labels(path: Path, num_classes: int, log: ProblemLog) -> tuple[np.ndarr
 def load_yolo(cfg, splits, log: ProblemLog) -> LoadedDataset:
     """Records that keep YOLO's fractions (NormalisedRecord): no image is opened here; the first
     read of an image, or ``rcnn data check``, gives its size and refuses one that cannot be read."""
-    root = Path(cfg.root) if cfg.get("root") else None
+    root = Path(cfg.root) if cfg.root else None
     if root is None or not root.is_dir():
         raise DatasetError(f"dataset.root {root}: folder not found (the folder with data.yaml)")
     data = read_data_yaml(root)
     class_names = class_names_of(data)
-    limit = cfg.get("max_image_pixels")
+    limit = cfg.max_image_pixels
     records: dict[str, list[NormalisedRecord]] = {}
     for split in splits:
         images_dir = split_images_dir(root, data, split)
