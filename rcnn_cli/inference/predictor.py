@@ -15,6 +15,7 @@ from ..data.samples import Samples, sample_images
 from ..errors import UsageError
 from ..hardware import resolve_device
 from .precision import Decision, Trial, cache_key, decide, measure
+from .tta import refuse_exported_tta, with_tta
 
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
@@ -30,6 +31,7 @@ class Predictor:
     metadata: dict[str, Any] = field(default_factory=dict)   # what a project checkpoint stored
     notes: list[str] = field(default_factory=list)
     decision: Decision | None = None       # what model.precision chose and why (runtime/precision.py)
+    members: list[Predictor] = field(default_factory=list)   # an ensemble's detectors (inference/ensemble.py)
 
     @property
     def category_ids(self) -> list[int] | None:
@@ -54,6 +56,8 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     from .exported import is_exported
 
     if is_exported(weights):
+        if cfg.model.tta:
+            refuse_exported_tta(str(weights))
         refuse_model_settings(str(weights), typed or {})
         return _exported_predictor(str(weights), device, precision, samples)
     from ..model.factory import create_detector
@@ -67,8 +71,11 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
         decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names),
                                  float(model_cfg["box_score_thresh"]))
     runs_as = "fp32" if decision is None else decision.runs_as
-    return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
-                     loaded.metadata, loaded.notes, decision)
+    predictor = Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
+                          loaded.metadata, loaded.notes, decision)
+    if cfg.model.tta:
+        with_tta(predictor, cfg.model)
+    return predictor
 
 
 def check_samples(dataset: dict | None, sources: Sequence[str] | None = None) -> Callable[[], Samples]:

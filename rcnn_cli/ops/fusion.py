@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from rcnn_cli.ops.boxes import pairwise_iou
+from .boxes import batched_nms, pairwise_iou
 
 # The paper's best threshold for fusing the boxes of several models (its table 1 sweeps 0.5 to 0.7).
 DEFAULT_IOU_THRESHOLD = 0.55
@@ -91,3 +91,20 @@ def _fuse_one_class(boxes: Tensor, scores: Tensor, iou_threshold: float, n_views
     count = count[:clusters]
     mean_score = score_sum[:clusters] / count
     return fused[:clusters], mean_score * count.clamp(max=n_views) / n_views
+
+
+def fuse_detections(views: Sequence[dict[str, Tensor]], score_threshold: float, max_detections: int,
+                    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+                    agnostic_nms_iou: float | None = None) -> dict[str, Tensor]:
+    """Several detectors' ``{"boxes", "scores", "labels"}`` for one image (same pixels) -> one, as a
+    detector returns it: fused by WBF, kept above ``score_threshold`` (the detector's rule holds for
+    fused scores too), then, with ``agnostic_nms_iou``, one NMS over all classes (WBF fuses per class,
+    so two classes on one object would both survive it), and the best ``max_detections``."""
+    boxes, scores, labels = weighted_box_fusion([v["boxes"].cpu() for v in views], [v["scores"].cpu() for v in views],
+                                                [v["labels"].cpu() for v in views], iou_threshold)
+    keep = scores > score_threshold
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if agnostic_nms_iou is not None:
+        kept = batched_nms(boxes, scores, torch.zeros_like(labels), agnostic_nms_iou)
+        boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
+    return {"boxes": boxes[:max_detections], "scores": scores[:max_detections], "labels": labels[:max_detections]}

@@ -37,6 +37,7 @@ class PredictOptions:
     tile: int | None = None                 # huge pictures: overlapping tiles of this many px (runtime/tiling.py)
     overlap: float = 0.2
     nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
+    nms_agnostic: bool = False              # merging tiles: the model's box_nms_agnostic
     num_workers: Any = "auto"
 
 
@@ -177,7 +178,8 @@ def _detect_batch(detect: DetectFn, class_names: list[str], batch: list, out: Pa
                   output_names: OutputNames, videos_out: AnnotatedVideos | None):
     """Yields each input's result once its picture is written: a result is listed only with its picture."""
     detections = (detect([image for _, image in batch]) if not options.tile else
-                  [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size, options.nms_iou)
+                  [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size, options.nms_iou,
+                                nms_agnostic=options.nms_agnostic)
                    for _, image in batch])
     for (item, image), detection in zip(batch, detections):
         kept = keep_detections(detection, class_names, options)

@@ -27,7 +27,10 @@ from .schema import ConfigError, check
 STORED_SECTIONS = ("model", "dataset", "augment", "optim")
 # Model keys a resumed run may change: they act at inference only, not on what is trained.
 RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
-                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights")
+                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights",
+                      "box_nms_agnostic", "tta", "tta_scales")
+# Commands that detect with model.tta=true (serve and the Python API resolve as predict); the others would ignore it.
+TTA_COMMANDS = ("eval", "predict", "config")
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
 # Presets whose weights have identical keys: the guess cannot tell them apart, the user can.
@@ -86,6 +89,9 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         with open_dict(cfg):
             cfg.model.weights = str(weights)
     check(cfg, defaults)
+    if cfg.model.tta and command not in TTA_COMMANDS:
+        raise ConfigError(f"model.tta=true: test-time augmentation runs in rcnn eval, predict and serve (--tta), "
+                          f"not in {command}")
     return Settings(cfg, checkpoint, notes, typed)
 
 

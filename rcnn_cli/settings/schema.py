@@ -33,6 +33,8 @@ class Rule:
     low: float | None = None                 # inclusive bounds for numbers
     high: float | None = None
     why: str = ""                            # said after a value out of bounds, when the bound is not obvious
+    item_types: tuple[type, ...] = ()        # a list's items, when they must be of these types
+    min_items: int = 0                       # a list's shortest length
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed, or None. NaN and infinity never are: every number here is
@@ -46,6 +48,8 @@ class Rule:
             return f"must be {_describe(self.types)}"
         if self.choices and value not in self.choices:
             return "must be one of " + ", ".join(map(str, self.choices))
+        if isinstance(value, list) and (problem := self._list_problem(value)):
+            return problem
         numbers = [value] if isinstance(value, (int, float)) else (value if isinstance(value, list) else [])
         for number in numbers:
             if isinstance(number, float) and not math.isfinite(number):
@@ -53,6 +57,15 @@ class Rule:
             if isinstance(number, (int, float)) and not isinstance(number, bool):
                 if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
                     return self._bounds() + (f" ({self.why})" if self.why else "")
+        return None
+
+    def _list_problem(self, items: list) -> str | None:
+        if len(items) < self.min_items:
+            return f"must list at least {self.min_items} value" + ("s" if self.min_items > 1 else "")
+        if self.item_types and any(isinstance(i, bool) or not isinstance(i, self.item_types) for i in items):
+            plural = {int: "integers", float: "numbers", str: "strings"}
+            kinds = ["numbers"] if float in self.item_types else [plural[t] for t in self.item_types]
+            return "must be a list of " + " or ".join(kinds)
         return None
 
     def _bounds(self) -> str:
@@ -64,7 +77,7 @@ def _describe(types: tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-INT, FLOAT, TEXT, LIST = (int,), (int, float), (str,), (list,)
+INT, FLOAT, TEXT, LIST, BOOL = (int,), (int, float), (str,), (list,), (bool,)
 FRACTION = Rule(FLOAT, low=0.0, high=1.0)
 
 RULES: dict[str, Rule] = {
@@ -88,6 +101,9 @@ RULES: dict[str, Rule] = {
     "model.rpn_positive_fraction": FRACTION, "model.box_positive_fraction": FRACTION,
     "model.box_score_thresh": FRACTION, "model.rpn_score_thresh": FRACTION,
     "model.box_detections_per_img": Rule(INT, low=1),
+    "model.box_nms_agnostic": Rule(BOOL), "model.tta": Rule(BOOL),
+    # factors of min_size; past 4x a 800 px model would run at 3,200 px
+    "model.tta_scales": Rule(LIST, low=0.25, high=4.0, item_types=FLOAT, min_items=1),
     # dataset
     "dataset.format": Rule(TEXT, ("voc", "coco", "yolo", "shapes")),
     "dataset.class_names": Rule(LIST, nullable=True),
