@@ -66,3 +66,18 @@ def test_views_that_found_nothing_still_count_and_low_scores_are_left_out():
 def test_mismatched_view_lists_are_refused():
     with pytest.raises(ValueError, match="one boxes, scores and labels tensor per view"):
         weighted_box_fusion([torch.zeros(0, 4)], [], [torch.zeros(0)])
+
+
+def test_fused_detections_keep_the_detectors_rules():
+    from rcnn_cli.ops.fusion import fuse_detections
+
+    one = {"boxes": torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]]),
+           "scores": torch.tensor([0.9, 0.7, 0.08]), "labels": torch.tensor([1, 2, 1])}
+    # two identical views: each box fuses with its copy only (scores unchanged); class 2's box overlaps
+    # class 1's by IoU 9 / 11 = 0.82, so agnostic NMS at 0.5 drops it; 0.08 is under the 0.1 floor.
+    aware = fuse_detections([one, one], score_threshold=0.1, max_detections=10)
+    assert aware["labels"].tolist() == [1, 2] and aware["scores"].tolist() == pytest.approx([0.9, 0.7])
+    agnostic = fuse_detections([one, one], score_threshold=0.1, max_detections=10, agnostic_nms_iou=0.5)
+    assert agnostic["labels"].tolist() == [1] and agnostic["scores"].tolist() == pytest.approx([0.9])
+    capped = fuse_detections([one, one], score_threshold=0.0, max_detections=2)
+    assert capped["scores"].tolist() == pytest.approx([0.9, 0.7])
