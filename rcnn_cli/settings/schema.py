@@ -77,7 +77,7 @@ def _describe(types: tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
-INT, FLOAT, TEXT, LIST, BOOL = (int,), (int, float), (str,), (list,), (bool,)
+INT, FLOAT, TEXT, LIST = (int,), (int, float), (str,), (list,)
 FRACTION = Rule(FLOAT, low=0.0, high=1.0)
 
 RULES: dict[str, Rule] = {
@@ -101,7 +101,6 @@ RULES: dict[str, Rule] = {
     "model.rpn_positive_fraction": FRACTION, "model.box_positive_fraction": FRACTION,
     "model.box_score_thresh": FRACTION, "model.rpn_score_thresh": FRACTION,
     "model.box_detections_per_img": Rule(INT, low=1),
-    "model.box_nms_agnostic": Rule(BOOL), "model.tta": Rule(BOOL),
     # factors of min_size; past 4x a 800 px model would run at 3,200 px
     "model.tta_scales": Rule(LIST, low=0.25, high=4.0, item_types=FLOAT, min_items=1),
     # dataset
