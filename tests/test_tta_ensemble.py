@@ -300,7 +300,7 @@ def predicted(out: Path) -> list[dict]:
     return json.loads((out / "predictions.json").read_text())
 
 
-def test_predict_with_tta_and_an_ensemble_of_one_checkpoint_twice(bccd_checkpoint, tmp_path):
+def test_predict_with_tta_and_an_ensemble_of_one_checkpoint_twice(bccd_checkpoint, tmp_path, capsys):
     from rcnn_cli.commands import predict
 
     inputs = image_folder(tmp_path / "in", bccd_images(2))
@@ -310,6 +310,7 @@ def test_predict_with_tta_and_an_ensemble_of_one_checkpoint_twice(bccd_checkpoin
     assert run(bccd_checkpoint, "single") == 0
     ensemble = write_ensemble(tmp_path / "ensemble.yaml", [bccd_checkpoint, bccd_checkpoint])
     assert run(str(ensemble), "twice") == 0
+    assert "(ensemble of 2 (fp32, fp32) on cpu)" in capsys.readouterr().err
     single, twice = predicted(tmp_path / "single"), predicted(tmp_path / "twice")
     # NMS leaves no two boxes of a class above IoU 0.5, so each box fuses only with its copy: the same
     # box and score (mean of two equal scores x 2 of 2 members)
@@ -343,14 +344,19 @@ def test_agnostic_nms_holds_through_predict_tiles_and_tta(bccd_checkpoint, tmp_p
     assert overlapping == {"false": overlapping["false"], "true": 0} and overlapping["false"] > 0
 
 
-def test_eval_with_tta_and_the_api_take_the_same_settings(bccd_checkpoint, small_bccd, tmp_path):
+def test_eval_with_tta_and_the_api_take_the_same_settings(bccd_checkpoint, small_bccd, tmp_path, monkeypatch):
     from rcnn_cli.commands import evaluate
+    from rcnn_cli.predict import ensemble
+
+    fused = []
+    spy = lambda predictors, *args: fused.append(len(predictors)) or ensemble_predictor(predictors, *args)  # noqa: E731
+    monkeypatch.setattr(ensemble, "ensemble_predictor", spy)
 
     common = ["trainer.accelerator=cpu", "dataset.batch_size=6", f"dataset.root={small_bccd}"]
     plain = evaluate.run(evaluate.EvalOptions(bccd_checkpoint, common, out=tmp_path / "plain"))
     twice = evaluate.run(evaluate.EvalOptions(f"{bccd_checkpoint},{bccd_checkpoint}", common, out=tmp_path / "twice"))
     tta = evaluate.run(evaluate.EvalOptions(bccd_checkpoint, common, out=tmp_path / "tta", tta=True))
-    assert plain.num_images == twice.num_images == tta.num_images == VAL_IMAGES
+    assert plain.num_images == twice.num_images == tta.num_images == VAL_IMAGES and fused == [2]
     # the ensemble of one checkpoint twice scores what the checkpoint scores (through the predictor path)
     assert twice.report.summary()["map"] == pytest.approx(plain.report.summary()["map"], abs=1e-9)
     assert tta.report.summary()["map"] != plain.report.summary()["map"]
