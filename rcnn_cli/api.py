@@ -113,7 +113,8 @@ class Detector:
                                  cache_key(self.config.get("weights"), dict(self.config), self.device.type),
                                  len(self.class_names), score_threshold)
         self._predictor.decision = decision
-        self._predictor.runs_as = decision.runs_as
+        added = self._predictor.runs_as.partition(" + ")[2]          # " + TTA (6 views)" stays said
+        self._predictor.runs_as = decision.runs_as + (f" + {added}" if added else "")
         return self.model.precision
 
     @property

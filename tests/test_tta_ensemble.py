@@ -362,6 +362,8 @@ def test_eval_with_tta_and_the_api_take_the_same_settings(bccd_checkpoint, small
     assert tta.report.summary()["map"] != plain.report.summary()["map"]
     detector = Detector.load(bccd_checkpoint, tta=True, tta_scales=[1.0], device="cpu", precision="fp32")
     assert detector.runs_as == "fp32 + TTA (2 views)"
+    detector.set_precision("auto")
+    assert detector.runs_as.startswith("auto: ") and detector.runs_as.endswith(" + TTA (2 views)")
     assert Detector.load([bccd_checkpoint] * 2, device="cpu").runs_as.startswith("ensemble of 2")
 
 
