@@ -30,6 +30,9 @@ ConfigDir = Annotated[Path | None, typer.Option("--config-dir", help="extra conf
 JsonPath = Annotated[Path | None, typer.Option("--json", help="write the results as JSON")]
 Device = Annotated[str | None, typer.Option("--device", help="auto (the GPU when there is one), cpu, cuda, cuda:1; "
                                             "same as device=...")]
+Tta = Annotated[bool, typer.Option("--tta", help="test-time augmentation: model.tta_scales x horizontal flip, fused by "
+                                   "weighted box fusion (checkpoints only); same as model.tta=true")]
+ENSEMBLE_HELP = "; several, fused by weighted box fusion: a.ckpt,b.ckpt or an ensemble.yaml"
 
 
 @config_app.command("show")
@@ -102,7 +105,8 @@ def tune(overrides: Overrides = None, config_dir: ConfigDir = None) -> None:
 def evaluate(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
-    weights: Annotated[str, typer.Option("--weights", "-w", help="checkpoint (or named weights) to evaluate")] = ...,
+    weights: Annotated[str, typer.Option("--weights", "-w", help="checkpoint (or named weights) to evaluate"
+                                         + ENSEMBLE_HELP)] = ...,
     json_path: JsonPath = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="write COCO-format results")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = None,
@@ -113,6 +117,7 @@ def evaluate(
     precision: Annotated[str | None, typer.Option(
         "--precision", help="fp32 (default: the exact model, the same figures on every CPU), or auto, bf16, int8 "
         "to score a fast path, printed beside the exact figures; same as model.precision=...")] = None,
+    tta: Tta = False,
 ) -> None:
     """Evaluate a checkpoint: COCO mAP, VOC07/VOC AP50, per-class AP, PR curves, thresholds, report.html."""
     from .commands import evaluate as command
@@ -120,7 +125,7 @@ def evaluate(
 
     command.run(command.EvalOptions(weights=weights, overrides=shorthand(overrides or [], precision=precision),
                                     config_dir=config_dir, json_path=json_path, predictions=predictions, out=out,
-                                    tile=tile, overlap=overlap))
+                                    tile=tile, overlap=overlap, tta=tta))
 
 
 @app.command()
@@ -129,7 +134,7 @@ def predict(
                                                  "key=value overrides")],
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx, "
                                                 ".torchscript, OpenVINO .xml, or a name from `rcnn weights list` "
-                                                "(default: mobilenet_v3_large_320_fpn.coco)")] = None,
+                                                "(default: mobilenet_v3_large_320_fpn.coco)" + ENSEMBLE_HELP)] = None,
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc, yolo (repeatable)")] = ["json"],  # noqa: B006
@@ -149,6 +154,7 @@ def predict(
     precision: Annotated[str | None, typer.Option(
         "--precision", help="auto (folded BN; bf16 where the hardware runs it natively and faster), fp32 "
         "(exact), bf16, or int8 (CPU, calibrated on the first 16 inputs); same as model.precision=...")] = None,
+    tta: Tta = False,
 ) -> None:
     """Detect objects in images and videos; writes annotated pictures and prediction files."""
     from .commands import predict as command
@@ -157,7 +163,7 @@ def predict(
     raise typer.Exit(command.run(command.PredictOptions(
         sources=inputs, weights=weights, overrides=overrides, config_dir=config_dir, out=out, formats=fmt, conf=conf,
         classes=classes, batch_size=batch_size, every=every, draw=not no_draw, save_video=save_video, tile=tile,
-        overlap=overlap, device=device, precision=precision)))
+        overlap=overlap, device=device, precision=precision, tta=tta)))
 
 
 def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
@@ -176,7 +182,7 @@ def serve(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, exported file or named "
-                                                "weights (default: as rcnn predict)")] = None,
+                                                "weights (default: as rcnn predict)" + ENSEMBLE_HELP)] = None,
     host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
@@ -192,6 +198,7 @@ def serve(
                           ] = SERVE.max_pixels,
     body_timeout: Annotated[float, typer.Option("--body-timeout", help="seconds to receive an upload; a stalled "
                                                 "one gets 408")] = SERVE.body_timeout_s,
+    tta: Tta = False,
 ) -> None:
     """Serve the detector over HTTP: POST /predict (image bytes or multipart) -> rcnn predict's JSON."""
     from .commands import serve as command
@@ -199,7 +206,8 @@ def serve(
     limits = ServeLimits(max_body_mb=max_body_mb, max_pixels=max_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
                          body_timeout_s=body_timeout)
     command.run(command.ServeOptions(weights=weights, overrides=overrides or [], config_dir=config_dir, host=host,
-                                     port=port, conf=conf, limits=limits))
+                                     port=port, conf=conf, limits=limits,
+                                     tta=tta))
 
 
 @app.command("export")

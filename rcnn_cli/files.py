@@ -112,7 +112,8 @@ def check_writable(folder: str | Path) -> None:
     try:
         with _named_refusals(folder, temps):
             folder.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(folder / "write-check"), suffix=".tmp")
+            handle, temp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(folder / "write-check", ".tmp"),
+                                            suffix=".tmp")
             temps.append(Path(temp))
             try:
                 os.write(handle, b"\0")       # a full disk refuses even one byte

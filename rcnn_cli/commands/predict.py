@@ -15,6 +15,8 @@ from rich.text import Text
 from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
 from ..files import numbered_folder, write_text, writes_into
+from ..inference.ensemble import ensemble_members
+from ..predict.ensemble import load_ensemble
 from ..predict.limits import PREDICT
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import check_thresholds, lowest_threshold, read_conf
@@ -31,7 +33,7 @@ JOURNAL = "predictions.jsonl"
 @dataclass
 class PredictOptions:
     sources: list[str]
-    weights: Path | str | None = None     # None: the default COCO-pretrained weights (model/zoo.py)
+    weights: Path | str | None = None     # None: the default COCO-pretrained weights; a,b,c or ensemble.yaml: fused
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
     out: Path | None = None
@@ -46,19 +48,26 @@ class PredictOptions:
     overlap: float = PREDICT.tile_overlap
     device: str | None = None        # shorthand for device=...
     precision: str | None = None     # shorthand for model.precision=...
+    tta: bool = False                # shorthand for model.tta=true
 
 
 def shorthand(overrides: list[str], **options: str | None) -> list[str]:
     """``--device cuda`` is ``device=cuda`` typed last: options go through the same rule."""
-    keys = {"device": "device", "precision": "model.precision"}
+    keys = {"device": "device", "precision": "model.precision", "tta": "model.tta"}
     return list(overrides) + [f"{keys[name]}={value}" for name, value in options.items() if value is not None]
+
+
+def typed_overrides(options: PredictOptions) -> list[str]:
+    return shorthand(options.overrides, device=options.device, precision=options.precision,
+                     tta="true" if options.tta else None)
 
 
 def run(options: PredictOptions) -> int:
     formats = [f.strip().lower() for value in options.formats for f in value.split(",") if f.strip()]
     if unknown := [f for f in formats if f not in FORMATS]:
         raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
-    weights = weights_or_default(options.weights)
+    members = ensemble_members(options.weights)
+    weights = members[0] if members else weights_or_default(options.weights)
     try:
         threshold = read_conf(options.conf)
     except ValueError as err:
@@ -73,13 +82,12 @@ def run(options: PredictOptions) -> int:
                          + (f" ({problems[0]})" if problems else ""))
     out = options.out or numbered_folder(Path("runs") / "predict")
     check_out(out, images + videos)
-    overrides = shorthand(options.overrides, device=options.device, precision=options.precision)
-    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir,
+    settings = resolve("predict", typed_overrides(options), weights=weights, config_dir=options.config_dir,
                        score_floor=lowest_threshold(threshold))
     for note in settings.notes:
         say(f"note: {note}")
     with claimed(out), writes_into(out):
-        return _predict(options, settings, images, videos, problems, out, threshold, formats)
+        return _predict(options, settings, images, videos, problems, out, threshold, formats, members)
 
 
 def check_out(out: Path, inputs: list[Path]) -> None:
@@ -116,15 +124,22 @@ def claimed(out: Path) -> Iterator[None]:
         raise
 
 
-def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats) -> int:
+def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats,
+             members: list[str] | None = None) -> int:
     from ..data.samples import CHECK_IMAGES, calibration_images
     from ..inference.predictor import load_predictor
 
     calibration = (calibration_images([str(p) for p in images]).images if settings.cfg.model.precision == "int8"
                    else [])
     # a reduced precision is checked on the model's validation images, else on the first inputs
-    predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
-                               sources=[str(p) for p in images[:CHECK_IMAGES]], source=settings.weights)
+    sources = [str(p) for p in images[:CHECK_IMAGES]]
+    if members:
+        predictor = load_ensemble("predict", members, typed_overrides(options), config_dir=options.config_dir,
+                                  score_floor=lowest_threshold(threshold), calibration=calibration,
+                                  sources=sources)[1]
+    else:
+        predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
+                                   sources=sources, source=settings.weights)
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "
@@ -136,7 +151,8 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
                                    every=options.every, save_video=options.save_video, tile=options.tile,
                                    overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh),
-                                   num_workers=data.num_workers, max_pixels=int(data.max_image_pixels))
+                                   num_workers=data.num_workers, max_pixels=int(data.max_image_pixels),
+                                   nms_agnostic=bool(settings.cfg.model.box_nms_agnostic))
     if options.tile:
         tiling_note(options.tile, settings.cfg.model)
     result = _run_with_progress(predictor, images, videos, out, runner_options)

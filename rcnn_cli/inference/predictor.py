@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..hardware import resolve_device
 from ..model.source import WeightsSource
 from .precision import Decision, Trial, cache_key, decide, measure
+from .tta import refuse_exported_tta, with_tta
 
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
@@ -34,6 +35,7 @@ class Predictor:
     # the model's data (``dataset`` as settings.resolve laid the stored one over conf/), or None when the
     # weights name none: where its check and calibration images come from
     dataset: dict[str, Any] | None = None
+    members: list[Predictor] = field(default_factory=list)   # an ensemble's detectors (inference/ensemble.py)
 
     @property
     def category_ids(self) -> list[int] | None:
@@ -57,6 +59,8 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     dataset = model_dataset(cfg, checkpoint)
     samples = check_samples(dataset, sources)
     if source is not None and source.exported:
+        if cfg.model.tta:
+            refuse_exported_tta(str(weights))
         refuse_model_settings(str(weights), typed or {})
         return _exported_predictor(str(weights), device, precision, samples)
     from ..model.factory import create_detector
@@ -70,8 +74,11 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
         decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names),
                                  float(model_cfg["box_score_thresh"]))
     runs_as = "fp32" if decision is None else decision.runs_as
-    return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
-                     loaded.metadata, loaded.notes, decision, dataset)
+    predictor = Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
+                          loaded.metadata, loaded.notes, decision, dataset)
+    if cfg.model.tta:
+        with_tta(predictor, cfg.model)
+    return predictor
 
 
 def model_dataset(cfg: DictConfig, checkpoint: tuple[dict, dict] | None) -> dict[str, Any] | None:

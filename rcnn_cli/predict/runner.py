@@ -40,6 +40,7 @@ class PredictOptions:
     tile: int | None = None                 # huge pictures: overlapping tiles of this many px (inference/tiling.py)
     overlap: float = PREDICT.tile_overlap
     nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
+    nms_agnostic: bool = False              # merging tiles: the model's box_nms_agnostic
     num_workers: Any = "auto"               # decoding workers: rcnn predict passes dataset.num_workers
     max_pixels: int | None = None           # larger pictures are refused: dataset.max_image_pixels (None: conf/'s)
 
@@ -208,7 +209,8 @@ def _detect_batch(detect: DetectFn, class_names: list[str], batch: list, out: Pa
                   output_names: OutputNames, videos_out: AnnotatedVideos | None):
     """Yields each input's result once its picture is written: a result is listed only with its picture."""
     detections = (detect([image for _, image in batch]) if not options.tile else
-                  [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size, options.nms_iou)
+                  [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size, options.nms_iou,
+                                nms_agnostic=options.nms_agnostic)
                    for _, image in batch])
     for (item, image), detection in zip(batch, detections):
         kept = keep_detections(detection, class_names, options)

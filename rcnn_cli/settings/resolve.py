@@ -29,7 +29,10 @@ from .schema import ConfigError, check, not_a_config_type
 STORED_SECTIONS = ("model", "dataset", "augment", "optim")
 # Model keys a resumed run may change: they act at inference only, not on what is trained.
 RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
-                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights")
+                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights",
+                      "box_nms_agnostic", "tta", "tta_scales")
+# Commands that detect with model.tta=true (serve and the Python API resolve as predict); the others would ignore it.
+TTA_COMMANDS = ("eval", "predict", "config")
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
 # rcnn eval scores as validation in training does, on trainer.accelerator: ``device`` follows it, so that
@@ -99,6 +102,9 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         _eval_device(cfg, typed)
     if command == "export":
         _export_on_the_cpu(cfg, typed)
+    if cfg.model.tta and command not in TTA_COMMANDS:
+        raise ConfigError(f"model.tta=true: test-time augmentation runs in rcnn eval, predict and serve (--tta), "
+                          f"not in {command}")
     if score_floor is not None:
         _lower_score_floor(cfg, typed, score_floor, source)
     return Settings(cfg, checkpoint, notes, typed, source)

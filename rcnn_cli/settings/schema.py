@@ -38,6 +38,8 @@ class Rule:
     low: float | None = None                 # inclusive bounds for numbers
     high: float | None = None
     why: str = ""                            # said after a value out of bounds, when the bound is not obvious
+    item_types: tuple[type, ...] = ()        # a list's items, when they must be of these types
+    min_items: int = 0                       # a list's shortest length
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed, or None. NaN and infinity never are: every number here is
@@ -58,6 +60,8 @@ class Rule:
         if isinstance(value, list) and scalars and len(scalars) < len(self.types):
             if not value or any(isinstance(v, bool) or not isinstance(v, scalars) for v in value):
                 return f"must be {_describe(scalars)} or a non-empty list of them"
+        if isinstance(value, list) and (problem := self._list_problem(value)):
+            return problem
         numbers = [value] if isinstance(value, (int, float)) else (value if isinstance(value, list) else [])
         for number in numbers:
             if isinstance(number, bool) or not isinstance(number, (int, float)):
@@ -72,6 +76,15 @@ class Rule:
     def expected(self) -> str:
         """What a value of this rule must be, in words (for values that are not even of a type)."""
         return f"must be {_describe(self.types)}" + (" or null" if self.nullable else "")
+
+    def _list_problem(self, items: list) -> str | None:
+        if len(items) < self.min_items:
+            return f"must list at least {self.min_items} value" + ("s" if self.min_items > 1 else "")
+        if self.item_types and any(isinstance(i, bool) or not isinstance(i, self.item_types) for i in items):
+            plural = {int: "integers", float: "numbers", str: "strings"}
+            kinds = ["numbers"] if float in self.item_types else [plural[t] for t in self.item_types]
+            return "must be a list of " + " or ".join(kinds)
+        return None
 
     def _bounds(self) -> str:
         return f"must be at least {self.low}" if self.high is None else f"must be in [{self.low}, {self.high}]"
@@ -120,6 +133,8 @@ RULES: dict[str, Rule] = {
     "model.rpn_positive_fraction": FRACTION, "model.box_positive_fraction": FRACTION,
     "model.box_score_thresh": FRACTION, "model.rpn_score_thresh": FRACTION,
     "model.box_detections_per_img": Rule(INT, low=1),
+    # factors of min_size; past 4x a 800 px model would run at 3,200 px
+    "model.tta_scales": Rule(LIST, low=0.25, high=4.0, item_types=FLOAT, min_items=1),
     # dataset
     "dataset.format": Rule(TEXT, ("voc", "coco", "yolo", "shapes")),
     "dataset.class_names": Rule(LIST, nullable=True),
