@@ -25,6 +25,7 @@ class EvalOptions:
     out: Path | None = None
     tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
     overlap: float = 0.2
+    label_issues: bool = False       # rank likely label errors too (commands/label_issues.py)
 
 
 @dataclass
@@ -42,7 +43,8 @@ def run(options: EvalOptions) -> EvalResult:
     for note in settings.notes:
         say(f"note: {note}")
     out = options.out or default_eval_dir(Path(weights))
-    result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap)
+    result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap,
+                      options.label_issues)
     if result.report is not None:
         print_report(result)
         if settings.cfg.model.precision != "fp32":
@@ -58,11 +60,12 @@ def default_eval_dir(weights: Path) -> Path:
 
 
 def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
-             predictions_path: Path | None = None, tile: int | None = None, overlap: float = 0.2) -> EvalResult:
+             predictions_path: Path | None = None, tile: int | None = None, overlap: float = 0.2,
+             label_issues: bool = False) -> EvalResult:
     report, indices, datamodule = score(settings, tile, overlap)
     if report is None:                # DDP ranks other than 0
         return EvalResult(None, out_dir, 0, settings.cfg)
-    _write_outputs(report, indices, datamodule, settings.cfg, out_dir, json_path, predictions_path)
+    _write_outputs(report, indices, datamodule, settings.cfg, out_dir, json_path, predictions_path, label_issues)
     return EvalResult(report, out_dir, len(indices), settings.cfg)
 
 
@@ -142,7 +145,8 @@ def _score_tiled(settings: Settings, datamodule, tile: int, overlap: float):
     return report, list(range(len(records)))
 
 
-def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, json_path, predictions_path) -> None:
+def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, json_path, predictions_path,
+                   label_issues: bool = False) -> None:
     from ..eval import coco_results
     from ..eval.html_report import write_html_report
 
@@ -154,8 +158,15 @@ def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, j
     write_json(out_dir / "thresholds.json", thresholds)
     plots = report.save_plots(out_dir)
     records = datamodule.records("val")
-    write_html_report(out_dir / "report.html", report, [records[index].path for index in indices], plots,
-                      thresholds, title=f"rcnn eval: {cfg.model.weights} on {cfg.dataset.name}")
+    paths = [records[index].path for index in indices]
+    sections = ()
+    if label_issues:
+        from .label_issues import from_detections
+
+        sections = (from_detections(report.predictions, report.targets, report.class_names, paths, out_dir,
+                                    f"{cfg.model.weights} on {cfg.dataset.name} (val)")[1],)
+    write_html_report(out_dir / "report.html", report, paths, plots, thresholds,
+                      title=f"rcnn eval: {cfg.model.weights} on {cfg.dataset.name}", sections=sections)
     if predictions_path:
         image_ids = [records[index].source_id for index in indices]
         category_ids = datamodule.category_ids or list(range(1, len(datamodule.class_names) + 1))
