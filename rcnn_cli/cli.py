@@ -93,9 +93,9 @@ def train(
                                               "continue)")] = None,
 ) -> None:
     """Train a detector: ``rcnn train dataset=voc model=resnet50_fpn trainer.max_epochs=12``."""
-    from .commands import train as command
+    from .commands import crossval, train
 
-    command.run(command.TrainOptions(overrides or [], config_dir, multirun, folds))
+    crossval.run(train.TrainOptions(overrides or [], config_dir, multirun, folds))
 
 
 @app.command()

@@ -50,6 +50,17 @@ class CrossValResult:
     notes: list[str] = field(default_factory=list)
 
 
+def run(options) -> CrossValResult | list:
+    """``rcnn train``: the cross-validation when dataset.folds is set (``--folds K`` sets it) and no
+    dataset.fold is named, else ``train.run`` (one run, or a sweep)."""
+    from . import train
+
+    overrides = list(options.overrides) + ([f"dataset.folds={options.folds}"] if options.folds is not None else [])
+    if not options.multirun and wants_folds(resolve("train", overrides, config_dir=options.config_dir).cfg):
+        return cross_validate(overrides, options.config_dir)
+    return train.run(train.TrainOptions(overrides, options.config_dir, options.multirun))
+
+
 def wants_folds(cfg: DictConfig) -> bool:
     """dataset.folds set and no single fold named: the whole cross-validation."""
     return cfg.dataset.get("folds") is not None and cfg.dataset.get("fold") is None
@@ -62,6 +73,8 @@ def cross_validate(overrides: list[str], config_dir: Path | None = None, callbac
 
     settings = resolve("train", overrides, config_dir=config_dir)
     cfg = settings.cfg
+    if not wants_folds(cfg):
+        raise UsageError("a cross-validation needs dataset.folds=K (--folds K) and no dataset.fold")
     if cfg.resume:
         raise UsageError("resume= continues one run; to continue a cross-validation, run the same command with "
                          "run_dir=<its folder> (finished folds are kept, the others resume from their last.ckpt)")
@@ -183,15 +196,17 @@ def shown_metrics(summary: dict[str, Any]) -> list[str]:
 
 
 def print_table(result: CrossValResult) -> None:
+    """One row per fold, then the mean and the sample standard deviation over the folds."""
     names = shown_metrics(result.summary)
-    table = Table(title=f"cross-validation: {len(result.folds)} folds (mean ± sample std)", title_justify="left")
+    table = Table(title=f"cross-validation: {len(result.folds)} folds, mean ± sample std", title_justify="left")
     table.add_column("fold")
     for name in names:
         table.add_column(name.split("/", 1)[1], justify="right")
     table.add_column("run")
     for r in result.folds:
         table.add_row(str(r.fold), *[_cell(r.metrics.get(n)) for n in names], escape(f"{r.run_dir.name} ({r.how})"))
-    table.add_row("mean ± std", *[_mean_std(result.summary[n]) for n in names], "", style="bold")
+    table.add_row("mean", *[_cell(result.summary[n]["mean"]) for n in names], "", style="bold")
+    table.add_row("± std", *[_cell(result.summary[n]["std"]) for n in names], "", style="bold")
     stdout.print(table)
     stdout.print(f"{result.run_dir / SUMMARY}; ensemble of the fold models: "
                  f"{result.ensemble if result.ensemble else '(none)'}", markup=False, highlight=False)
@@ -199,9 +214,3 @@ def print_table(result: CrossValResult) -> None:
 
 def _cell(value) -> str:
     return "n/a" if value is None or value < 0 else f"{value:.4f}"
-
-
-def _mean_std(stats: dict[str, float | None]) -> str:
-    if stats["mean"] is None:
-        return "n/a"
-    return f"{stats['mean']:.4f}" + (f" ± {stats['std']:.4f}" if stats["std"] is not None else "")

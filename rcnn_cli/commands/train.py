@@ -25,7 +25,7 @@ class TrainOptions:
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
     multirun: bool = False
-    folds: int | None = None         # --folds K: dataset.folds=K, K-fold cross-validation (commands/crossval.py)
+    folds: int | None = None         # --folds K (dataset.folds=K): cross-validation, run by commands/crossval.py
 
 
 @dataclass
@@ -37,10 +37,8 @@ class TrainResult:
 
 
 def run(options: TrainOptions) -> list[tuple[list[str], TrainResult]]:
-    if options.folds is not None:
+    if options.folds is not None:   # train() refuses a whole cross-validation: commands/crossval.py runs it
         options.overrides = [*options.overrides, f"dataset.folds={options.folds}"]
-    if not options.multirun and _cross_validation(options):
-        return []
     runs = sweep(options.overrides) if options.multirun else [options.overrides]
     results = []
     for overrides in runs:
@@ -50,16 +48,6 @@ def run(options: TrainOptions) -> list[tuple[list[str], TrainResult]]:
         results.append((overrides, train(settings)))
     print_summary(results, options.multirun)
     return results
-
-
-def _cross_validation(options: TrainOptions) -> bool:
-    """dataset.folds without a fold: every fold, then their summary (commands/crossval.py)."""
-    from .crossval import cross_validate, wants_folds
-
-    if not wants_folds(resolve("train", options.overrides, config_dir=options.config_dir).cfg):
-        return False
-    cross_validate(options.overrides, options.config_dir)
-    return True
 
 
 def sweep(overrides: list[str]) -> list[list[str]]:
