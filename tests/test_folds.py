@@ -188,7 +188,14 @@ def test_a_half_finished_cross_validation_continues_where_it_stopped(tmp_path):
     assert first["epoch"] == 0
     kept = (parent / "fold-1" / "checkpoints" / "best.ckpt").stat().st_mtime_ns
 
-    result = cross_validate(overrides)
+    class FirstEpochs(L.Callback):
+        started: dict[str, int] = {}
+
+        def on_train_epoch_start(self, trainer, module):
+            self.started.setdefault(Path(trainer.default_root_dir).name, trainer.current_epoch)
+
+    result = cross_validate(overrides, callbacks=[FirstEpochs()])
+    assert FirstEpochs.started == {"fold-2": 1}        # fold 1 not trained again; fold 2 went on at its 2nd epoch
     assert [f.how for f in result.folds] == ["kept", "resumed"]
     assert (parent / "fold-1" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == kept
     done = torch.load(parent / "fold-2" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")

@@ -37,8 +37,7 @@ def run(options: CheckOptions) -> int:
     raises DatasetError (exit 2)."""
     settings = resolve("check", options.overrides, weights=options.weights, config_dir=options.config_dir)
     cfg = settings.cfg
-    # Every problem is reported here, strict or not; strict only decides the exit code.
-    loaded = load_dataset(OmegaConf.merge(cfg.dataset, {"strict": False}), ("train", "val", "test"))
+    loaded = all_splits(cfg)
     report = build_report(loaded, cfg.dataset.max_image_pixels, progress=_progress)
     # Both are about training: the split the sampler repeats and the boxes the anchors must match.
     train = loaded.splits.get("train") or [r for records in loaded.splits.values() for r in records]
@@ -66,6 +65,12 @@ def run(options: CheckOptions) -> int:
 
         check_labels(settings, loaded, options.out, _progress)
     return 1 if cfg.dataset.strict and report["problems"] else 0
+
+
+def all_splits(cfg):
+    """Every split of the configured data. Every problem is reported here, strict or not; strict only
+    decides the exit code."""
+    return load_dataset(OmegaConf.merge(cfg.dataset, {"strict": False}), ("train", "val", "test"))
 
 
 def training_tiles(cfg, records: list, use_ignored: bool) -> tuple[list, dict[str, Any]]:

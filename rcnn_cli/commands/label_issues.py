@@ -57,12 +57,12 @@ def check_labels(settings, loaded, out_dir: Path, progress) -> list[LabelIssue]:
     from ..inference.predictor import load_predictor
 
     cfg = settings.cfg
-    stored = (settings.checkpoint[1] if settings.checkpoint else {}).get("class_names")
-    if stored and list(stored) != list(loaded.class_names):
-        raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
-                         f"{loaded.class_names}; pass the matching dataset=... or dataset.class_names=")
     predictor = load_predictor(cfg, settings.checkpoint, typed=settings.typed)
-    records = [record for split in loaded.splits.values() for record in split]
+    if list(predictor.class_names) != list(loaded.class_names):
+        raise UsageError(f"{cfg.model.weights} detects the classes {predictor.class_names} but the data has "
+                         f"{loaded.class_names}; pass the matching dataset=... or dataset.class_names=")
+    # each picture once, however many splits list it (leakage is data check's own finding)
+    records = list({str(record.path): record for split in loaded.splits.values() for record in split}.values())
     dataset = DetectionDataset(records, max_pixels=cfg.dataset.max_image_pixels)
     predictions, targets, paths, batch = [], [], [], []
 

@@ -47,18 +47,22 @@ def _boxes(obj) -> list[float]:
     return [float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
 
 
-def plant_errors(root: Path, per_kind: int, seed: int) -> list[Planted]:
-    """Deletes, relabels and shifts ``per_kind`` boxes each in the VOC copy at ``root``, at most one
-    planted error per image; a shift moves the box by 60-100% of its width and height (IoU with where
-    the object is: 0 to 0.14). Zero-size boxes (BCCD has two) are never chosen."""
+def plant_errors(root: Path, per_kind: int, seed: int, classes: tuple[str, ...] = CLASSES) -> list[Planted]:
+    """Deletes, relabels and shifts ``per_kind`` boxes each in the VOC copy at ``root``, chosen at random
+    among the boxes of ``classes``, at most one planted error per image; a shift moves the box by 60-100%
+    of its width and height (IoU with where the object is: 0 to 0.14). Zero-size boxes (BCCD has two)
+    are never chosen."""
     rng = random.Random(seed)
-    files = sorted((root / "Annotations").glob("*.xml"))
+
+    def candidates(tree) -> list:
+        return [o for o in tree.getroot().iter("object") if _positive(_boxes(o)) and o.find("name").text in classes]
+
+    files = [x for x in sorted((root / "Annotations").glob("*.xml")) if candidates(ET.parse(x))]
     chosen = rng.sample(files, 3 * per_kind)
     planted = []
     for kind, xml in zip([k for k in KINDS for _ in range(per_kind)], chosen):
         tree = ET.parse(xml)
-        objects = [o for o in tree.getroot().iter("object") if _positive(_boxes(o))]
-        obj = rng.choice(objects)
+        obj = rng.choice(candidates(tree))
         box, label = _boxes(obj), obj.find("name").text
         image = tree.getroot().find("filename").text
         if kind == "deleted":
