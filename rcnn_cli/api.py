@@ -173,3 +173,26 @@ def to_chw_tensor(image: ImageLike) -> Tensor:
             raise ValueError(f"expected a 3xHxW image tensor, got shape {tuple(image.shape)}")
         return image
     raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+def cross_validate(folds: int, overrides: Sequence[str] = (), config_dir: str | Path | None = None):
+    """``rcnn train --folds K [overrides]``: K-fold cross-validation (commands/crossval.py), the same
+    settings rule, folders and resume (name the folder with ``run_dir=`` and call again to continue).
+    Returns a CrossValResult: ``run_dir``, ``folds`` (per fold: run folder, best checkpoint, metrics),
+    ``summary`` (metric -> mean, sample std, folds) and ``ensemble`` (the ensemble.yaml path)."""
+    from .commands.crossval import cross_validate as run
+
+    return run([*overrides, f"dataset.folds={folds}"], Path(config_dir) if config_dir else None)
+
+
+def label_issues(weights: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
+                 config_dir: str | Path | None = None) -> list:
+    """``rcnn data check --weights W [overrides] --out OUT``'s likely label errors: every image of the
+    checkpoint's data (or the data the overrides name) detected with it, the labelled boxes and images
+    most likely wrong ranked first (eval/label_issues.py), written as label_issues.json and .csv and a
+    gallery in report.html in ``out``. Returns the LabelIssue list, likeliest first."""
+    from .commands.check import CheckOptions, _progress, all_splits
+    from .commands.label_issues import check_labels
+
+    settings = resolve("check", list(overrides), weights=str(weights), config_dir=config_dir)
+    return check_labels(settings, all_splits(settings.cfg), Path(out) if out else CheckOptions().out, _progress)

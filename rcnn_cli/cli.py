@@ -73,11 +73,15 @@ def data_check(
     out: Annotated[Path, typer.Option("--out", help="folder for --show pictures")] = Path("runs/data-check"),
     augmented: Annotated[bool, typer.Option("--augmented", help="--show draws training images after augmentation "
                                             "and the model's resize, as the model sees them")] = False,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="rank likely label errors (missing, wrong, "
+                                                "spurious, badly placed boxes) with this checkpoint: label_issues.json"
+                                                " and .csv and report.html in --out")] = None,
 ) -> None:
     """Load the configured splits and report counts, sizes, duplicates and every problem found."""
     from .commands import check
 
-    raise typer.Exit(check.run(check.CheckOptions(overrides or [], config_dir, json_path, show, out, augmented)))
+    raise typer.Exit(check.run(check.CheckOptions(overrides or [], config_dir, json_path, show, out, augmented,
+                                                  weights)))
 
 
 @app.command()
@@ -86,11 +90,15 @@ def train(
     config_dir: ConfigDir = None,
     multirun: Annotated[bool, typer.Option("--multirun", "-m",
                                            help="sweep comma-separated values, one run each")] = False,
+    folds: Annotated[int | None, typer.Option("--folds", help="K-fold cross-validation: K runs under one folder, "
+                                              "mean ± std of every metric, ensemble.yaml of the K best checkpoints; "
+                                              "same as dataset.folds=K (run it again with run_dir=<folder> to "
+                                              "continue)")] = None,
 ) -> None:
     """Train a detector: ``rcnn train dataset=voc model=resnet50_fpn trainer.max_epochs=12``."""
-    from .commands import train as command
+    from .commands import crossval, train
 
-    command.run(command.TrainOptions(overrides or [], config_dir, multirun))
+    crossval.run(train.TrainOptions(overrides or [], config_dir, multirun, folds))
 
 
 @app.command()
@@ -118,6 +126,9 @@ def evaluate(
         "--precision", help="fp32 (default: the exact model, the same figures on every CPU), or auto, bf16, int8 "
         "to score a fast path, printed beside the exact figures; same as model.precision=...")] = None,
     tta: Tta = False,
+    label_issues: Annotated[bool, typer.Option("--label-issues", help="also rank the likely label errors of the "
+                                               "evaluated images: label_issues.json and .csv, a gallery in "
+                                               "report.html")] = False,
 ) -> None:
     """Evaluate a checkpoint: COCO mAP, VOC07/VOC AP50, per-class AP, PR curves, thresholds, report.html."""
     from .commands import evaluate as command
@@ -125,7 +136,7 @@ def evaluate(
 
     command.run(command.EvalOptions(weights=weights, overrides=shorthand(overrides or [], precision=precision),
                                     config_dir=config_dir, json_path=json_path, predictions=predictions, out=out,
-                                    tile=tile, overlap=overlap, tta=tta))
+                                    tile=tile, overlap=overlap, tta=tta, label_issues=label_issues))
 
 
 @app.command()

@@ -29,14 +29,15 @@ class CheckOptions:
     show: int = 0
     out: Path = Path("runs/data-check")
     augmented: bool = False          # --show draws what the model sees after augmentation and resize
+    weights: str | None = None       # rank likely label errors with this checkpoint (commands/label_issues.py)
 
 
 def run(options: CheckOptions) -> int:
     """Print the report (and write it as JSON); 0 usable, 1 strict with problems. Unusable data
     raises DatasetError (exit 2)."""
-    cfg = resolve("check", options.overrides, config_dir=options.config_dir).cfg
-    # Every problem is reported here, strict or not; strict only decides the exit code.
-    loaded = load_dataset(OmegaConf.merge(cfg.dataset, {"strict": False}), ("train", "val", "test"))
+    settings = resolve("check", options.overrides, weights=options.weights, config_dir=options.config_dir)
+    cfg = settings.cfg
+    loaded = all_splits(cfg)
     report = build_report(loaded, cfg.dataset.max_image_pixels, progress=_progress)
     # Both are about training: the split the sampler repeats and the boxes the anchors must match.
     train = loaded.splits.get("train") or [r for records in loaded.splits.values() for r in records]
@@ -59,7 +60,17 @@ def run(options: CheckOptions) -> int:
     elif options.show:
         written = draw_samples(loaded, options.show, options.out, cfg.dataset.max_image_pixels)
         stdout.print(plain(f"{len(written)} pictures with boxes in {options.out}"), highlight=False)
+    if options.weights:
+        from .label_issues import check_labels
+
+        check_labels(settings, loaded, options.out, _progress)
     return 1 if cfg.dataset.strict and report["problems"] else 0
+
+
+def all_splits(cfg):
+    """Every split of the configured data. Every problem is reported here, strict or not; strict only
+    decides the exit code."""
+    return load_dataset(OmegaConf.merge(cfg.dataset, {"strict": False}), ("train", "val", "test"))
 
 
 def training_tiles(cfg, records: list, use_ignored: bool) -> tuple[list, dict[str, Any]]:

@@ -29,6 +29,7 @@ class EvalOptions:
     tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
     overlap: float = PREDICT.tile_overlap
     tta: bool = False                # shorthand for model.tta=true
+    label_issues: bool = False       # rank likely label errors too (commands/label_issues.py)
 
 
 @dataclass
@@ -54,7 +55,8 @@ def run(options: EvalOptions) -> EvalResult:
     for note in settings.notes:
         say(f"note: {note}")
     predictor = load_ensemble("eval", members, overrides, config_dir=options.config_dir)[1] if members else None
-    result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap, predictor)
+    result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap, predictor,
+                      options.label_issues)
     if result.report is not None:
         print_report(result)
         if settings.cfg.model.precision != "fp32" and members:
@@ -90,12 +92,12 @@ def default_eval_dir(weights: Path, ensemble=None) -> Path:
 
 def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
              predictions_path: Path | None = None, tile: int | None = None,
-             overlap: float = PREDICT.tile_overlap, predictor=None) -> EvalResult:
+             overlap: float = PREDICT.tile_overlap, predictor=None, label_issues: bool = False) -> EvalResult:
     """predictor: an ensemble's (inference/ensemble.py), scored instead of ``settings``' checkpoint."""
     report, indices, datamodule = score(settings, tile, overlap, predictor)
     if report is None:                # DDP ranks other than 0
         return EvalResult(None, out_dir, 0, settings.cfg)
-    _write_outputs(report, indices, datamodule, settings.cfg, out_dir, json_path, predictions_path)
+    _write_outputs(report, indices, datamodule, settings.cfg, out_dir, json_path, predictions_path, label_issues)
     return EvalResult(report, out_dir, len(indices), settings.cfg)
 
 
@@ -182,7 +184,8 @@ def _score_with_predictor(settings: Settings, datamodule, tile: int | None, over
     return report, list(range(len(records)))
 
 
-def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, json_path, predictions_path) -> None:
+def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, json_path, predictions_path,
+                   label_issues: bool = False) -> None:
     from ..eval import coco_results
     from ..eval.html_report import write_html_report
 
@@ -194,8 +197,15 @@ def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, j
     write_json(out_dir / "thresholds.json", thresholds)
     plots = report.save_plots(out_dir)
     records = datamodule.records("val")
-    write_html_report(out_dir / "report.html", report, [records[index].path for index in indices], plots,
-                      thresholds, title=f"rcnn eval: {cfg.model.weights} on {cfg.dataset.name}")
+    paths = [records[index].path for index in indices]
+    sections = ()
+    if label_issues:
+        from .label_issues import from_detections
+
+        sections = (from_detections(report.predictions, report.targets, report.class_names, paths, out_dir,
+                                    f"{cfg.model.weights} on {cfg.dataset.name} (val)")[1],)
+    write_html_report(out_dir / "report.html", report, paths, plots, thresholds,
+                      title=f"rcnn eval: {cfg.model.weights} on {cfg.dataset.name}", sections=sections)
     if predictions_path:
         image_ids = [records[index].source_id for index in indices]
         category_ids = datamodule.category_ids or list(range(1, len(datamodule.class_names) + 1))

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import JobFailed, RcnnError
+from ..errors import JobFailed, RcnnError, UsageError
 from ..files import numbered_folder, write_text, writes_into
 from ..settings.resolve import Settings, resolve
 from ..settings.schema import ConfigError
@@ -25,6 +25,7 @@ class TrainOptions:
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
     multirun: bool = False
+    folds: int | None = None         # --folds K (dataset.folds=K): cross-validation, run by commands/crossval.py
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrainResult:
 
 
 def run(options: TrainOptions) -> list[tuple[list[str], TrainResult]]:
+    if options.folds is not None:   # train() refuses a whole cross-validation: commands/crossval.py runs it
+        options.overrides = [*options.overrides, f"dataset.folds={options.folds}"]
     runs = sweep(options.overrides) if options.multirun else [options.overrides]
     results = []
     for overrides in runs:
@@ -82,6 +85,9 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
     import torch
 
     cfg = settings.cfg
+    if cfg.dataset.get("folds") is not None and cfg.dataset.get("fold") is None:
+        raise UsageError(f"dataset.folds={cfg.dataset.folds} is a cross-validation of that many runs: `rcnn train "
+                         "--folds K` runs it (not with --multirun or rcnn tune); dataset.fold=k trains fold k alone")
     for note in settings.notes:
         say(f"note: {note}")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

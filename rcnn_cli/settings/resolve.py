@@ -87,8 +87,9 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     defaults = cfg.copy()
     if stored is not None:
         cfg = _layer_stored(cfg, stored, groups, config_dir, resume_all=bool(resume))
-    if command == "eval" and "model.precision" not in typed:
-        # eval reports the model's number, the same on every CPU: the exact model unless a fast path is asked for
+    if command in ("eval", "check") and "model.precision" not in typed:
+        # eval reports the model's number, the same on every CPU: the exact model unless a fast path is asked
+        # for; so does `data check --weights` rank label errors
         with open_dict(cfg):
             cfg.model.precision = "fp32"
     _apply(cfg, typed)

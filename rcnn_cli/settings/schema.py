@@ -141,6 +141,8 @@ RULES: dict[str, Rule] = {
     "dataset.root": Rule((str, list), nullable=True),   # a list of VOC roots: 07+12
     "dataset.val_fraction": FRACTION,
     "dataset.batch_size": Rule(INT, low=1),
+    "dataset.folds": Rule(INT, nullable=True, low=2, why="cross-validation needs at least 2 folds"),   # null: off
+    "dataset.fold": Rule(INT, nullable=True, low=1),       # null: every fold (rcnn train), else that one
     "dataset.repeat_factor_thresh": Rule(FLOAT, nullable=True, low=0.0, high=1.0),   # null: no repeats
     "dataset.tile": Rule(INT, nullable=True, low=32),                # null: whole images, no tiles
     "dataset.tile_overlap": Rule(FLOAT, low=0.0, high=0.9),          # tile_windows needs < 1
