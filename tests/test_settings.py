@@ -275,14 +275,22 @@ def test_settings_conf_always_ships_are_read_directly():
     for group, options in groups.items():
         keys = [set(compose(f"{group}={option}")[group]) for option in options]
         shipped |= set.intersection(*keys)
-    config_like = re.compile(r"(^|\.)(cfg|config|data|[a-z]+_cfg)(\.(dataset|model|optim|augment|trainer))?$")
+    config_like = re.compile(r"(^|\.)(cfg|config|[a-z]+_cfg)(\.(dataset|model|optim|augment|trainer))?$")
     found = []
     for path in sorted((Path(__file__).resolve().parents[1] / "rcnn_cli").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in shipped
-                    and config_like.search(ast.unparse(node.func.value))):
-                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            # names bound to a config in this function (``data = self.cfg.dataset``) read like one
+            aliases = {target.id for node in ast.walk(function) if isinstance(node, ast.Assign)
+                       and config_like.search(ast.unparse(node.value)) for target in node.targets
+                       if isinstance(target, ast.Name)}
+            for node in ast.walk(function):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                        and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in shipped
+                        and (config_like.search(receiver := ast.unparse(node.func.value)) or receiver in aliases)):
+                    found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    found = sorted(set(found))
     assert not found, "read these directly (conf/ ships them):\n" + "\n".join(found)
 
 

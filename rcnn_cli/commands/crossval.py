@@ -63,7 +63,7 @@ def run(options) -> CrossValResult | list:
 
 def wants_folds(cfg: DictConfig) -> bool:
     """dataset.folds set and no single fold named: the whole cross-validation."""
-    return cfg.dataset.get("folds") is not None and cfg.dataset.get("fold") is None
+    return cfg.dataset.folds is not None and cfg.dataset.fold is None
 
 
 def cross_validate(overrides: list[str], config_dir: Path | None = None, callbacks=()) -> CrossValResult:
@@ -106,7 +106,7 @@ def _fold_plan(cfg: DictConfig) -> dict[str, Any]:
     from ..data.readers.load import load_dataset
 
     train = load_dataset(cfg.dataset, ("train",)).splits.get("train") or []
-    plan = fold_plan(train, int(cfg.dataset.folds), int(cfg.dataset.split_seed), cfg.dataset.get("max_image_pixels"))
+    plan = fold_plan(train, int(cfg.dataset.folds), int(cfg.dataset.split_seed), cfg.dataset.max_image_pixels)
     return {"folds": int(cfg.dataset.folds), "split_seed": int(cfg.dataset.split_seed),
             "parts": [[str(train[i].path) for i in part] for part in plan.parts],
             "groups": [[str(train[i].path) for i in group] for group in plan.groups]}

@@ -85,7 +85,7 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
     import torch
 
     cfg = settings.cfg
-    if cfg.dataset.get("folds") is not None and cfg.dataset.get("fold") is None:
+    if cfg.dataset.folds is not None and cfg.dataset.fold is None:
         raise UsageError(f"dataset.folds={cfg.dataset.folds} is a cross-validation of that many runs: `rcnn train "
                          "--folds K` runs it (not with --multirun or rcnn tune); dataset.fold=k trains fold k alone")
     for note in settings.notes:

@@ -28,13 +28,13 @@ def load_dataset(cfg, splits: Sequence[str] = ("train", "val")) -> LoadedDataset
     # Data without a validation split of its own gets one held out of train, by one rule for
     # every format; train is then read even when only val was asked for. A cross-validation fold
     # (dataset.fold, data/folds.py) validates on a part of train instead.
-    fold = cfg.get("fold") if cfg.get("folds") else None
+    fold = cfg.fold if cfg.folds else None
     hold_out = "val" in splits and fold is None and not _has_own_val(cfg, fmt)
     loaded = read(cfg, tuple(dict.fromkeys([*splits, "train"])) if hold_out or fold else splits, log)
     loaded.problems = log
     if fold is not None:
         loaded.notes.append(apply_fold(loaded.splits, int(cfg.folds), int(fold), int(cfg.split_seed),
-                                       cfg.get("max_image_pixels")))
+                                       cfg.max_image_pixels))
         loaded.splits = {split: records for split, records in loaded.splits.items() if split in splits}
     elif hold_out:
         _hold_out_val(loaded, cfg)
