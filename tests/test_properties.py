@@ -168,7 +168,8 @@ def cached_predictor(tiny_run):
     from rcnn_cli.settings.resolve import resolve
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
-    loaded = resolve("predict", ["model.precision=fp32"], weights=weights)
+    # 32 px pictures: what is tested is how names are printed, and a smaller picture is most of a run's time
+    loaded = resolve("predict", ["model.precision=fp32", "model.min_size=32", "model.max_size=32"], weights=weights)
     predictor = load_predictor(loaded.cfg, loaded.checkpoint, typed=loaded.typed)
     return Loaded((weights, predictor, loaded.checkpoint))
 
