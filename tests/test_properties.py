@@ -165,16 +165,13 @@ def picture(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0) -> None
 def cached_predictor(tiny_run):
     """One real predictor of the tiny run for every example: loading it is most of a predict run's time."""
     from rcnn_cli.inference.predictor import load_predictor
-    from rcnn_cli.model import factory
     from rcnn_cli.settings.resolve import resolve
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
-    loaded = resolve("predict", ["model.precision=fp32"], weights=weights)
+    # 32 px pictures: what is tested is how names are printed, and a smaller picture is most of a run's time
+    loaded = resolve("predict", ["model.precision=fp32", "model.min_size=32", "model.max_size=32"], weights=weights)
     predictor = load_predictor(loaded.cfg, loaded.checkpoint, typed=loaded.typed)
-    # resolve reads the checkpoint's stored settings every run; the file does not change between examples
-    state, meta = loaded.checkpoint
-    with mock.patch.object(factory, "read_weights_source", lambda _: (state, copy.deepcopy(meta))):
-        yield Loaded((weights, predictor))
+    return Loaded((weights, predictor, loaded.checkpoint))
 
 
 class Loaded(tuple):
@@ -189,8 +186,12 @@ class Loaded(tuple):
 @example(good="n" * 251, bad="b", out="o")                  # the drawn picture's temp name was past 255 bytes
 def test_predict_prints_hostile_names_as_text(cached_predictor, good, bad, out):
     assume(independent(f"{good}.png", f"{bad}.png") and out != "in")
-    weights, predictor = cached_predictor
-    with scratch() as work, mock.patch("rcnn_cli.inference.predictor.load_predictor", return_value=predictor):
+    from rcnn_cli.model import factory
+
+    weights, predictor, (state, meta) = cached_predictor
+    # resolve reads the checkpoint's stored settings every run; the file does not change between examples
+    with scratch() as work, mock.patch("rcnn_cli.inference.predictor.load_predictor", return_value=predictor), \
+            mock.patch.object(factory, "read_weights_source", lambda _: (state, copy.deepcopy(meta))):
         picture(make(work / "in" / f"{good}.png"))
         make(work / "in" / f"{bad}.png", b"not a picture")
         code, _, err = rcnn("predict", "--weights", str(weights), f"--out={out}", "--precision", "fp32", "--",
@@ -215,13 +216,16 @@ def test_predict_prints_hostile_names_as_text(cached_predictor, good, bad, out):
 @example(name="x\n[/b]", how="out is a file")
 @example(name="n" * 300, how="missing source")
 @example(name="a=b", how="missing source")                   # looks like a key=value override
+@example(name="*", how="missing source")                     # a glob matching nothing
 def test_a_refusal_naming_a_hostile_name_is_one_line(name, how):
-    with scratch() as work:
-        (work / "w.ckpt").write_bytes(b"")
-        picture(work / "p.png")
-        args = {"missing source": ["--weights", "w.ckpt", "--", name],
-                "out is a file": ["--weights", "w.ckpt", f"--out={name}", "--", "p.png"],
-                "missing weights": ["--weights", name, "--", "p.png"]}[how]
+    with scratch() as work, tempfile.TemporaryDirectory() as elsewhere:
+        # the working folder holds nothing a name (a glob such as "*") could match
+        weights, image = Path(elsewhere) / "w.ckpt", Path(elsewhere) / "p.png"
+        weights.write_bytes(b"")
+        picture(image)
+        args = {"missing source": ["--weights", str(weights), "--", name],
+                "out is a file": ["--weights", str(weights), f"--out={name}", "--", str(image)],
+                "missing weights": ["--weights", name, "--", str(image)]}[how]
         if how == "out is a file":
             assume(fits(name))
             make(work / name, b"mine")

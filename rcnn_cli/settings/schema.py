@@ -237,7 +237,7 @@ def not_a_config_type(key: str, value: Any, default: Any) -> str:
     default = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
     rule = rule_for(key, default)
     plain = value.tolist() if callable(getattr(value, "tolist", None)) else None
-    return (f"{key}={' '.join(repr(value).split())}: a {type(value).__name__} is not a config value; "
+    return (f"{key}={' '.join(repr(value).split())}: {type(value).__name__} is not a config type; "
             + (rule.expected() if rule else "must be a number, string, true/false, list or null")
             + (f" (pass {plain!r})" if plain is not None else ""))
 
