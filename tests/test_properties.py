@@ -84,7 +84,7 @@ def composed_once():
     """Hydra composes the same presets the same way every time, and composing is 90% of a command's
     settings (a quarter second): each distinct set of presets is composed once here. The rule under test,
     the user's values applied to the composed tree and checked, runs in full every example."""
-    from rcnn_cli.settings.resolve import resolve
+    import rcnn_cli.settings.resolve as resolve
 
     real, cache = resolve.compose_groups, {}
 

@@ -36,7 +36,7 @@ def ensemble_members(weights: str | Path | Sequence[str | Path] | None) -> list[
         members = [str(member) for member in weights]
     elif Path(str(weights)).suffix.lower() in ENSEMBLE_SUFFIXES:
         members = read_ensemble(Path(str(weights)))
-    elif "," in str(weights) and not Path(str(weights)).exists():
+    elif "," in str(weights) and not os.path.exists(str(weights)):   # os.path: pathlib raises past 255 bytes
         members = [part.strip() for part in str(weights).split(",")]
     else:
         return None
@@ -50,7 +50,7 @@ def ensemble_members(weights: str | Path | Sequence[str | Path] | None) -> list[
 def _check_member(member: str, weights) -> None:
     from ..model import zoo
 
-    if not (Path(member).is_file() or zoo.is_named(member) or zoo.looks_like_a_name(member)):
+    if not (os.path.isfile(member) or zoo.is_named(member) or zoo.looks_like_a_name(member)):
         raise UsageError(f"--weights {_shown(weights)}: {member}: no such file")
 
 
