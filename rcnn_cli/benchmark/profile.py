@@ -314,10 +314,11 @@ def count_inference_flops(model: nn.Module, images: list[torch.Tensor]) -> dict[
 
 
 def profile_inference(models: dict[str, nn.Module], images: list[torch.Tensor], repeats: int, warmup: int,
-                      peak_rates: dict[str, float]) -> dict[str, dict]:
+                      peak_rates: dict[str, float], say: Callable[[str], None] = lambda _line: None) -> dict[str, dict]:
     """path -> its stage rows and totals, per image. int8 takes the folded model's FLOP counts."""
     floats, profiles, flops = as_float(images), {}, {}
     for name, model in models.items():
+        say(f"profile: inference, {name}")
         flops[name] = flops["ours_fast"] if name == "ours_int8" else count_inference_flops(model, floats)
         seconds, plain = time_inference(model, floats, repeats, warmup)
         rows = stage_rows(INFERENCE_ROWS, seconds, {}, flops[name], stage_precisions(model), peak_rates)
@@ -443,13 +444,15 @@ def train_loader(cfg: Any, batch: int) -> Any:
 
 
 def profile_training_paths(cfg: Any, model: nn.Module, batch: int, repeats: int, warmup: int,
-                           peak_rates: dict[str, float]) -> dict[str, dict]:
+                           peak_rates: dict[str, float], say: Callable[[str], None] = lambda _line: None) -> dict[str, dict]:
     """Our fp32 step and the step as ``rcnn train`` takes it (channels_last, autocast where it pays)."""
     from omegaconf import OmegaConf
 
     loader = train_loader(cfg, batch)
     optim_cfg = OmegaConf.to_container(cfg.optim, resolve=True)
+    say("profile: training step, ours fp32")
     profiles = {"ours": profile_training(copy.deepcopy(model), loader, optim_cfg, repeats, warmup, None, peak_rates)}
+    say("profile: training step, as rcnn train runs it")
     as_trained = use_channels_last(copy.deepcopy(model))
     profiles["ours_train"] = profile_training(as_trained, loader, optim_cfg, repeats, warmup,
                                               training_autocast_dtype("cpu"), peak_rates)
@@ -459,11 +462,11 @@ def profile_training_paths(cfg: Any, model: nn.Module, batch: int, repeats: int,
 
 
 def stage_profile(cfg: Any, images: list[torch.Tensor], calibration: list[torch.Tensor], repeats: int = 3,
-                  warmup: int = 1, train: bool = True, batch: int = 2, checkpoint: tuple | None = None
-                  ) -> dict[str, Any]:
+                  warmup: int = 1, train: bool = True, batch: int = 2, checkpoint: tuple | None = None,
+                  say: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
     """The stage profile of every torch path ``rcnn benchmark`` builds (torchvision's twin, ours fp32,
     folded, bf16 where native, int8) on ``images`` (uint8 (3, H, W)), and with ``train`` of a training
-    step on batches of ``cfg``'s training data. On the CPU, whatever ``device`` says."""
+    step on batches of ``cfg``'s training data. On the CPU, whatever ``device`` says. ``say``: progress."""
     from omegaconf import OmegaConf
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -474,10 +477,10 @@ def stage_profile(cfg: Any, images: list[torch.Tensor], calibration: list[torch.
     result = {"machine": machine_info(), "peak": estimate, "model": model_cfg.get("name", model_cfg["backbone"]),
               "min_size": model_cfg["min_size"], "max_size": model_cfg["max_size"], "images": len(images),
               "repeats": repeats, "warmup": warmup}
-    result["inference"] = profile_inference(models, images, repeats, warmup, estimate["gflop_per_s"])
+    result["inference"] = profile_inference(models, images, repeats, warmup, estimate["gflop_per_s"], say)
     if train:
         result["training"] = profile_training_paths(cfg, models["ours"], batch, repeats, warmup,
-                                                    estimate["gflop_per_s"])
+                                                    estimate["gflop_per_s"], say)
     return result
 
 

@@ -220,7 +220,7 @@ def profile_command(cfg, options: BenchmarkOptions, console, checkpoint: tuple |
     calibration = calibration_images([options.images] if options.images else None,
                                      OmegaConf.to_container(cfg.dataset, resolve=True)).images or images
     result = stage_profile(cfg, images, calibration, options.repeats, options.warmup, options.train, options.batch,
-                           checkpoint)
+                           checkpoint, say=lambda line: stderr_console.print(line, highlight=False, markup=False))
     print_profile(console, result)
     if options.json_path:
         write_json(Path(options.json_path), result)
