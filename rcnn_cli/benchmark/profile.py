@@ -444,7 +444,8 @@ def train_loader(cfg: Any, batch: int) -> Any:
 
 
 def profile_training_paths(cfg: Any, model: nn.Module, batch: int, repeats: int, warmup: int,
-                           peak_rates: dict[str, float], say: Callable[[str], None] = lambda _line: None) -> dict[str, dict]:
+                           peak_rates: dict[str, float], say: Callable[[str], None] = lambda _line: None
+                           ) -> dict[str, dict]:
     """Our fp32 step and the step as ``rcnn train`` takes it (channels_last, autocast where it pays)."""
     from omegaconf import OmegaConf
 
