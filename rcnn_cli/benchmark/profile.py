@@ -494,7 +494,8 @@ def table_rows(profile: dict) -> tuple[list[str], list[list[str]]]:
     for row in profile["rows"]:
         times = [f"{row['forward_ms']:.1f}", f"{row['backward_ms']:.1f}"] if training else []
         rate, share = row["gflop_per_s"], row["peak_share"]
+        # the precision of the FLOPs counted: a stage without any (data loading, NMS) shows none
         cells.append([row["stage"], *times, f"{row['ms']:.1f}", f"{row['share']:.1%}", f"{row['gflop']:.2f}",
-                      row["precision"], "" if rate is None else f"{rate:.1f}",
+                      row["precision"] if row["gflop"] else "", "" if rate is None else f"{rate:.1f}",
                       "" if share is None else f"{share:.1%}"])
     return headers, cells
