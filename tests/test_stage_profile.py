@@ -5,6 +5,7 @@ stage whose forward made it, and the peak estimate follows the hardware profile.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 
@@ -35,13 +36,18 @@ def tiny_models(*overrides: str) -> dict[str, torch.nn.Module]:
     return build_models(OmegaConf.to_container(cfg.model, resolve=True), device="cpu")
 
 
-def test_every_torch_path_has_every_inference_stage():
-    cfg = compose(*TINY_TRAIN, command="benchmark")
-    images = tiny_images(2)
+def test_every_torch_path_has_every_inference_stage(tmp_path, capsys):
+    from rcnn_cli.commands.benchmark import BenchmarkOptions, run
+
+    options = BenchmarkOptions([*TINY_TRAIN], count=2, repeats=1, warmup=0, train=False, profile=True,
+                               json_path=tmp_path / "profile.json")
     with hardware.override("avx512_bf16"):          # where bf16 is native the benchmark builds the bf16 path
-        result = profile.stage_profile(cfg, images, images, repeats=1, warmup=0, train=False)
+        result = run(options)
+    assert json.loads((tmp_path / "profile.json").read_text())["inference"].keys() == result["inference"].keys()
     paths = {"ours", "ours_fast", "ours_bf16"} | ({"ours_int8"} if profile.int8_available() else set())
     assert set(result["inference"]) == paths
+    printed = capsys.readouterr().out
+    assert all(f"inference, {title}" in printed for title in ("ours fp32", "ours folded", "ours bf16"))
     precisions = {"ours": "fp32", "ours_fast": "fp32", "ours_bf16": "bf16", "ours_int8": "int8"}
     for name, path in result["inference"].items():
         rows = {row["stage"]: row for row in path["rows"]}
@@ -53,6 +59,14 @@ def test_every_torch_path_has_every_inference_stage():
         assert rows["backbone body"]["precision"] == precisions[name]
         assert rows["box predictor"]["precision"] == "fp32"          # no path rounds the predictor
         assert rows["backbone body"]["gflop"] > 0 and rows["RoI align"]["gflop"] == 0
+
+
+def test_the_profile_runs_on_its_own():
+    from rcnn_cli.commands.benchmark import BenchmarkOptions, run
+    from rcnn_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="--profile runs on its own"):
+        run(BenchmarkOptions([*TINY_TRAIN], profile=True, formats="onnx"))
 
 
 def test_stages_add_up_to_the_whole_forward_timed_without_hooks():
