@@ -277,12 +277,16 @@ def benchmark_cmd(
     formats: Annotated[str, typer.Option("--formats", help="also export and time onnx, openvino, torchscript "
                                          "(comma-separated; fp32 and int8 files, OpenVINO bf16 where native, fp16 "
                                          "TorchScript on a GPU); default none")] = "",
+    profile: Annotated[bool, typer.Option("--profile", help="instead: ms per image of each inference stage for "
+                                          "every torch path, and of a training step, with FLOP rates against "
+                                          "this CPU's peak (on the CPU)")] = False,
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command
 
     command.run(command.BenchmarkOptions(overrides or [], config_dir, weights, images, count, batch, repeats, warmup,
-                                         not no_train, scaling, json_path, data_scale, load_scale, formats))
+                                         not no_train, scaling, json_path, data_scale, load_scale, formats,
+                                         profile=profile))
 
 
 # Lightning's advice aimed at library users, not at people running a finished command.
