@@ -108,6 +108,20 @@ def test_a_box_seen_by_one_view_keeps_a_sixth_of_its_score():
     assert torch.allclose(found["boxes"], boxes[:1], atol=1e-4)
 
 
+@pytest.mark.parametrize(("agnostic", "kept"), [("false", [1, 2]), ("true", [1])])
+def test_tta_fusion_follows_the_models_agnostic_nms(agnostic, kept):
+    """Two classes on one labelled cell in every view: WBF fuses per class, so both survive it; with
+    model.box_nms_agnostic=true the fused set is then cut to one, as the model's own NMS would."""
+    picture, boxes, _ = labelled()
+    cell = torch.cat([boxes[:1], boxes[:1] + 1])
+    found = {"scores": torch.tensor([0.9, 0.6]), "labels": torch.tensor([1, 2])}
+    detect = lambda images: [{**found, "boxes": cell if torch.equal(image, picture)  # noqa: E731
+                              else mirrored(cell, image.shape[-1])} for image in images]
+    rule = FusionRule.of(resolve("predict", [f"model.box_nms_agnostic={agnostic}"]).cfg.model)
+    transform = SimpleNamespace(min_size=(416,), max_size=560)
+    assert tta_detect(detect, transform, [1.0], rule)([picture])[0]["labels"].tolist() == kept
+
+
 # --- ensembles --------------------------------------------------------------------------------------
 
 def member(detections, class_names=CLASSES, runs_as="fp32") -> Predictor:
