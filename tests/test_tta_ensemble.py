@@ -108,6 +108,20 @@ def test_a_box_seen_by_one_view_keeps_a_sixth_of_its_score():
     assert torch.allclose(found["boxes"], boxes[:1], atol=1e-4)
 
 
+@pytest.mark.parametrize(("agnostic", "kept"), [("false", [1, 2]), ("true", [1])])
+def test_tta_fusion_follows_the_models_agnostic_nms(agnostic, kept):
+    """Two classes on one labelled cell in every view: WBF fuses per class, so both survive it; with
+    model.box_nms_agnostic=true the fused set is then cut to one, as the model's own NMS would."""
+    picture, boxes, _ = labelled()
+    cell = torch.cat([boxes[:1], boxes[:1] + 1])
+    found = {"scores": torch.tensor([0.9, 0.6]), "labels": torch.tensor([1, 2])}
+    detect = lambda images: [{**found, "boxes": cell if torch.equal(image, picture)  # noqa: E731
+                              else mirrored(cell, image.shape[-1])} for image in images]
+    rule = FusionRule.of(resolve("predict", [f"model.box_nms_agnostic={agnostic}"]).cfg.model)
+    transform = SimpleNamespace(min_size=(416,), max_size=560)
+    assert tta_detect(detect, transform, [1.0], rule)([picture])[0]["labels"].tolist() == kept
+
+
 # --- ensembles --------------------------------------------------------------------------------------
 
 def member(detections, class_names=CLASSES, runs_as="fp32") -> Predictor:
@@ -296,6 +310,16 @@ def bccd_checkpoint(tmp_path_factory, small_bccd) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 
 
+def nudged(checkpoint: Path, out: Path) -> Path:
+    """A copy of ``checkpoint`` whose box predictor is moved a little: another member for an ensemble."""
+    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = data["state_dict"]
+    state["model.roi_heads.box_predictor.bbox_pred.bias"] += 0.3
+    state["model.roi_heads.box_predictor.cls_score.bias"][1] += 1.0
+    torch.save(data, out)
+    return out
+
+
 def predicted(out: Path) -> list[dict]:
     return json.loads((out / "predictions.json").read_text())
 
@@ -353,13 +377,18 @@ def test_eval_with_tta_and_the_api_take_the_same_settings(bccd_checkpoint, small
     monkeypatch.setattr(ensemble, "ensemble_predictor", spy)
 
     common = ["trainer.accelerator=cpu", "dataset.batch_size=6", f"dataset.root={small_bccd}"]
+    other = nudged(bccd_checkpoint, tmp_path / "other.ckpt")
     plain = evaluate.run(evaluate.EvalOptions(bccd_checkpoint, common, out=tmp_path / "plain"))
     twice = evaluate.run(evaluate.EvalOptions(f"{bccd_checkpoint},{bccd_checkpoint}", common, out=tmp_path / "twice"))
+    mixed = evaluate.run(evaluate.EvalOptions(f"{bccd_checkpoint},{other}", common, out=tmp_path / "mixed"))
     tta = evaluate.run(evaluate.EvalOptions(bccd_checkpoint, common, out=tmp_path / "tta", tta=True))
-    assert plain.num_images == twice.num_images == tta.num_images == VAL_IMAGES and fused == [2]
-    # the ensemble of one checkpoint twice scores what the checkpoint scores (through the predictor path)
-    assert twice.report.summary()["map"] == pytest.approx(plain.report.summary()["map"], abs=1e-9)
-    assert tta.report.summary()["map"] != plain.report.summary()["map"]
+    assert {plain.num_images, twice.num_images, mixed.num_images, tta.num_images} == {VAL_IMAGES} and fused == [2, 2]
+    ap = {name: result.report.summary()["map"] for name, result in
+          (("plain", plain), ("twice", twice), ("mixed", mixed), ("tta", tta))}
+    # one checkpoint twice scores what the checkpoint scores (through the predictor path); a second, other
+    # member changes the figure, and so does TTA
+    assert ap["twice"] == pytest.approx(ap["plain"], abs=1e-9)
+    assert ap["mixed"] != ap["plain"] and ap["tta"] != ap["plain"]
     detector = Detector.load(bccd_checkpoint, tta=True, tta_scales=[1.0], device="cpu", precision="fp32")
     assert detector.runs_as == "fp32 + TTA (2 views)"
     detector.set_precision("auto")
