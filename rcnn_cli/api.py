@@ -15,7 +15,9 @@ from torch import Tensor
 from .data.images import read_chw, to_rgb_array
 from .data.samples import CHECK_IMAGES
 from .errors import UsageError
+from .inference.ensemble import ensemble_members
 from .inference.predictor import Predictor, check_samples, load_predictor, prepare_model
+from .predict.ensemble import load_ensemble
 from .predict.limits import PREDICT
 from .settings.resolve import resolve
 
@@ -45,17 +47,24 @@ class Detector:
         self._setup(load_predictor(settings.cfg, class_names=list(class_names) if class_names else None))
 
     @classmethod
-    def load(cls, weights: str | Path, model: str | None = None, device: str | None = None,
+    def load(cls, weights: str | Path | Sequence[str | Path], model: str | None = None, device: str | None = None,
              precision: str | None = None, **overrides: Any) -> Detector:
         """Load a project checkpoint, a torchvision ``fasterrcnn_*`` state_dict file, or an exported
-        ``.onnx`` / ``.torchscript`` file.
+        ``.onnx`` / ``.torchscript`` file; or an ensemble, as ``rcnn predict --weights`` takes it (a list
+        of files, ``"a.ckpt,b.ckpt"`` or an ``ensemble.yaml``), whose detections are fused by weighted box fusion.
 
         The architecture comes from the checkpoint (project files) or from ``model`` / the file's
-        keys (torchvision files); ``overrides`` change settings such as thresholds.
+        keys (torchvision files); ``overrides`` change settings such as thresholds, e.g. ``tta=True``
+        (test-time augmentation, as ``--tta``) or ``box_nms_agnostic=True``.
         """
-        settings = resolve("predict", [f"model={model}"] if model else [],
-                           _values(overrides, device, precision), weights=weights)
+        presets, values = [f"model={model}"] if model else [], _values(overrides, device, precision)
         self = cls.__new__(cls)
+        if members := ensemble_members(weights):
+            loaded, predictor = load_ensemble("predict", members, presets, values)
+            self._setup(predictor)
+            self.notes = [note for settings in loaded for note in settings.notes] + self.notes
+            return self
+        settings = resolve("predict", presets, values, weights=weights)
         self._setup(load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights))
         self.notes = settings.notes + self.notes
         return self
@@ -84,6 +93,9 @@ class Detector:
         from .data.samples import Samples
         from .inference.precision import cache_key
 
+        if self._predictor.members:
+            raise UsageError("an ensemble's precision is chosen when it is loaded: load it again with "
+                             f"Detector.load(weights, precision={precision!r})")
         if self.model is None:
             raise UsageError("an exported file runs as it was exported; load it again with "
                              f"Detector.load(path, precision={precision!r}) (OpenVINO files take fp32, bf16, auto)")
@@ -91,18 +103,19 @@ class Detector:
             raise UsageError(f"this detector already runs {self.model.precision}; load it again with "
                              f"Detector.load(weights, precision={precision!r})")
         images = [to_chw_tensor(image) for image in calibration]
-        own = check_samples(self.metadata.get("dataset"))
+        own = check_samples(self._predictor.dataset)
 
         def samples() -> Samples:
             found = own()
             return found if found or not images else Samples(images[:CHECK_IMAGES], "calibration images")
 
-        score_threshold = float(self.config.get("box_score_thresh", 0.05))
+        score_threshold = float(self.config["box_score_thresh"])
         decision = prepare_model(self.model, precision, self.device, images, samples,
-                                 cache_key(self.config.get("weights"), dict(self.config), self.device.type),
+                                 cache_key(self.config["weights"], dict(self.config), self.device.type),
                                  len(self.class_names), score_threshold)
         self._predictor.decision = decision
-        self._predictor.runs_as = decision.runs_as
+        added = self._predictor.runs_as.partition(" + ")[2]          # " + TTA (6 views)" stays said
+        self._predictor.runs_as = decision.runs_as + (f" + {added}" if added else "")
         return self.model.precision
 
     @property
@@ -160,3 +173,26 @@ def to_chw_tensor(image: ImageLike) -> Tensor:
             raise ValueError(f"expected a 3xHxW image tensor, got shape {tuple(image.shape)}")
         return image
     raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+def cross_validate(folds: int, overrides: Sequence[str] = (), config_dir: str | Path | None = None):
+    """``rcnn train --folds K [overrides]``: K-fold cross-validation (commands/crossval.py), the same
+    settings rule, folders and resume (name the folder with ``run_dir=`` and call again to continue).
+    Returns a CrossValResult: ``run_dir``, ``folds`` (per fold: run folder, best checkpoint, metrics),
+    ``summary`` (metric -> mean, sample std, folds) and ``ensemble`` (the ensemble.yaml path)."""
+    from .commands.crossval import cross_validate as run
+
+    return run([*overrides, f"dataset.folds={folds}"], Path(config_dir) if config_dir else None)
+
+
+def label_issues(weights: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
+                 config_dir: str | Path | None = None) -> list:
+    """``rcnn data check --weights W [overrides] --out OUT``'s likely label errors: every image of the
+    checkpoint's data (or the data the overrides name) detected with it, the labelled boxes and images
+    most likely wrong ranked first (eval/label_issues.py), written as label_issues.json and .csv and a
+    gallery in report.html in ``out``. Returns the LabelIssue list, likeliest first."""
+    from .commands.check import CheckOptions, _progress, all_splits
+    from .commands.label_issues import check_labels
+
+    settings = resolve("check", list(overrides), weights=str(weights), config_dir=config_dir)
+    return check_labels(settings, all_splits(settings.cfg), Path(out) if out else CheckOptions().out, _progress)

@@ -30,6 +30,9 @@ ConfigDir = Annotated[Path | None, typer.Option("--config-dir", help="extra conf
 JsonPath = Annotated[Path | None, typer.Option("--json", help="write the results as JSON")]
 Device = Annotated[str | None, typer.Option("--device", help="auto (the GPU when there is one), cpu, cuda, cuda:1; "
                                             "same as device=...")]
+Tta = Annotated[bool, typer.Option("--tta", help="test-time augmentation: model.tta_scales x horizontal flip, fused by "
+                                   "weighted box fusion (checkpoints only); same as model.tta=true")]
+ENSEMBLE_HELP = "; several, fused by weighted box fusion: a.ckpt,b.ckpt or an ensemble.yaml"
 
 
 @config_app.command("show")
@@ -70,11 +73,15 @@ def data_check(
     out: Annotated[Path, typer.Option("--out", help="folder for --show pictures")] = Path("runs/data-check"),
     augmented: Annotated[bool, typer.Option("--augmented", help="--show draws training images after augmentation "
                                             "and the model's resize, as the model sees them")] = False,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="rank likely label errors (missing, wrong, "
+                                                "spurious, badly placed boxes) with this checkpoint: label_issues.json"
+                                                " and .csv and report.html in --out")] = None,
 ) -> None:
     """Load the configured splits and report counts, sizes, duplicates and every problem found."""
     from .commands import check
 
-    raise typer.Exit(check.run(check.CheckOptions(overrides or [], config_dir, json_path, show, out, augmented)))
+    raise typer.Exit(check.run(check.CheckOptions(overrides or [], config_dir, json_path, show, out, augmented,
+                                                  weights)))
 
 
 @app.command()
@@ -83,11 +90,15 @@ def train(
     config_dir: ConfigDir = None,
     multirun: Annotated[bool, typer.Option("--multirun", "-m",
                                            help="sweep comma-separated values, one run each")] = False,
+    folds: Annotated[int | None, typer.Option("--folds", help="K-fold cross-validation: K runs under one folder, "
+                                              "mean ± std of every metric, ensemble.yaml of the K best checkpoints; "
+                                              "same as dataset.folds=K (run it again with run_dir=<folder> to "
+                                              "continue)")] = None,
 ) -> None:
     """Train a detector: ``rcnn train dataset=voc model=resnet50_fpn trainer.max_epochs=12``."""
-    from .commands import train as command
+    from .commands import crossval, train
 
-    command.run(command.TrainOptions(overrides or [], config_dir, multirun))
+    crossval.run(train.TrainOptions(overrides or [], config_dir, multirun, folds))
 
 
 @app.command()
@@ -102,7 +113,8 @@ def tune(overrides: Overrides = None, config_dir: ConfigDir = None) -> None:
 def evaluate(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
-    weights: Annotated[str, typer.Option("--weights", "-w", help="checkpoint (or named weights) to evaluate")] = ...,
+    weights: Annotated[str, typer.Option("--weights", "-w", help="checkpoint (or named weights) to evaluate"
+                                         + ENSEMBLE_HELP)] = ...,
     json_path: JsonPath = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="write COCO-format results")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = None,
@@ -113,6 +125,10 @@ def evaluate(
     precision: Annotated[str | None, typer.Option(
         "--precision", help="fp32 (default: the exact model, the same figures on every CPU), or auto, bf16, int8 "
         "to score a fast path, printed beside the exact figures; same as model.precision=...")] = None,
+    tta: Tta = False,
+    label_issues: Annotated[bool, typer.Option("--label-issues", help="also rank the likely label errors of the "
+                                               "evaluated images: label_issues.json and .csv, a gallery in "
+                                               "report.html")] = False,
 ) -> None:
     """Evaluate a checkpoint: COCO mAP, VOC07/VOC AP50, per-class AP, PR curves, thresholds, report.html."""
     from .commands import evaluate as command
@@ -120,7 +136,7 @@ def evaluate(
 
     command.run(command.EvalOptions(weights=weights, overrides=shorthand(overrides or [], precision=precision),
                                     config_dir=config_dir, json_path=json_path, predictions=predictions, out=out,
-                                    tile=tile, overlap=overlap))
+                                    tile=tile, overlap=overlap, tta=tta, label_issues=label_issues))
 
 
 @app.command()
@@ -129,7 +145,7 @@ def predict(
                                                  "key=value overrides")],
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx, "
                                                 ".torchscript, OpenVINO .xml, or a name from `rcnn weights list` "
-                                                "(default: mobilenet_v3_large_320_fpn.coco)")] = None,
+                                                "(default: mobilenet_v3_large_320_fpn.coco)" + ENSEMBLE_HELP)] = None,
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc, yolo (repeatable)")] = ["json"],  # noqa: B006
@@ -149,6 +165,7 @@ def predict(
     precision: Annotated[str | None, typer.Option(
         "--precision", help="auto (folded BN; bf16 where the hardware runs it natively and faster), fp32 "
         "(exact), bf16, or int8 (CPU, calibrated on the first 16 inputs); same as model.precision=...")] = None,
+    tta: Tta = False,
 ) -> None:
     """Detect objects in images and videos; writes annotated pictures and prediction files."""
     from .commands import predict as command
@@ -157,16 +174,17 @@ def predict(
     raise typer.Exit(command.run(command.PredictOptions(
         sources=inputs, weights=weights, overrides=overrides, config_dir=config_dir, out=out, formats=fmt, conf=conf,
         classes=classes, batch_size=batch_size, every=every, draw=not no_draw, save_video=save_video, tile=tile,
-        overlap=overlap, device=device, precision=precision)))
+        overlap=overlap, device=device, precision=precision, tta=tta)))
 
 
 def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
     """Sources apart from ``key=value`` overrides: an argument is an override when the part before
     its first ``=`` is a dotted name (``model.box_score_thresh=0.5``, ``device=cpu``), not a path."""
+    import os
     import re
 
     pattern = re.compile(r"^[+~]?[A-Za-z_][\w]*(\.[\w]+)*=")
-    overrides = [a for a in arguments if pattern.match(a) and not Path(a).exists()]
+    overrides = [a for a in arguments if pattern.match(a) and not os.path.lexists(a)]   # os.path: never raises
     return [a for a in arguments if a not in overrides], overrides
 
 
@@ -175,7 +193,7 @@ def serve(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, exported file or named "
-                                                "weights (default: as rcnn predict)")] = None,
+                                                "weights (default: as rcnn predict)" + ENSEMBLE_HELP)] = None,
     host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
@@ -191,6 +209,7 @@ def serve(
                           ] = SERVE.max_pixels,
     body_timeout: Annotated[float, typer.Option("--body-timeout", help="seconds to receive an upload; a stalled "
                                                 "one gets 408")] = SERVE.body_timeout_s,
+    tta: Tta = False,
 ) -> None:
     """Serve the detector over HTTP: POST /predict (image bytes or multipart) -> rcnn predict's JSON."""
     from .commands import serve as command
@@ -198,7 +217,8 @@ def serve(
     limits = ServeLimits(max_body_mb=max_body_mb, max_pixels=max_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
                          body_timeout_s=body_timeout)
     command.run(command.ServeOptions(weights=weights, overrides=overrides or [], config_dir=config_dir, host=host,
-                                     port=port, conf=conf, limits=limits))
+                                     port=port, conf=conf, limits=limits,
+                                     tta=tta))
 
 
 @app.command("export")
@@ -220,6 +240,8 @@ def export_cmd(
                                        "training images), each kept if mAP50 vs fp32 >= 0.98")] = False,
     half: Annotated[bool, typer.Option("--half", help="also NAME.fp16.torchscript for GPUs (fp16 backbone), traced "
                                        "and checked on the GPU, kept if mAP50 vs fp32 >= 0.98")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write a report: each file written or refused, "
+                                                   "with its check's figures")] = None,
 ) -> None:
     """Export the whole detector (resize, RPN, NMS, heads, postprocess) and prove parity with torch."""
     from .commands import export as command
@@ -228,7 +250,7 @@ def export_cmd(
     flags = [s for s, wanted in ((".onnx", onnx), (".torchscript", torchscript)) if wanted]
     suffixes = list(dict.fromkeys(flags + chosen)) or [".onnx"]
     raise typer.Exit(command.run(command.ExportOptions(weights, suffixes, overrides or [], config_dir, out, images,
-                                                       input_dtype, int8, half)))
+                                                       input_dtype, int8, half, json_path=json_path)))
 
 
 @app.command("benchmark")
@@ -278,7 +300,7 @@ def main() -> None:
     import os
     import warnings
 
-    from .errors import RcnnError
+    from .errors import RcnnError, disk_refusal
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no network calls at import
     for text in QUIET:
@@ -300,14 +322,23 @@ def main() -> None:
             raise
         _print_error(line)
         sys.exit(2)
+    except Exception as err:
+        # a write the disk refused, from wherever it came (Lightning's own files, a library's writer):
+        # one line, as the toolkit's own writes (files.py) raise it
+        if (refusal := disk_refusal(err)) is None:
+            raise
+        _print_error(str(refusal))
+        sys.exit(refusal.exit_code)
 
 
 def _print_error(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from rich.text import Text
 
-    # messages name the user's paths and values: text, not markup (see commands.say)
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from .commands import plain, text_console
+
+    # messages name the user's paths and values: text, not markup, on one line (see commands.plain)
+    text_console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False,
+                                    soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError, nearest_hint
+from ..errors import UsageError
 from ..eval.agreement import agreement_map50
 from ..export.int8 import quantize_onnx, quantize_openvino
 from ..formats import BY_NAME
@@ -28,8 +28,7 @@ def parse_formats(text: str | None) -> list[str]:
     names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
     names = [name for name in names if name != "none"]
     if unknown := [name for name in names if name not in BY_NAME]:
-        raise UsageError(f"--formats {unknown[0]}: {nearest_hint(unknown[0], list(BY_NAME))} (comma-separated, "
-                         "or none)")
+        raise UsageError(f"--formats {unknown[0]}: use one or more of {', '.join(BY_NAME)} (comma-separated) or none")
     return list(dict.fromkeys(names))
 
 

@@ -223,7 +223,7 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
         models["ours_int8"] = quantize_int8(copy.deepcopy(models["ours"]), calibration)
     cpu_images, images = images, [image.to(device) for image in images]
     targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
-    result: dict[str, Any] = {"machine": machine_info(), "model": cfg.get("name", cfg["backbone"]),
+    result: dict[str, Any] = {"machine": machine_info(), "model": cfg["name"],
                               "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images),
                               "device": str(device)}
     result["inference"] = inference_figures(models, images, batch, repeats, warmup)

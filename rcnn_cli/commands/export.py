@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.samples import calibration_images
-from ..errors import JobFailed, UsageError, nearest_hint
+from ..errors import JobFailed, UsageError
 from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
 from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, int8_path, quantize_onnx, quantize_openvino
@@ -18,10 +18,10 @@ from ..export.verify import (
     check_images,
     verify_export,
 )
-from ..files import atomic_paths
+from ..files import atomic_paths, write_json
 from ..formats import BY_NAME, BY_SUFFIX, companions_of
 from ..settings.resolve import resolve
-from . import console, say, weights_or_default
+from . import console, say, weights_or_default, writable
 
 # The formats themselves (suffix, companions, runtime, int8 tool) are known once, in formats.py;
 # here only what writes and quantizes each.
@@ -40,6 +40,7 @@ class ExportOptions:
     input_dtype: str = "uint8"
     int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
     half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
+    json_path: Path | None = None   # the report: each file written or refused, with its check's figures
 
 
 class _Rejected(Exception):
@@ -50,7 +51,7 @@ def suffixes_for(formats: list[str]) -> list[str]:
     """--format onnx,openvino (repeatable, comma-separated) -> file suffixes, in the order asked."""
     names = [name.strip().lower() for item in formats for name in item.split(",") if name.strip()]
     if unknown := [name for name in names if name not in BY_NAME]:
-        raise UsageError(f"--format {unknown[0]}: {nearest_hint(unknown[0], list(BY_NAME))}")
+        raise UsageError(f"--format {unknown[0]}: use one of {', '.join(BY_NAME)}")
     return list(dict.fromkeys(BY_NAME[name].suffix for name in names))
 
 
@@ -74,18 +75,19 @@ def run(options: ExportOptions) -> int:
         raise UsageError("--int8 quantizes the ONNX or OpenVINO file; add --format onnx or --format openvino")
     _check_half(options)
     weights = weights_or_default(options.weights)
-    # The graph is traced from the exact fp32 model on the CPU, whatever device and precision say.
-    settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=weights,
-                       config_dir=options.config_dir)
+    paths = output_paths(Path(weights), options.out, options.suffixes)
+    writable(f"--out {paths[0]}" if options.out else f"{paths[0]} (beside --weights; or name another --out)",
+             paths[0].parent)
+    # The graph is traced from the exact fp32 model on the CPU (settings.resolve refuses another device).
+    settings = resolve("export", options.overrides, weights=weights, config_dir=options.config_dir)
     for note in settings.notes:
         say(f"note: {note}")
     if settings.weights.exported:
         raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
     detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False, source=settings.weights)
-    checked = check_images(options.images, detector.metadata.get("dataset"))
+    checked = check_images(options.images, detector.dataset)
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
-    failed, result = [], None
-    paths = output_paths(Path(weights), options.out, options.suffixes)
+    failed, result, files = [], None, []
     for path in paths:
         companions = companions_of(path)
         try:
@@ -103,6 +105,7 @@ def run(options: ExportOptions) -> int:
                     raise _Rejected
         except _Rejected:
             failed.append(path.name)
+        files.append(_file_entry(path, "fp32", result, path.name not in failed))
         say(_summary(path, result))
         if path.suffix == ".xml" and path.name not in failed:
             say(_openvino_auto_line(path, checked))
@@ -112,11 +115,16 @@ def run(options: ExportOptions) -> int:
     by_suffix = {path.suffix: path for path in paths}
     for suffix in [BY_NAME[name].suffix for name in QUANTIZERS] if options.int8 else ():
         source = by_suffix.get(suffix)
-        if source and source.name not in failed and not _write_int8(detector, source, checked, options.images):
+        if source and source.name not in failed and not _write_int8(detector, source, checked, options.images, files):
             failed.append(int8_path(source).name)
     if options.half and by_suffix[".torchscript"].name not in failed:
-        if not _write_half(detector, by_suffix[".torchscript"], checked, options.input_dtype):
+        if not _write_half(detector, by_suffix[".torchscript"], checked, options.input_dtype, files):
             failed.append(half_path(by_suffix[".torchscript"]).name)
+    if options.json_path:
+        write_json(options.json_path, {
+            "weights": str(weights), "input_dtype": options.input_dtype,
+            "check_images": [{"width": w, "height": h} for h, w in result.sizes],
+            "tolerances": {"box_px": BOX_TOLERANCE, "score": SCORE_TOLERANCE}, "files": files})
     if failed:
         raise JobFailed(f"{', '.join(failed)} disagreed with the torch model and were not written")
     return 0
@@ -138,7 +146,15 @@ def _check_half(options: ExportOptions) -> None:
                          "run it where the file will run")
 
 
-def _write_half(detector, script: Path, checked, input_dtype: str) -> bool:
+def _file_entry(path: Path, kind: str, result, kept: bool, min_map50: float | None = None) -> dict:
+    """One file of the --json report: kept or refused, and its check's figures."""
+    from ..inference.exported import exported_size
+
+    return {"path": str(path), "kind": kind, "runtime": BY_SUFFIX[path.suffix].runtime, "kept": kept,
+            "size_bytes": exported_size(path) if kept else None, "verification": result.figures(min_map50)}
+
+
+def _write_half(detector, script: Path, checked, input_dtype: str, files: list | None = None) -> bool:
     """best.torchscript -> best.fp16.torchscript (GPU, fp16 backbone and FPN, fp32 heads), kept only
     when its detections agree with fp32 torch's on the GPU at mAP50 >= MIN_REDUCED_AGREEMENT_MAP50."""
     import copy
@@ -149,13 +165,16 @@ def _write_half(detector, script: Path, checked, input_dtype: str) -> bool:
     return _keep_if_agrees(
         [path], lambda pending: write_torchscript(detector, pending, sample, input_dtype, half=True), reference,
         checked, f"tracing {path.name} on the GPU and checking it on {len(checked)} images",
-        ("fp16 backbone, CUDA", MIN_REDUCED_AGREEMENT_MAP50, "torch fp32 on the GPU", "torchscript fp16"))
+        ("fp16 backbone, CUDA", MIN_REDUCED_AGREEMENT_MAP50, "torch fp32 on the GPU", "torchscript fp16"),
+        files, "fp16")
 
 
-def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, report: tuple) -> bool:
+def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, report: tuple,
+                    files: list | None = None, kind: str = "") -> bool:
     """Writes a reduced-precision file (``paths[0]``, its companions after it) through ``write(pending)``,
     runs it beside ``reference`` on the check images and keeps it only when the agreement passes;
-    report: (what, threshold, reference name, runtime name) for the printed line."""
+    report: (what, threshold, reference name, runtime name) for the printed line; files: the --json
+    report's list, which gets the file as ``kind`` (int8, fp16)."""
     from ..inference.exported import ExportError, load_exported
 
     try:
@@ -166,11 +185,14 @@ def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, r
                     result = verify_export(reference, load_exported(pending[0]), checked)
                 except ExportError as err:
                     raise JobFailed(str(err)) from None
-            if not _say_reduced(paths[0], pending[0], result, *report):
+            kept = _say_reduced(paths[0], pending[0], result, *report)
+            if not kept:
                 raise _Rejected
     except _Rejected:
-        return False
-    return True
+        pass
+    if files is not None:
+        files.append(_file_entry(paths[0], kind, result, kept, report[1]))
+    return kept
 
 
 def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float, reference: str,
@@ -190,11 +212,11 @@ def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float,
     return passed
 
 
-def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> bool:
+def _write_int8(detector, source: Path, checked, sources: list[str] | None, files: list | None = None) -> bool:
     """best.onnx -> best.int8.onnx (best.xml -> best.int8.xml), kept only when its detections agree with
     fp32 torch's at mAP50 >= MIN_INT8_AGREEMENT_MAP50 on the check images, run as ``auto`` runs it.
     Calibrated on --images, else the training images."""
-    found = calibration_images(sources, detector.metadata.get("dataset"))
+    found = calibration_images(sources, detector.dataset)
     images, origin = found.images, found.origin
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
@@ -206,7 +228,7 @@ def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> b
         detector.model,
         checked, f"quantizing {source.name} to int8 with {tool} on {len(images)} images ({origin})",
         (f"int8 by {tool}, calibrated on {len(images)} {origin}", MIN_INT8_AGREEMENT_MAP50, "fp32 torch",
-         f"{BY_SUFFIX[source.suffix].runtime} int8"))
+         f"{BY_SUFFIX[source.suffix].runtime} int8"), files, "int8")
 
 
 def _summary(path: Path, result) -> str:

@@ -13,11 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import JobFailed, RcnnError
-from ..files import numbered_folder, write_text
+from ..errors import JobFailed, RcnnError, UsageError
+from ..files import numbered_folder, write_text, writes_into
 from ..settings.resolve import Settings, resolve
 from ..settings.schema import ConfigError
-from . import console, say, stdout
+from . import console, say, stdout, writable
 
 
 @dataclass
@@ -25,6 +25,7 @@ class TrainOptions:
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
     multirun: bool = False
+    folds: int | None = None         # --folds K (dataset.folds=K): cross-validation, run by commands/crossval.py
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TrainResult:
 
 
 def run(options: TrainOptions) -> list[tuple[list[str], TrainResult]]:
+    if options.folds is not None:   # train() refuses a whole cross-validation: commands/crossval.py runs it
+        options.overrides = [*options.overrides, f"dataset.folds={options.folds}"]
     runs = sweep(options.overrides) if options.multirun else [options.overrides]
     results = []
     for overrides in runs:
@@ -82,16 +85,21 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
     import torch
 
     cfg = settings.cfg
+    if cfg.dataset.folds is not None and cfg.dataset.fold is None:
+        raise UsageError(f"dataset.folds={cfg.dataset.folds} is a cross-validation of that many runs: `rcnn train "
+                         "--folds K` runs it (not with --multirun or rcnn tune); dataset.fold=k trains fold k alone")
     for note in settings.notes:
         say(f"note: {note}")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     fresh = not run_dir.exists()
+    writable(f"run_dir {run_dir}", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     chose_run_dir = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     try:
-        return _fit(cfg, run_dir, list(callbacks))
+        with writes_into(run_dir):
+            return _fit(cfg, run_dir, list(callbacks))
     except RcnnError:
         if fresh:     # refused before anything was written: no run folder that looks like a run
             with suppress(OSError):

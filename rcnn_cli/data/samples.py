@@ -54,7 +54,7 @@ def sample_images(sources: Sequence[str | Path] | None, dataset_cfg: dict | None
 
     from .readers.load import load_dataset
 
-    name = dataset_cfg.get("name") or dataset_cfg.get("format")
+    name = dataset_cfg["name"]
     try:
         loaded = load_dataset(OmegaConf.create(dataset_cfg), tuple(splits)).splits
     except (RcnnError, OSError) as err:     # the model's data is not on this machine, or unusable here

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .matching import as_numpy, pairwise_iou
+from .matching import MATCH_IOU, NEAR_IOU, as_numpy, pairwise_iou
 
-MATCH_IOU, NEAR_IOU = 0.5, 0.1
 GALLERY_SIZE = 4            # worst images shown per class
 THUMBNAIL = 360             # longest side of a gallery picture, pixels
 COLOURS = {"hit": (0, 158, 115), "false positive": (213, 94, 0), "mislocalised": (240, 160, 0),
@@ -125,8 +124,9 @@ window.addEventListener('load', () => {
 
 
 def write_html_report(path: Path, report, image_paths: list[Path], plots: list[Path],
-                      thresholds: dict[str, float], title: str) -> Path:
-    """report: eval.report.EvalReport; image_paths[i]: the file of report.predictions[i]."""
+                      thresholds: dict[str, float], title: str, sections: tuple[str, ...] = ()) -> Path:
+    """report: eval.report.EvalReport; image_paths[i]: the file of report.predictions[i]; sections: more
+    HTML at the end of the page (label_issues.gallery_html)."""
     from ..files import write_text
 
     summary = report.summary()
@@ -139,6 +139,7 @@ def write_html_report(path: Path, report, image_paths: list[Path], plots: list[P
         worst = worst_images(report.predictions, report.targets, label, threshold)
         parts.append(f"<h3>{html.escape(name)} <small>(score &ge; {threshold:.3f})</small></h3>")
         parts.append(_gallery(worst, image_paths) if worst else "<p>no errors at this threshold</p>")
+    parts += sections
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}<script>{CHECK_IMAGES}</script></body></html>")
     write_text(path, page)

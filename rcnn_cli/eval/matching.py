@@ -6,6 +6,10 @@ from typing import Any
 
 import numpy as np
 
+# A detection matches a box at this IoU (VOC's rule); below it but at NEAR_IOU it is near the box
+# (right object, wrong box: report.html's mislocalised, label issues' badly_located).
+MATCH_IOU, NEAR_IOU = 0.5, 0.1
+
 
 def as_numpy(value: Any) -> np.ndarray:
     """Tensor (any device) or array-like -> numpy array."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from torch import Tensor
 
 from ..inference.precision import MIN_AGREEMENT_MAP50
+from .exporters import save_ir
 
 # Int8 rounds, so it is held to detecting what fp32 detects, as every reduced precision is.
 MIN_INT8_AGREEMENT_MAP50 = MIN_AGREEMENT_MAP50
@@ -94,5 +95,5 @@ def quantize_openvino(source: Path, path: Path, images: list[Tensor]) -> Path:
     with _quiet():
         quantized = nncf.quantize(model, dataset, subset_size=len(images), advanced_parameters=advanced,
                                   ignored_scope=nncf.IgnoredScope(patterns=[OPENVINO_FLOAT_OPS], validate=False))
-    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    save_ir(quantized, path)
     return path

@@ -40,6 +40,17 @@ class Verification:
     def passed(self) -> bool:
         return self.agreement.passes(BOX_TOLERANCE, SCORE_TOLERANCE, MIN_AGREEMENT_MAP50)
 
+    def figures(self, min_map50: float | None = None) -> dict:
+        """What the check measured, for ``rcnn export --json``; min_map50: the agreement the file was held
+        to (None: the exact graph's, MIN_AGREEMENT_MAP50)."""
+        agreement = self.agreement
+        return {"images": len(self.sizes), "compared": agreement.compared, "matched": agreement.matched,
+                "tied": agreement.tied, "unmatched": agreement.unmatched,
+                "max_box_diff_px": agreement.max_box_diff, "max_score_diff": agreement.max_score_diff,
+                "agreement_map50": agreement.map50,
+                "min_agreement_map50": MIN_AGREEMENT_MAP50 if min_map50 is None else min_map50,
+                "torch_ms": self.torch_ms, "exported_ms": self.exported_ms}
+
 
 def check_images(sources: list[str] | None, dataset_cfg: dict | None, count: int = 3) -> list[Tensor]:
     """(3, H, W) uint8 images for the check: from ``sources`` (--images), else the model's validation

@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..hardware import resolve_device
 from ..model.source import WeightsSource
 from .precision import Decision, Trial, cache_key, decide, measure
+from .tta import refuse_exported_tta, with_tta
 
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
@@ -31,6 +32,10 @@ class Predictor:
     metadata: dict[str, Any] = field(default_factory=dict)   # what a project checkpoint stored
     notes: list[str] = field(default_factory=list)
     decision: Decision | None = None       # what model.precision chose and why (inference/precision.py)
+    # the model's data (``dataset`` as settings.resolve laid the stored one over conf/), or None when the
+    # weights name none: where its check and calibration images come from
+    dataset: dict[str, Any] | None = None
+    members: list[Predictor] = field(default_factory=list)   # an ensemble's detectors (inference/ensemble.py)
 
     @property
     def category_ids(self) -> list[int] | None:
@@ -51,9 +56,11 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     device = resolve_device(cfg.device)
     weights = cfg.model.weights
     precision = str(cfg.model.precision)
-    dataset = (checkpoint[1] if checkpoint else {}).get("dataset")
+    dataset = model_dataset(cfg, checkpoint)
     samples = check_samples(dataset, sources)
     if source is not None and source.exported:
+        if cfg.model.tta:
+            refuse_exported_tta(str(weights))
         refuse_model_settings(str(weights), typed or {})
         return _exported_predictor(str(weights), device, precision, samples)
     from ..model.factory import create_detector
@@ -67,8 +74,20 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
         decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names),
                                  float(model_cfg["box_score_thresh"]))
     runs_as = "fp32" if decision is None else decision.runs_as
-    return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
-                     loaded.metadata, loaded.notes, decision)
+    predictor = Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
+                          loaded.metadata, loaded.notes, decision, dataset)
+    if cfg.model.tta:
+        with_tta(predictor, cfg.model)
+    return predictor
+
+
+def model_dataset(cfg: DictConfig, checkpoint: tuple[dict, dict] | None) -> dict[str, Any] | None:
+    """The data a checkpoint was trained on, as the resolved settings describe it (conf/'s defaults <
+    the stored config < what was typed), or None when the weights name no data (torchvision files,
+    exported ones)."""
+    if not (checkpoint and checkpoint[1].get("dataset")):
+        return None
+    return OmegaConf.to_container(cfg.dataset, resolve=True)
 
 
 def check_samples(dataset: dict | None, sources: Sequence[str] | None = None) -> Callable[[], Samples]:

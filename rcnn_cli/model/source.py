@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
 from ..formats import ExportedFormat, format_of
 from . import zoo
+from .weights import WeightsError
 from .zoo import NamedWeights
 
 
@@ -36,8 +37,8 @@ def weights_source(given: str | Path) -> WeightsSource:
     text = str(given)
     if zoo.is_named(text) or zoo.looks_like_a_name(text):
         return WeightsSource(text, "named", named=zoo.detection_weights(text))
-    if not Path(text).exists():
-        raise UsageError(f"{text}: no such file (named weights: {', '.join(zoo.DETECTION)})")
+    if not os.path.exists(text):   # os.path: False for a name past 255 bytes, where pathlib raises
+        raise WeightsError(f"{text}: not found (no such file; named weights: {', '.join(zoo.DETECTION)})")
     fmt = format_of(text)
     if fmt is not None:
         return WeightsSource(text, "exported", exported=fmt)

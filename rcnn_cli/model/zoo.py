@@ -9,6 +9,7 @@ with ``weights_only=True`` by ``weights.read_weights_file``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def backbone_weights(backbone: str) -> NamedWeights:
 
 def looks_like_a_name(weights: str) -> bool:
     """``something.coco`` that is not a file: meant as a name (a typo gets the nearest name)."""
-    return weights.endswith(COCO_SUFFIX) and not Path(weights).exists()
+    return weights.endswith(COCO_SUFFIX) and not os.path.exists(weights)
 
 
 def ensure_cached(named: NamedWeights, progress: bool = True) -> Path:

@@ -18,19 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import UnsupportedValueType
 
 from ..errors import nearest_hint
 from ..model.source import WeightsSource, weights_source
 from .compose import compose_groups, config_groups
-from .schema import ConfigError, check
+from .schema import ConfigError, check, not_a_config_type
 
 # What a checkpoint's stored config gives a command that is not resuming the run.
 STORED_SECTIONS = ("model", "dataset", "augment", "optim")
 # Model keys a resumed run may change: they act at inference only, not on what is trained.
 RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
-                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights")
+                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights",
+                      "box_nms_agnostic", "tta", "tta_scales")
+# Commands that detect with model.tta=true (serve and the Python API resolve as predict); the others would ignore it.
+TTA_COMMANDS = ("eval", "predict", "config")
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
+# rcnn eval scores as validation in training does, on trainer.accelerator: ``device`` follows it, so that
+# the tiled path and the precision check run where the Lightning loop does.
+EVAL_DEVICE = {"auto": "auto", "cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
 # Presets whose weights have identical keys: the guess cannot tell them apart, the user can.
 SAME_KEYS = {"mobilenet_v3_large_fpn": "a 320 px file has the same keys: add model=mobilenet_v3_large_320_fpn"}
 
@@ -45,13 +52,16 @@ class Settings:
 
 
 def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None,
-            weights: str | Path | None = None, config_dir: str | Path | None = None) -> Settings:
+            weights: str | Path | None = None, config_dir: str | Path | None = None,
+            score_floor: float | None = None) -> Settings:
     """The settings ``command`` runs with.
 
     overrides: Hydra-style strings (``model=resnet50_fpn``, ``model.min_size=640``, ``+key=v``).
     values: the same as already-typed values (``{"model.min_size": [480, 512]}``, the Python API).
     weights: the checkpoint or weights file the command runs (eval, predict, export, the API); for
         ``train`` the stored config comes from ``resume=`` instead.
+    score_floor: the lowest score the command shows (predict's and serve's --conf): the model keeps
+        detections down to it (``_lower_score_floor``).
     """
     _check_config_dir(config_dir)
     groups, typed = _split(list(overrides), values or {}, config_dir)
@@ -77,8 +87,9 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     defaults = cfg.copy()
     if stored is not None:
         cfg = _layer_stored(cfg, stored, groups, config_dir, resume_all=bool(resume))
-    if command == "eval" and "model.precision" not in typed:
-        # eval reports the model's number, the same on every CPU: the exact model unless a fast path is asked for
+    if command in ("eval", "check") and "model.precision" not in typed:
+        # eval reports the model's number, the same on every CPU: the exact model unless a fast path is asked
+        # for; so does `data check --weights` rank label errors
         with open_dict(cfg):
             cfg.model.precision = "fp32"
     _apply(cfg, typed)
@@ -88,7 +99,47 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         with open_dict(cfg):
             cfg.model.weights = str(weights)
     check(cfg, defaults)
+    if command == "eval":
+        _eval_device(cfg, typed)
+    if command == "export":
+        _export_on_the_cpu(cfg, typed)
+    if cfg.model.tta and command not in TTA_COMMANDS:
+        raise ConfigError(f"model.tta=true: test-time augmentation runs in rcnn eval, predict and serve (--tta), "
+                          f"not in {command}")
+    if score_floor is not None:
+        _lower_score_floor(cfg, typed, score_floor, source)
     return Settings(cfg, checkpoint, notes, typed, source)
+
+
+def _eval_device(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
+    """eval's one device: trainer.accelerator's. A typed ``device`` would be a second answer: refused."""
+    if device := {key.lstrip("+"): value for key, value in typed.items()}.get("device"):
+        raise ConfigError(f"device={device}: rcnn eval runs where trainer.accelerator says, as validation in "
+                          "training does; use trainer.accelerator=cpu (or gpu, auto)")
+    with open_dict(cfg):
+        cfg.device = EVAL_DEVICE[cfg.trainer.accelerator]
+
+
+def _export_on_the_cpu(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
+    """export traces the exact fp32 model on the CPU: a typed device or precision it would not use is
+    refused in one line rather than replaced."""
+    plain = {key.lstrip("+"): value for key, value in typed.items()}
+    for key, usable in (("device", ("cpu",)), ("model.precision", ("fp32", "auto"))):
+        if key in plain and plain[key] not in usable:
+            raise ConfigError(f"{key}={plain[key]}: rcnn export traces the exact fp32 model on the CPU (the file "
+                              "then runs wherever its runtime does); --int8 adds a quantized twin, --half an fp16 "
+                              "TorchScript traced on the GPU")
+    with open_dict(cfg):
+        cfg.device = "cpu"
+
+
+def _lower_score_floor(cfg: DictConfig, typed: Mapping[str, Any], lowest_shown: float,
+                       source: WeightsSource | None) -> None:
+    """predict and serve never show detections under --conf, so the model may keep them down to that, never
+    above its own model.box_score_thresh; unless that was typed. Exported files keep their own threshold."""
+    if "model.box_score_thresh" in {key.lstrip("+") for key in typed} or (source and source.exported):
+        return
+    cfg.model.box_score_thresh = max(0.0, min(float(lowest_shown), float(cfg.model.box_score_thresh)))
 
 
 def _check_config_dir(config_dir) -> None:
@@ -229,7 +280,10 @@ def _apply(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
         if not adds and OmegaConf.select(cfg, key, default=missing) is missing:
             raise ConfigError(_unknown_key(cfg, key))
         with open_dict(cfg):
-            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+            try:
+                OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+            except UnsupportedValueType:        # the Python API's values: a numpy number, an object
+                raise ConfigError(not_a_config_type(key, value, OmegaConf.select(cfg, key, default=None))) from None
 
 
 def _unknown_key(cfg: DictConfig, key: str) -> str:

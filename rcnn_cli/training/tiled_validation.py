@@ -64,6 +64,7 @@ def tiled_forward(model, images: list[Tensor], targets: list[dict[str, Tensor]],
     losses, detections = [], []
     for image, target in zip(images, targets, strict=True):
         detect = _TileLossDetect(model, window_targets(target, *image.shape[-2:], tiling))
-        detections.append(detect_tiled(detect, image, tiling.tile, tiling.overlap, tiling.batch_size, nms_iou))
+        detections.append(detect_tiled(detect, image, tiling.tile, tiling.overlap, tiling.batch_size, nms_iou,
+                                       nms_agnostic=model.roi_heads.nms_agnostic))
         losses.append(detect.mean_loss())
     return sum(losses) / max(len(losses), 1), detections
