@@ -57,6 +57,7 @@ bench: setup
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --formats $(BENCH_FORMATS) --json measurements/results-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json measurements/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json measurements/scale-$(BENCH_DEVICE).json
+	$(RCNN) benchmark --profile model=resnet50_fpn dataset=bccd --count 2 --batch 2 --json measurements/profile-cpu-resnet50_fpn.json
 
 # The prepared check for a lent GPU machine (docs/gpu-check.md); exit 3 (make: "Error 3") where no GPU is
 # visible. That machine has no network, so this never installs when the venv is there (.venv/.installed:

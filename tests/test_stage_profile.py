@@ -148,6 +148,13 @@ def test_a_training_step_profile_adds_up_to_a_step_timed_without_hooks():
     assert statistics.median(staged) == pytest.approx(statistics.median(plain), rel=TIME_TOLERANCE)
 
 
+def test_a_dataset_without_training_images_is_one_line_not_a_wait():
+    from rcnn_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="no training images.*--no-train"):
+        next(profile.endless([]))
+
+
 @pytest.mark.parametrize("name, expected", [
     ("avx2", {"fp32": 32, "bf16": 32, "int8": 64}),             # bf16 runs as fp32 there
     ("avx512_bf16", {"fp32": 64, "bf16": 128, "int8": 256}),

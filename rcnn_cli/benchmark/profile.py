@@ -56,6 +56,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import UsageError
 from ..hardware import Hardware, cpu_count, current, training_autocast_dtype
 from ..inference.fast import use_channels_last
 from ..inference.quantize import quantize_int8
@@ -294,7 +295,8 @@ def time_inference(model: nn.Module, images: list[torch.Tensor], repeats: int, w
 
     clock, plain = StageClock(time.perf_counter), 0.0
     with torch.inference_mode():
-        timed(detect_all, 0, warmup)
+        for _ in range(warmup):
+            detect_all()
         for _ in range(repeats):
             with instrumented(model, clock):
                 detect_all()
@@ -387,8 +389,15 @@ def backward_by_stage(loss: torch.Tensor, marks: list[tuple[int, str]], read: Ca
 
 
 def endless(loader: Any) -> Iterator[Any]:
+    """The loader's batches over and over; one line where it has none (rather than waiting forever)."""
     while True:
-        yield from loader
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise UsageError("--profile: the dataset has no training images to time a training step on; "
+                             "add --no-train, or name a dataset with a train split")
 
 
 def profile_step(model: nn.Module, batches: Iterator, optimizer: torch.optim.Optimizer, read: Callable[[], float],
