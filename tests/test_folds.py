@@ -205,3 +205,21 @@ def test_a_half_finished_cross_validation_continues_where_it_stopped(tmp_path):
     assert "weights:" in ensemble and '"fold-1/checkpoints/best.ckpt"' in ensemble
     assert '"fold-2/checkpoints/best.ckpt"' in ensemble
     assert result.summary["val/map"]["folds"] == 2
+
+
+def test_continuing_with_other_settings_is_refused_in_one_line(tmp_path):
+    """A fold trained one way and the next another would not be one cross-validation."""
+    import lightning as L
+
+    from rcnn_cli.commands.crossval import cross_validate
+    from rcnn_cli.errors import UsageError
+
+    class StopAtOnce(L.Callback):
+        def on_train_start(self, trainer, module):
+            raise PowerCut
+
+    overrides = [*TINY_TRAIN, "dataset.folds=2", f"run_dir={tmp_path / 'cv'}"]
+    with pytest.raises(PowerCut):
+        cross_validate(overrides, callbacks=[StopAtOnce()])
+    with pytest.raises(UsageError, match=r"was started with other settings \(optim.lr: 0.001 -> 0.002\); continue"):
+        cross_validate([*overrides, "optim.lr=0.002"])

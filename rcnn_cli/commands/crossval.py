@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from rich.table import Table
 
@@ -107,9 +107,11 @@ def _fold_plan(cfg: DictConfig) -> dict[str, Any]:
 
     train = load_dataset(cfg.dataset, ("train",)).splits.get("train") or []
     plan = fold_plan(train, int(cfg.dataset.folds), int(cfg.dataset.split_seed), cfg.dataset.get("max_image_pixels"))
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("run_dir", None)          # typed to continue a run whose folder was numbered for it
     return {"folds": int(cfg.dataset.folds), "split_seed": int(cfg.dataset.split_seed),
             "parts": [[str(train[i].path) for i in part] for part in plan.parts],
-            "groups": [[str(train[i].path) for i in group] for group in plan.groups]}
+            "groups": [[str(train[i].path) for i in group] for group in plan.groups], "config": settings}
 
 
 def _claim(parent: Path, plan: dict[str, Any], folds: int) -> dict[str, Any]:
@@ -121,6 +123,10 @@ def _claim(parent: Path, plan: dict[str, Any], folds: int) -> dict[str, Any]:
             raise UsageError(f"run_dir={parent} holds a cross-validation with other folds ({before.get('folds')} "
                              f"folds, dataset.split_seed={before.get('split_seed')}, or other data); to continue it "
                              "run the command that started it, or name another run_dir")
+        changed = _differences(before.get("config") or {}, plan["config"])
+        if changed:
+            raise UsageError(f"run_dir={parent} was started with other settings ({'; '.join(changed[:3])}); "
+                             "continue it with the settings it was started with, or name another run_dir")
         say(f"continuing the cross-validation in {parent}")
     elif parent.is_dir() and any(parent.iterdir()):
         raise UsageError(f"run_dir={parent} already holds files but no {PLAN}: not a cross-validation folder; "
@@ -128,6 +134,15 @@ def _claim(parent: Path, plan: dict[str, Any], folds: int) -> dict[str, Any]:
     else:
         write_json(written, plan)
     return plan
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs (a fold trained one way and the next another
+    would not be one cross-validation)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in dict.fromkeys([*old, *new])
+                for line in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 def _run_fold(train, overrides: list[str], config_dir, parent: Path, folds: int, fold: int, callbacks) -> FoldResult:
