@@ -4,6 +4,7 @@ std; a half-finished ``--folds`` run continues where it stopped."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -205,6 +206,13 @@ def test_a_half_finished_cross_validation_continues_where_it_stopped(tmp_path):
     assert "weights:" in ensemble and '"fold-1/checkpoints/best.ckpt"' in ensemble
     assert '"fold-2/checkpoints/best.ckpt"' in ensemble
     assert result.summary["val/map"]["folds"] == 2
+
+    # The Python API takes the CLI's shape: --folds K as an argument, the overrides as typed; all kept now.
+    from rcnn_cli import api
+
+    again = api.cross_validate(2, [o for o in overrides if o != "dataset.folds=2"])
+    assert [f.how for f in again.folds] == ["kept", "kept"]
+    assert again.summary == json.loads((parent / "crossval.json").read_text())["summary"]
 
 
 def test_continuing_with_other_settings_is_refused_in_one_line(tmp_path):
