@@ -8,14 +8,14 @@ PYTHON ?= python3
 # not found yet) has its test run again on a fresh worker, up to twice; ordinary failures are never rerun.
 PYTEST_ARGS ?= -n 2 --durations=15 --reruns 2 --only-rerun "crashed while running"
 
-.PHONY: setup test lint demo bench clean browser gpu-check gpu-carry
+.PHONY: setup test lint docs demo bench clean browser gpu-check gpu-carry
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]'   # dev includes [all]
 	@touch $@
 
 test: setup browser
@@ -28,7 +28,12 @@ browser:
 		|| echo "Chromium could not be installed: the browser test will skip (and fail under CI=true)"
 
 lint: setup
-	$(VENV)/bin/ruff check rcnn_cli tests
+	$(VENV)/bin/ruff check rcnn_cli tests measurements
+
+# The documentation site (mkdocs.yml, docs/) into site/. --strict turns a broken link or anchor, or a page left
+# out of the nav, into a failed build; tests/test_docs.py builds it the same way. No network needed.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # The README's first command: train on the built-in shapes set, evaluate, predict on held-out images.
 RCNN := $(VENV)/bin/rcnn
@@ -41,17 +46,17 @@ demo: setup
 	@echo "demo done: model $(DEMO)/checkpoints/best.ckpt, training curves $(DEMO)/metrics.png,"
 	@echo "  metrics and PR curves $(DEMO)/eval/, pictures with detections $(DEMO)/predictions/"
 
-# Our detector vs torchvision's with the same weights, same images, same process (see README).
+# Our detector vs torchvision's with the same weights, same images, same process (docs/speed.md).
 BENCH_DEVICE ?= cpu
 # Exported runtimes timed beside torch (ONNX and OpenVINO, fp32 and int8) on the resnet18 run only:
 # each format is exported and quantized first, minutes at resnet50's 800 px.
 BENCH_FORMATS ?= onnx,openvino
 bench: setup
-	mkdir -p benchmarks
-	$(RCNN) benchmark model=resnet50_fpn dataset=bccd --count 4 --batch 2 --json benchmarks/results-$(BENCH_DEVICE)-resnet50_fpn.json
-	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --formats $(BENCH_FORMATS) --json benchmarks/results-$(BENCH_DEVICE)-resnet18_fpn.json
-	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json benchmarks/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
-	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json benchmarks/scale-$(BENCH_DEVICE).json
+	mkdir -p measurements
+	$(RCNN) benchmark model=resnet50_fpn dataset=bccd --count 4 --batch 2 --json measurements/results-$(BENCH_DEVICE)-resnet50_fpn.json
+	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --formats $(BENCH_FORMATS) --json measurements/results-$(BENCH_DEVICE)-resnet18_fpn.json
+	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json measurements/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
+	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json measurements/scale-$(BENCH_DEVICE).json
 
 # The prepared check for a lent GPU machine (docs/gpu-check.md); exit 3 (make: "Error 3") where no GPU is
 # visible. That machine has no network, so this never installs when the venv is there (.venv/.installed:
@@ -63,7 +68,7 @@ else
 GPU_CHECK_NEEDS := $(if $(wildcard $(STAMP)),,setup)
 endif
 gpu-check: $(GPU_CHECK_NEEDS)
-	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+	$(PY) measurements/gpu_check.py $(GPU_CHECK_ARGS)
 
 # What a lent GPU machine needs beside the checkout: its python3 (3.12) has torch, lightning, typer and
 # pytest but not these (the venv's versions), so they travel as wheels in .whl/ (carry it); BCCD goes
@@ -78,4 +83,4 @@ gpu-carry: setup
 	mkdir -p shared/datasets && cp -r ../shared/datasets/bccd-voc shared/datasets/
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache site

@@ -15,7 +15,10 @@ from torch import Tensor
 from .data.images import read_chw, to_rgb_array
 from .data.samples import CHECK_IMAGES
 from .errors import UsageError
+from .inference.ensemble import ensemble_members
 from .inference.predictor import Predictor, check_samples, load_predictor, prepare_model
+from .predict.ensemble import load_ensemble
+from .predict.limits import PREDICT
 from .settings.resolve import resolve
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
@@ -44,18 +47,25 @@ class Detector:
         self._setup(load_predictor(settings.cfg, class_names=list(class_names) if class_names else None))
 
     @classmethod
-    def load(cls, weights: str | Path, model: str | None = None, device: str | None = None,
+    def load(cls, weights: str | Path | Sequence[str | Path], model: str | None = None, device: str | None = None,
              precision: str | None = None, **overrides: Any) -> Detector:
         """Load a project checkpoint, a torchvision ``fasterrcnn_*`` state_dict file, or an exported
-        ``.onnx`` / ``.torchscript`` file.
+        ``.onnx`` / ``.torchscript`` file; or an ensemble, as ``rcnn predict --weights`` takes it (a list
+        of files, ``"a.ckpt,b.ckpt"`` or an ``ensemble.yaml``), whose detections are fused by weighted box fusion.
 
         The architecture comes from the checkpoint (project files) or from ``model`` / the file's
-        keys (torchvision files); ``overrides`` change settings such as thresholds.
+        keys (torchvision files); ``overrides`` change settings such as thresholds, e.g. ``tta=True``
+        (test-time augmentation, as ``--tta``) or ``box_nms_agnostic=True``.
         """
-        settings = resolve("predict", [f"model={model}"] if model else [],
-                           _values(overrides, device, precision), weights=weights)
+        presets, values = [f"model={model}"] if model else [], _values(overrides, device, precision)
         self = cls.__new__(cls)
-        self._setup(load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed))
+        if members := ensemble_members(weights):
+            loaded, predictor = load_ensemble("predict", members, presets, values)
+            self._setup(predictor)
+            self.notes = [note for settings in loaded for note in settings.notes] + self.notes
+            return self
+        settings = resolve("predict", presets, values, weights=weights)
+        self._setup(load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights))
         self.notes = settings.notes + self.notes
         return self
 
@@ -75,7 +85,7 @@ class Detector:
 
     def set_precision(self, precision: str = "auto", calibration: Sequence[ImageLike] = ()) -> str:
         """Run faster from now on, as ``rcnn predict --precision`` does, by the same rule
-        (runtime/precision.py): ``auto`` (folded BatchNorm, plus bf16 where this machine runs it
+        (inference/precision.py): ``auto`` (folded BatchNorm, plus bf16 where this machine runs it
         natively, faster, and in agreement with the exact model on real images: the model's
         validation data, else ``calibration``), ``bf16``, ``int8`` (CPU; ``calibration``: 8-16 of
         your images) or ``fp32``. Returns what runs; ``self.precision_decision.line()`` says why.
@@ -83,6 +93,9 @@ class Detector:
         from .data.samples import Samples
         from .inference.precision import cache_key
 
+        if self._predictor.members:
+            raise UsageError("an ensemble's precision is chosen when it is loaded: load it again with "
+                             f"Detector.load(weights, precision={precision!r})")
         if self.model is None:
             raise UsageError("an exported file runs as it was exported; load it again with "
                              f"Detector.load(path, precision={precision!r}) (OpenVINO files take fp32, bf16, auto)")
@@ -90,27 +103,29 @@ class Detector:
             raise UsageError(f"this detector already runs {self.model.precision}; load it again with "
                              f"Detector.load(weights, precision={precision!r})")
         images = [to_chw_tensor(image) for image in calibration]
-        own = check_samples(self.metadata.get("dataset"))
+        own = check_samples(self._predictor.dataset)
 
         def samples() -> Samples:
             found = own()
             return found if found or not images else Samples(images[:CHECK_IMAGES], "calibration images")
 
-        score_threshold = float(self.config.get("box_score_thresh", 0.05))
+        score_threshold = float(self.config["box_score_thresh"])
         decision = prepare_model(self.model, precision, self.device, images, samples,
-                                 cache_key(self.config.get("weights"), dict(self.config), self.device.type),
+                                 cache_key(self.config["weights"], dict(self.config), self.device.type),
                                  len(self.class_names), score_threshold)
         self._predictor.decision = decision
-        self._predictor.runs_as = decision.runs_as
+        added = self._predictor.runs_as.partition(" + ")[2]          # " + TTA (6 views)" stays said
+        self._predictor.runs_as = decision.runs_as + (f" + {added}" if added else "")
         return self.model.precision
 
     @property
     def precision_decision(self):
-        """What ``precision`` chose and why, with its measured figures (runtime/precision.Decision)."""
+        """What ``precision`` chose and why, with its measured figures (inference/precision.Decision)."""
         return self._predictor.decision
 
     @torch.inference_mode()
-    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 4) -> list[dict[str, Any]]:
+    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = PREDICT.batch_size
+                ) -> list[dict[str, Any]]:
         """Detect objects. images: one or a list of paths, PIL images, HxWxC uint8 arrays or
         CxHxW tensors (uint8, or float in [0, 1]).
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .predict.limits import ServeLimits
+from .predict.limits import PREDICT, ServeLimits
 
 SERVE = ServeLimits()      # rcnn serve's defaults, written in predict/limits.py only
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -30,6 +30,9 @@ ConfigDir = Annotated[Path | None, typer.Option("--config-dir", help="extra conf
 JsonPath = Annotated[Path | None, typer.Option("--json", help="write the results as JSON")]
 Device = Annotated[str | None, typer.Option("--device", help="auto (the GPU when there is one), cpu, cuda, cuda:1; "
                                             "same as device=...")]
+Tta = Annotated[bool, typer.Option("--tta", help="test-time augmentation: model.tta_scales x horizontal flip, fused by "
+                                   "weighted box fusion (checkpoints only); same as model.tta=true")]
+ENSEMBLE_HELP = "; several, fused by weighted box fusion: a.ckpt,b.ckpt or an ensemble.yaml"
 
 
 @config_app.command("show")
@@ -110,16 +113,19 @@ def tune(overrides: Overrides = None, config_dir: ConfigDir = None) -> None:
 def evaluate(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
-    weights: Annotated[str, typer.Option("--weights", "-w", help="checkpoint (or named weights) to evaluate")] = ...,
+    weights: Annotated[str, typer.Option("--weights", "-w", help="checkpoint (or named weights) to evaluate"
+                                         + ENSEMBLE_HELP)] = ...,
     json_path: JsonPath = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="write COCO-format results")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = None,
     tile: Annotated[int | None, typer.Option("--tile", help="score huge pictures in overlapping tiles of this "
                                              "many px, as rcnn predict --tile")] = None,
-    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")] = 0.2,
+    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")
+                       ] = PREDICT.tile_overlap,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="fp32 (default: the exact model, the same figures on every CPU), or auto, bf16, int8 "
         "to score a fast path, printed beside the exact figures; same as model.precision=...")] = None,
+    tta: Tta = False,
     label_issues: Annotated[bool, typer.Option("--label-issues", help="also rank the likely label errors of the "
                                                "evaluated images: label_issues.json and .csv, a gallery in "
                                                "report.html")] = False,
@@ -130,7 +136,7 @@ def evaluate(
 
     command.run(command.EvalOptions(weights=weights, overrides=shorthand(overrides or [], precision=precision),
                                     config_dir=config_dir, json_path=json_path, predictions=predictions, out=out,
-                                    tile=tile, overlap=overlap, label_issues=label_issues))
+                                    tile=tile, overlap=overlap, tta=tta, label_issues=label_issues))
 
 
 @app.command()
@@ -139,41 +145,46 @@ def predict(
                                                  "key=value overrides")],
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, torchvision .pth, .onnx, "
                                                 ".torchscript, OpenVINO .xml, or a name from `rcnn weights list` "
-                                                "(default: mobilenet_v3_large_320_fpn.coco)")] = None,
+                                                "(default: mobilenet_v3_large_320_fpn.coco)" + ENSEMBLE_HELP)] = None,
     config_dir: ConfigDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")] = None,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc, yolo (repeatable)")] = ["json"],  # noqa: B006
-    conf: Annotated[str, typer.Option("--conf", help="score threshold, or thresholds.json from rcnn eval")] = "0.25",
+    conf: Annotated[str, typer.Option("--conf", help="score threshold, or thresholds.json from rcnn eval")
+                    ] = str(PREDICT.conf),
     classes: Annotated[str | None, typer.Option("--classes", help="comma-separated class names to keep")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass")] = PREDICT.batch_size,
     every: Annotated[int, typer.Option("--every", help="videos: use every N-th frame")] = 1,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="do not write annotated pictures")] = False,
     save_video: Annotated[bool, typer.Option("--save-video", help="videos: write <name>_annotated.mp4 at the "
                                              "source's frame rate (divided by --every)")] = False,
     tile: Annotated[int | None, typer.Option("--tile", help="huge pictures: detect in overlapping tiles of this "
                                              "many px, plus a whole-picture pass, merged")] = None,
-    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")] = 0.2,
+    overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")
+                       ] = PREDICT.tile_overlap,
     device: Device = None,
     precision: Annotated[str | None, typer.Option(
         "--precision", help="auto (folded BN; bf16 where the hardware runs it natively and faster), fp32 "
         "(exact), bf16, or int8 (CPU, calibrated on the first 16 inputs); same as model.precision=...")] = None,
+    tta: Tta = False,
 ) -> None:
     """Detect objects in images and videos; writes annotated pictures and prediction files."""
     from .commands import predict as command
 
     inputs, overrides = split_overrides(sources)
     raise typer.Exit(command.run(command.PredictOptions(
-        inputs, weights, overrides, config_dir, out, fmt, conf, classes, batch_size, every, not no_draw, save_video,
-        tile, overlap, device, precision)))
+        sources=inputs, weights=weights, overrides=overrides, config_dir=config_dir, out=out, formats=fmt, conf=conf,
+        classes=classes, batch_size=batch_size, every=every, draw=not no_draw, save_video=save_video, tile=tile,
+        overlap=overlap, device=device, precision=precision, tta=tta)))
 
 
 def split_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
     """Sources apart from ``key=value`` overrides: an argument is an override when the part before
     its first ``=`` is a dotted name (``model.box_score_thresh=0.5``, ``device=cpu``), not a path."""
+    import os
     import re
 
     pattern = re.compile(r"^[+~]?[A-Za-z_][\w]*(\.[\w]+)*=")
-    overrides = [a for a in arguments if pattern.match(a) and not Path(a).exists()]
+    overrides = [a for a in arguments if pattern.match(a) and not os.path.lexists(a)]   # os.path: never raises
     return [a for a in arguments if a not in overrides], overrides
 
 
@@ -182,11 +193,12 @@ def serve(
     overrides: Overrides = None,
     config_dir: ConfigDir = None,
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="checkpoint, exported file or named "
-                                                "weights (default: as rcnn predict)")] = None,
+                                                "weights (default: as rcnn predict)" + ENSEMBLE_HELP)] = None,
     host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
-    conf: Annotated[float, typer.Option("--conf", help="score threshold of the returned detections")] = 0.25,
+    conf: Annotated[float, typer.Option("--conf", help="score threshold of the returned detections")
+                    ] = PREDICT.conf,
     max_batch: Annotated[int, typer.Option("--max-batch", help="requests batched into one forward pass")
                          ] = SERVE.max_batch,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="how long a request waits for a batch")
@@ -197,13 +209,16 @@ def serve(
                           ] = SERVE.max_pixels,
     body_timeout: Annotated[float, typer.Option("--body-timeout", help="seconds to receive an upload; a stalled "
                                                 "one gets 408")] = SERVE.body_timeout_s,
+    tta: Tta = False,
 ) -> None:
     """Serve the detector over HTTP: POST /predict (image bytes or multipart) -> rcnn predict's JSON."""
     from .commands import serve as command
 
     limits = ServeLimits(max_body_mb=max_body_mb, max_pixels=max_pixels, max_batch=max_batch, max_wait_ms=max_wait_ms,
                          body_timeout_s=body_timeout)
-    command.run(command.ServeOptions(weights, overrides or [], config_dir, host, port, conf, limits))
+    command.run(command.ServeOptions(weights=weights, overrides=overrides or [], config_dir=config_dir, host=host,
+                                     port=port, conf=conf, limits=limits,
+                                     tta=tta))
 
 
 @app.command("export")
@@ -225,6 +240,8 @@ def export_cmd(
                                        "training images), each kept if mAP50 vs fp32 >= 0.98")] = False,
     half: Annotated[bool, typer.Option("--half", help="also NAME.fp16.torchscript for GPUs (fp16 backbone), traced "
                                        "and checked on the GPU, kept if mAP50 vs fp32 >= 0.98")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write a report: each file written or refused, "
+                                                   "with its check's figures")] = None,
 ) -> None:
     """Export the whole detector (resize, RPN, NMS, heads, postprocess) and prove parity with torch."""
     from .commands import export as command
@@ -233,7 +250,7 @@ def export_cmd(
     flags = [s for s, wanted in ((".onnx", onnx), (".torchscript", torchscript)) if wanted]
     suffixes = list(dict.fromkeys(flags + chosen)) or [".onnx"]
     raise typer.Exit(command.run(command.ExportOptions(weights, suffixes, overrides or [], config_dir, out, images,
-                                                       input_dtype, int8, half)))
+                                                       input_dtype, int8, half, json_path=json_path)))
 
 
 @app.command("benchmark")
@@ -260,12 +277,16 @@ def benchmark_cmd(
     formats: Annotated[str, typer.Option("--formats", help="also export and time onnx, openvino, torchscript "
                                          "(comma-separated; fp32 and int8 files, OpenVINO bf16 where native, fp16 "
                                          "TorchScript on a GPU); default none")] = "",
+    profile: Annotated[bool, typer.Option("--profile", help="instead: ms per image of each inference stage for "
+                                          "every torch path, and of a training step, with FLOP rates against "
+                                          "this CPU's peak (on the CPU)")] = False,
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command
 
     command.run(command.BenchmarkOptions(overrides or [], config_dir, weights, images, count, batch, repeats, warmup,
-                                         not no_train, scaling, json_path, data_scale, load_scale, formats))
+                                         not no_train, scaling, json_path, data_scale, load_scale, formats,
+                                         profile=profile))
 
 
 # Lightning's advice aimed at library users, not at people running a finished command.
@@ -279,7 +300,7 @@ def main() -> None:
     import os
     import warnings
 
-    from .errors import RcnnError
+    from .errors import RcnnError, disk_refusal
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no network calls at import
     for text in QUIET:
@@ -294,14 +315,30 @@ def main() -> None:
     except KeyboardInterrupt:
         _print_error("interrupted")
         sys.exit(130)
+    except ModuleNotFoundError as err:
+        from .errors import missing_extra
+
+        if (line := missing_extra(err)) is None:
+            raise
+        _print_error(line)
+        sys.exit(2)
+    except Exception as err:
+        # a write the disk refused, from wherever it came (Lightning's own files, a library's writer):
+        # one line, as the toolkit's own writes (files.py) raise it
+        if (refusal := disk_refusal(err)) is None:
+            raise
+        _print_error(str(refusal))
+        sys.exit(refusal.exit_code)
 
 
 def _print_error(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from rich.text import Text
 
-    # messages name the user's paths and values: text, not markup (see commands.say)
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from .commands import plain, text_console
+
+    # messages name the user's paths and values: text, not markup, on one line (see commands.plain)
+    text_console(stderr=True).print(Text.assemble(("error:", "bold red"), " ", plain(message)), highlight=False,
+                                    soft_wrap=True)
 
 
 if __name__ == "__main__":

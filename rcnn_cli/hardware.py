@@ -78,7 +78,7 @@ class Hardware:
 _SPR = {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
         "amx_bf16", "amx_int8", "amx_tile"}
 # name -> (CPU model, flags, probe speed-up): the probe figures were measured on these CPU kinds
-# (README "Speed": 3x+ on a 2-core AMX Xeon, 2.0x on a 2-core EPYC with avx512_bf16).
+# (docs/speed.md: 3x+ on a 2-core AMX Xeon, 2.0x on a 2-core EPYC with avx512_bf16).
 PROFILES: dict[str, tuple[str, frozenset[str], float | None]] = {
     "amx": ("Intel Xeon (AMX profile)", frozenset(_SPR), 3.3),
     "avx512_bf16": ("AMD EPYC (avx512_bf16 profile)", frozenset(_SPR - {"amx_bf16", "amx_int8", "amx_tile"}), 2.0),

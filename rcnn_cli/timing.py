@@ -6,7 +6,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -35,3 +35,18 @@ def spread(times: list[float]) -> dict[str, float]:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_each(fn: Callable[[Any], Any], items: Sequence[Any], warmup: int = 1) -> tuple[list[Any], float]:
+    """(outputs, median wall seconds per item) of ``fn`` over ``items`` one at a time, after ``warmup``
+    untimed calls on the first item: how the precision rule and export's checks compare two paths on
+    the same images."""
+    for _ in range(warmup):
+        fn(items[0])
+    outputs, seconds = [], []
+    for item in items:
+        start = time.perf_counter()
+        outputs.append(fn(item))
+        seconds.append(time.perf_counter() - start)
+    return outputs, statistics.median(seconds)
+

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import BCCD, FACEMASK, TINY_TRAIN, require_shared, run_rcnn
 
-# Auto precision decisions are cached per weights file and machine (runtime/precision.py): the tests keep
+# Auto precision decisions are cached per weights file and machine (inference/precision.py): the tests keep
 # theirs in a folder of their own, never in the user's cache.
 os.environ.setdefault("RCNN_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"rcnn-tests-cache-{os.getpid()}"))
 

@@ -91,11 +91,14 @@ def test_scaling_rows_cover_every_size_and_proposal_count_and_restore_the_model(
 
 
 @pytest.mark.slow     # exports and quantizes twice: ~40 s of CPU on the 2-core EPYC
-def test_exported_runtimes_are_timed_beside_torch_with_size_and_agreement(tiny_run, tmp_path):
+def test_exported_runtimes_are_timed_beside_torch_with_size_and_agreement(tiny_run, tmp_path, monkeypatch):
     from helpers import image_folder
 
-    from rcnn_cli.hardware import has_native_bf16
+    from rcnn_cli.benchmark.exported import NOT_NATIVE
 
+    # the hardware is stated, not detected: an AVX2-only CPU, where OpenVINO bf16 is emulated and skipped
+    # (the bf16-native branch: test_openvino_bf16_is_timed_only_where_bf16_is_native)
+    monkeypatch.setenv("RCNN_HARDWARE", "avx2")
     images = image_folder(tmp_path / "images", tiny_images(2))     # 2 images: timed, and int8's calibration
     out = run_rcnn("benchmark", "--weights", str(tiny_run / "checkpoints" / "best.ckpt"), "--images", str(images),
                    "--count", "2", "--batch", "2", "--repeats", "1", "--warmup", "0", "--no-train",
@@ -105,10 +108,9 @@ def test_exported_runtimes_are_timed_beside_torch_with_size_and_agreement(tiny_r
     rows = result["exported"]
     assert list(rows) == ["onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8",
                           "torchscript_fp32", "torchscript_fp16"]
-    skipped = {"openvino_bf16"} if not has_native_bf16() else set()
-    skipped |= {"torchscript_fp16"} if not torch.cuda.is_available() else set()
+    skipped = {"openvino_bf16"} | ({"torchscript_fp16"} if not torch.cuda.is_available() else set())
     measured = [name for name in rows if name not in skipped]
-    assert rows["openvino_bf16"] == ({"skipped": "not native here"} if not has_native_bf16() else rows["openvino_bf16"])
+    assert rows["openvino_bf16"] == {"skipped": NOT_NATIVE}
     for name in measured:
         row = rows[name]
         assert row["size_bytes"] > 0 and row["latency_batch1"]["median_s"] > 0, name
@@ -130,3 +132,21 @@ def test_an_unknown_benchmark_format_is_a_usage_error():
         "openvino", "onnx"]
     with pytest.raises(UsageError, match="--formats tensorrt"):
         parse_formats("onnx,tensorrt")
+
+
+@pytest.mark.parametrize("hardware, timed", [("avx2", False), ("avx512_bf16", True), ("amx", True)])
+def test_openvino_bf16_is_timed_only_where_bf16_is_native(monkeypatch, tmp_path, hardware, timed):
+    """Both branches of the bf16 row on any CPU: the writers and the timing are stand-ins, the decision
+    is the benchmark's."""
+    from rcnn_cli import hardware as hw
+    from rcnn_cli.benchmark import exported
+    from rcnn_cli.export import exporters
+
+    monkeypatch.setattr(exporters, "write_openvino", lambda detector, path, *args, **kwargs: path)
+    monkeypatch.setattr(exported, "quantize_openvino", lambda source, path, images: path)
+    with hw.override(hardware):
+        rows = exported._openvino_rows(None, tmp_path, tmp_path / "m.onnx", None, [],
+                                       lambda path, precision="fp32": {"timed": f"{path.name} {precision}"})
+    assert rows["openvino_f32"] == {"timed": "model.xml fp32"}
+    assert rows["openvino_int8"] == {"timed": "model.int8.xml fp32"}
+    assert rows["openvino_bf16"] == ({"timed": "model.xml bf16"} if timed else {"skipped": exported.NOT_NATIVE})

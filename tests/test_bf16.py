@@ -2,7 +2,7 @@
 boxes stays fp32; what auto takes is the one rule's (test_precision.py). On trained weights,
 bf16's AP50 must stay within 0.5 points of fp32's (test_training_signal.py::
 test_overfits_one_bccd_image); its agreement with fp32 on the trained BCCD model (0.997) is a
-benchmark figure (README, "Speed")."""
+benchmark figure (docs/speed.md)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_bf16_runs_backbone_rpn_and_box_head_in_bf16_and_returns_fp32_boxes(tiny
 
 
 def test_auto_builds_bf16_or_folded_as_the_rule_decides(monkeypatch):
-    """prepare_model applies what runtime/precision.py decided (the rule itself: test_precision.py)."""
+    """prepare_model applies what inference/precision.py decided (the rule itself: test_precision.py)."""
     from rcnn_cli.inference import predictor
     from rcnn_cli.inference.precision import Decision
 

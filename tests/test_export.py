@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -28,26 +29,61 @@ def real_images(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run, real_images):
+def exported(tiny_run, real_images, tmp_path_factory):
+    """Both formats of the tiny run's checkpoint, in a folder of their own (never the shared run's), and
+    the --json report beside that folder."""
     weights = tiny_run / "checkpoints" / "best.ckpt"
-    out = tiny_run / "export" / "tiny.onnx"
+    work = tmp_path_factory.mktemp("exported")
+    out = work / "files" / "tiny.onnx"
     result = run_rcnn("export", "--weights", str(weights), "--onnx", "--torchscript", "--out", str(out),
-                      "--images", str(real_images), cwd=tiny_run.parent.parent)
+                      "--images", str(real_images), "--json", str(work / "report.json"), cwd=work)
     return weights, out, result
 
 
-def test_both_formats_are_written_after_passing_their_parity_check(exported):
+def report_of(exported) -> dict:
     _, out, result = exported
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("parity ok") == 2, result.stderr
-    assert out.is_file() and out.with_suffix(".torchscript").is_file()
-    assert not list(out.parent.glob("*unverified*"))
-    # the check covered several sizes and a portrait image, and compared real detections
-    sizes = result.stderr.split("checked on ")[1].split("(")[1].split(")")[0].split(", ")
-    dims = [tuple(int(v) for v in s.split("x")) for s in sizes]
+    return json.loads((out.parent.parent / "report.json").read_text())
+
+
+def test_both_formats_are_written_after_passing_their_parity_check(exported):
+    _, out, _ = exported
+    report = report_of(exported)
+    assert [(f["path"], f["kind"], f["kept"]) for f in report["files"]] == [
+        (str(out), "fp32", True), (str(out.with_suffix(".torchscript")), "fp32", True)]
+    # exactly the files reported kept, nothing half-written beside them
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.onnx", "tiny.torchscript"]
+    for entry in report["files"]:
+        check = entry["verification"]
+        assert entry["size_bytes"] == Path(entry["path"]).stat().st_size > 0
+        # real detections compared, every one matched within the tolerances
+        assert check["compared"] > 0 and check["matched"] + check["tied"] == check["compared"]
+        assert check["unmatched"] == 0 and check["matched"] > 0
+        assert check["max_box_diff_px"] <= report["tolerances"]["box_px"] == 0.01
+        assert check["max_score_diff"] <= report["tolerances"]["score"] == 0.001
+        assert check["agreement_map50"] >= check["min_agreement_map50"] == 0.999
+        assert check["torch_ms"] > 0 and check["exported_ms"] > 0 and check["images"] == len(report["check_images"])
+    # the check covered several sizes, a portrait and a landscape picture
+    dims = [(image["width"], image["height"]) for image in report["check_images"]]
     assert len(set(dims)) >= 3 and any(h > w for w, h in dims) and any(w > h for w, h in dims)
-    matched = int(result.stderr.split(" detections matched")[0].split()[-1].split("/")[0])
-    assert matched > 0
+
+
+def test_a_file_that_fails_its_check_is_reported_refused_and_not_written(tiny_run, real_images, tmp_path,
+                                                                         monkeypatch):
+    """The refuse path, on every machine: the parity threshold raised out of reach."""
+    from rcnn_cli.commands import export
+    from rcnn_cli.errors import JobFailed
+    from rcnn_cli.export import verify
+
+    monkeypatch.setattr(verify, "MIN_AGREEMENT_MAP50", 1.01)
+    options = export.ExportOptions(tiny_run / "checkpoints" / "best.ckpt", [".onnx"], out=tmp_path / "out" / "t.onnx",
+                                   images=[str(real_images)], json_path=tmp_path / "report.json")
+    with pytest.raises(JobFailed, match="t.onnx disagreed with the torch model and were not written"):
+        export.run(options)
+    (entry,) = json.loads((tmp_path / "report.json").read_text())["files"]
+    assert (entry["kind"], entry["kept"], entry["size_bytes"]) == ("fp32", False, None)
+    assert entry["verification"]["compared"] > 0 and entry["verification"]["min_agreement_map50"] == 1.01
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_onnx_file_carries_class_names_and_takes_any_size(exported):
@@ -180,6 +216,7 @@ def test_a_graph_with_a_frozen_size_is_caught(tmp_path):
     (["--weights", "missing.ckpt"], "no such file"),
     (["--weights", "{weights}", "--input-dtype", "int16"], "--input-dtype int16"),
     (["--weights", "{weights}", "min_size"], "key=value"),
+    (["--weights", "{weights}", "device=cuda"], "device=cuda: rcnn export traces the exact fp32 model on the CPU"),
 ])
 def test_bad_export_arguments_are_one_line_exit_2(tiny_run, tmp_path, args, message):
     weights = str(tiny_run / "checkpoints" / "best.ckpt")

@@ -202,9 +202,12 @@ def test_a_half_finished_cross_validation_continues_where_it_stopped(tmp_path):
     done = torch.load(parent / "fold-2" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert done["epoch"] == 1 and done["global_step"] == 2 * first["global_step"]
     assert done["rcnn_cli"]["dataset"]["fold"] == 2 and done["rcnn_cli"]["dataset"]["folds"] == 2
-    ensemble = (parent / "ensemble.yaml").read_text()
-    assert "weights:" in ensemble and '"fold-1/checkpoints/best.ckpt"' in ensemble
-    assert '"fold-2/checkpoints/best.ckpt"' in ensemble
+    # ensemble.yaml as --weights reads it: the two best checkpoints, listed relative to the file
+    from rcnn_cli.inference.ensemble import read_ensemble
+
+    assert "fold-1/checkpoints/best.ckpt" in (parent / "ensemble.yaml").read_text()      # relative, not absolute
+    assert read_ensemble(parent / "ensemble.yaml") == [str(parent / f"fold-{k}" / "checkpoints" / "best.ckpt")
+                                                      for k in (1, 2)]
     assert result.summary["val/map"]["folds"] == 2
 
     # The Python API takes the CLI's shape: --folds K as an argument, the overrides as typed; all kept now.

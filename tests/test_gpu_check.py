@@ -1,4 +1,4 @@
-"""The prepared GPU check (benchmarks/gpu_check.py, `make gpu-check`) on a machine without a GPU: it says
+"""The prepared GPU check (measurements/gpu_check.py, `make gpu-check`) on a machine without a GPU: it says
 so in one line and exits 3 without running anything; its step runner records a failing, a stuck and a
 figure-less step and still runs the rest; its commands compose as rcnn would run them."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, compose
 
-SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+SCRIPT = ROOT / "measurements" / "gpu_check.py"
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +96,9 @@ def test_test_counts_come_from_pytests_last_summary_line(gpu_check, line, counts
 
 
 def test_benchmark_figures_read_the_benchmarks_own_json(gpu_check):
-    """The benchmark's JSON as it is written (a CPU run kept in benchmarks/), so a renamed key fails here,
+    """The benchmark's JSON as it is written (a CPU run kept in measurements/), so a renamed key fails here,
     not during a GPU lease."""
-    figures = gpu_check.benchmark_figures(ROOT / "benchmarks" / "results-cpu-resnet50_fpn.json")
+    figures = gpu_check.benchmark_figures(ROOT / "measurements" / "results-cpu-resnet50_fpn.json")
     assert figures["ms_per_img"]["torchvision"] > 0 and figures["speedup_vs_torchvision"]["torchvision"] == 1
     assert set(figures["train_images_per_s"]) == {"torchvision", "ours", "ours_auto"}
     assert figures["benchmark"]["model"] == "resnet50_fpn"
@@ -123,4 +123,4 @@ def test_make_gpu_check_never_installs_where_the_venv_is_there_or_py_is_given(tm
     for given in (f"VENV={venv}", "PY=python3"):
         plan = subprocess.run(["make", "-n", "gpu-check", given], cwd=ROOT, capture_output=True, text=True)
         assert plan.returncode == 0 and "pip" not in plan.stdout, plan.stdout + plan.stderr
-        assert "benchmarks/gpu_check.py" in plan.stdout
+        assert "measurements/gpu_check.py" in plan.stdout

@@ -23,8 +23,8 @@ def shapes_images(tiny_run, start, count):
 
 def test_int8_quantizes_the_backbone_and_rpn_conv_and_still_detects(tiny_run):
     """On trained weights int8 must find every labelled cell with fp32's AP50 (test_training_signal.py::
-    test_overfits_one_bccd_image); agreement with fp32 on the trained BCCD model is 0.990 (README
-    "Speed"), a model the suite cannot train in its time. This tiny model is weak."""
+    test_overfits_one_bccd_image); agreement with fp32 on the trained BCCD model is 0.990 (docs/speed.md),
+    a model the suite cannot train in its time. This tiny model is weak."""
     detector = Detector.load(tiny_run / "checkpoints" / "best.ckpt", box_score_thresh=0.05)
     images = shapes_images(tiny_run, 0, 4)
     exact = detector.predict(images)

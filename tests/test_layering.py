@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rcnn_cli"
 
 # Lowest first. Rooms on one line are peers: they may not import each other.
 LAYERS: list[set[str]] = [
-    {"errors", "files", "timing"},
+    {"errors", "timing", "formats"},
+    {"files"},
     {"hardware"},
     {"ops"},
     {"model"},

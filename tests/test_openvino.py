@@ -44,7 +44,7 @@ def test_predict_and_the_api_give_the_checkpoints_detections(exported, real_imag
     checkpoint = Detector.load(weights, precision="fp32")
     reference = [checkpoint.predict([image])[0] for image in images]
     assert sum(len(r["boxes"]) for r in reference) > 0
-    # the exact graph gives the checkpoint's detections; what auto runs is runtime/precision.py's (test_precision.py)
+    # the exact graph gives the checkpoint's detections; what auto runs is inference/precision.py's (test_precision.py)
     run = run_rcnn("predict", str(real_images), "--weights", str(out), "--out", str(tmp_path / "ov"), "--conf", "0",
                    "--no-draw", "--batch-size", "1", "--precision", "fp32", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]

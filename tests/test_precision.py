@@ -1,4 +1,4 @@
-"""The one precision rule (runtime/precision.py) and the one hardware answer (runtime/hardware.py),
+"""The one precision rule (inference/precision.py) and the one hardware answer (hardware.py),
 run through both kinds of CPU whatever this machine is: ``hardware.override`` (RCNN_HARDWARE in
 subprocesses) makes the bf16-native and the AVX2-only branches reachable on either."""
 

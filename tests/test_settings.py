@@ -138,9 +138,10 @@ def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monke
     from rcnn_cli import hardware
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
-    for command in ("predict", "export", "benchmark"):
+    for command in ("predict", "benchmark"):
         cfg = compose(weights=weights, command=command)
         assert (cfg.device, cfg.model.precision) == ("auto", "auto")
+    assert compose(weights=weights, command="export").device == "cpu"      # traced on the CPU, see below
     detector = Detector.load(weights)
     assert detector.runs_as.startswith("auto") and detector.device.type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -157,10 +158,17 @@ def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monke
     ("model.box_score_thresh=1.5", "must be in [0.0, 1.0]"),
     ("device=gpu", "device='gpu'"),
     ("min_size", "overrides are key=value"),
+    # every section is checked, logger and augment included (issue 27: these two were accepted)
+    ("logger.name=tensorbaord", "logger.name='tensorbaord': must be one of tensorboard, csv, mlflow, wandb "
+                                "(did you mean tensorboard?)"),
+    ("augment.hflip=7", "augment.hflip=7: must be in [0.0, 1.0]"),
+    ("augment=strong augment.crop.size=big", "augment.crop.size='big': must be an integer"),
+    ("seed=abc", "seed='abc': must be an integer"),
+    ("trainer.devices=several", "trainer.devices='several'"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_valid_choices(override, message):
     with pytest.raises(ConfigError) as caught:
-        compose(override)
+        compose(*override.split())
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -179,14 +187,28 @@ def test_python_api_takes_the_same_rule(tiny_run):
         Detector.load(weights, box_head="convfc")
 
 
-def test_every_model_and_dataset_key_has_a_declared_type_or_a_typed_default():
-    """A key whose default is null must have a rule, or a wrong type would pass unchecked."""
-    groups = config_groups()
-    for group in ("model", "dataset"):
-        for option in groups[group]:
-            cfg = OmegaConf.to_container(compose(f"{group}={option}")[group], resolve=False)
-            untyped = [k for k, v in cfg.items() if v is None and f"{group}.{k}" not in RULES]
-            assert not untyped, f"{group}={option}: {untyped} need a rule in schema.RULES"
+def test_every_key_of_every_preset_has_a_declared_type_or_a_typed_default():
+    """A key whose default is null must have a rule, or a wrong type would pass unchecked: every group
+    (logger and augment too) and the top-level keys."""
+    from rcnn_cli.settings.schema import leaves
+
+    checked = set()
+    for group, options in config_groups().items():
+        for option in options:
+            for key, value in leaves(OmegaConf.to_container(compose(f"{group}={option}"), resolve=False)):
+                checked.add(key.split(".")[0])
+                assert value is not None or key in RULES, f"{group}={option}: {key} needs a rule in schema.RULES"
+    assert {"model", "dataset", "augment", "optim", "trainer", "callbacks", "logger", "tune", "seed", "device",
+            "name", "resume"} <= checked
+
+
+@pytest.mark.parametrize("override", ["trainer.devices=auto", "trainer.devices=[0,1]", "trainer.devices=-1",
+                                      "augment=strong", "augment=none", "logger=mlflow", "logger=wandb",
+                                      "logger=mlflow logger.tracking_uri=sqlite:///x.db", "augment.scale=null",
+                                      "name=sweep",
+                                      "trainer.limit_train_batches=0.5", "trainer.gradient_clip_val=10"])
+def test_the_values_the_shipped_comments_offer_are_accepted(override):
+    compose(*override.split())
 
 
 @pytest.mark.parametrize("preset", config_groups()["model"])
@@ -239,3 +261,98 @@ def test_library_packages_never_import_commands_or_the_api():
     predict_side = (root / "predict").rglob("*.py")
     assert not [p for p in predict_side if "..export" in p.read_text()]
     assert not [p for p in (root / "export").rglob("*.py") if "..predict" in p.read_text()]
+
+
+def test_settings_conf_always_ships_are_read_directly():
+    """A key every preset of its group ships is read as ``cfg.key``, never ``cfg.get("key", default)``:
+    the default lives in conf/ alone, and a key renamed there fails loudly instead of running on a
+    second default written in the code (issue 27: data/readers/load.py, data/pipeline/datamodule.py)."""
+    import ast
+    import re
+
+    groups = {group: options for group, options in config_groups().items() if group != "experiment"}
+    shipped: set[str] = set(OmegaConf.to_container(compose())) - set(groups)       # the top-level keys
+    for group, options in groups.items():
+        keys = [set(compose(f"{group}={option}")[group]) for option in options]
+        shipped |= set.intersection(*keys)
+    config_like = re.compile(r"(^|\.)(cfg|config|[a-z]+_cfg)(\.(dataset|model|optim|augment|trainer))?$")
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "rcnn_cli").rglob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            # names bound to a config in this function (``data = self.cfg.dataset``) read like one
+            aliases = {target.id for node in ast.walk(function) if isinstance(node, ast.Assign)
+                       and config_like.search(ast.unparse(node.value)) for target in node.targets
+                       if isinstance(target, ast.Name)}
+            for node in ast.walk(function):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                        and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in shipped
+                        and (config_like.search(receiver := ast.unparse(node.func.value)) or receiver in aliases)):
+                    found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    found = sorted(set(found))
+    assert not found, "read these directly (conf/ ships them):\n" + "\n".join(found)
+
+
+def test_eval_runs_where_trainer_accelerator_says_with_or_without_tiles(tiny_run):
+    """One answer (issue 27): eval scored on trainer.accelerator, but with --tile on ``device``."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    for accelerator, device in (("cpu", "cpu"), ("gpu", "cuda"), ("cuda", "cuda"), ("auto", "auto")):
+        assert compose(f"trainer.accelerator={accelerator}", weights=weights, command="eval").device == device
+    with pytest.raises(ConfigError, match=r"^device=cpu: rcnn eval runs where trainer.accelerator says"):
+        compose("device=cpu", weights=weights, command="eval")
+    assert compose("device=cpu", weights=weights, command="predict").device == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("tile", [None, 64])
+def test_eval_on_a_gpu_accelerator_without_one_is_one_line_tiled_or_not(tiny_run, tile):
+    from rcnn_cli.commands import evaluate
+    from rcnn_cli.errors import UsageError
+
+    options = evaluate.EvalOptions(tiny_run / "checkpoints" / "best.ckpt", ["trainer.accelerator=gpu"], tile=tile)
+    with pytest.raises(UsageError, match=r"^trainer.accelerator=gpu: this machine has no CUDA GPU"):
+        evaluate.run(options)
+
+
+def test_export_runs_on_the_cpu_and_refuses_a_typed_device_it_would_not_use(tiny_run):
+    """rcnn export appended device=cpu after the user's overrides: a typed device=cuda was silently replaced."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    assert compose("device=cpu", weights=weights, command="export").device == "cpu"
+    for typed in ("device=cuda", "device=auto", "model.precision=int8"):
+        with pytest.raises(ConfigError, match=rf"^{typed}: rcnn export traces the exact fp32 model on the CPU"):
+            compose(typed, weights=weights, command="export")
+    assert compose("model.precision=fp32", weights=weights, command="export").model.precision == "fp32"
+
+
+def test_commands_never_edit_the_settings_resolve_returned():
+    """resolve is the only place settings are decided (issue 27: predict and serve lowered
+    model.box_score_thresh on the resolved settings afterwards)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "rcnn_cli"
+    edits = []
+    for path in [*sorted((root / "commands").glob("*.py")), root / "api.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                base = target
+                while isinstance(base, (ast.Attribute, ast.Subscript)):
+                    base = base.value
+                if isinstance(base, ast.Name) and base.id == "settings" and base is not target:
+                    edits.append(f"{path.name}:{node.lineno} {ast.unparse(target)}")
+    assert not edits, edits
+
+
+def test_the_score_floor_predict_and_serve_need_is_decided_by_resolve(tiny_run):
+    """The model keeps detections down to the lowest --conf (predict and serve show none below it),
+    never above its own threshold; a typed model.box_score_thresh stands."""
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+
+    def floor(*typed: str, score_floor: float | None) -> float:
+        return resolve("predict", list(typed), weights=weights, score_floor=score_floor).cfg.model.box_score_thresh
+
+    assert floor(score_floor=None) == 0.05                               # conf/'s, as the checkpoint stored it
+    assert floor(score_floor=0.01) == 0.01 and floor(score_floor=0.25) == 0.05
+    assert floor("model.box_score_thresh=0.3", score_floor=0.01) == 0.3

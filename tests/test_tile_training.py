@@ -182,7 +182,7 @@ def test_eval_of_a_tile_trained_model_scores_in_its_tiles_unless_told_otherwise(
 
     seen = []
 
-    def record(settings, datamodule, tile, overlap):
+    def record(settings, datamodule, tile, overlap, predictor=None):
         seen.append((tile, overlap))
         raise RuntimeError("stop here")
 
@@ -190,7 +190,7 @@ def test_eval_of_a_tile_trained_model_scores_in_its_tiles_unless_told_otherwise(
         seen.append("whole pictures")
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(command, "_score_tiled", record)
+    monkeypatch.setattr(command, "_score_with_predictor", record)
     monkeypatch.setattr(command, "_score_with_lightning", whole)
     for typed, expected in ((["dataset.tile=96", "dataset.tile_overlap=0.25"], (96, 0.25)), ([], "whole pictures")):
         with pytest.raises(RuntimeError):

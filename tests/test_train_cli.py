@@ -51,10 +51,16 @@ def test_eval_writes_metrics_thresholds_plots_and_coco_results(trained, tmp_path
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert {"map", "map_50", "voc07_map50", "voc_map50", "per_class"} <= set(metrics)
     assert set(metrics["per_class"]) == {"circle", "square", "triangle"}
-    assert json.loads((tmp_path / "eval" / "thresholds.json").read_text()).keys() <= {"circle", "square", "triangle"}
     assert list((tmp_path / "eval").glob("*.png"))
     results = json.loads((tmp_path / "p.json").read_text())
-    assert all({"image_id", "category_id", "bbox", "score"} <= set(r) for r in results)
+    assert results and all({"image_id", "category_id", "bbox", "score"} <= set(r) for r in results)
+    # a threshold for every class (predict refuses a file that misses one), each the score of a detection
+    # it keeps (best F1 on this set) or 1.0 for a class never hit; not all of them 1.0
+    thresholds = json.loads((tmp_path / "eval" / "thresholds.json").read_text())
+    assert set(thresholds) == {"circle", "square", "triangle"}
+    scores = [r["score"] for r in results]
+    assert all(t == 1.0 or any(abs(t - score) < 1e-4 for score in scores) for t in thresholds.values()), thresholds
+    assert min(thresholds.values()) < 1.0
 
 
 def test_two_process_evaluation_equals_one_process(trained, tmp_path):
@@ -77,10 +83,11 @@ def test_a_misspelt_override_is_one_line_and_exit_2(tmp_path):
 
 
 def test_a_sweep_runs_each_combination_in_its_own_folder(tiny_run, tmp_path):
+    """In a folder of its own: the shared tiny run's folder is read by other tests."""
     out = rcnn("train", "--multirun", *TINY, "optim.lr=0.001,0.002", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "name=sweep", cwd=tiny_run.parent.parent)
+               "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "name=sweep", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    runs = tiny_run.parent
+    runs = tmp_path / "runs"
     assert (runs / "sweep" / "checkpoints" / "last.ckpt").is_file()
     assert (runs / "sweep-2" / "checkpoints" / "last.ckpt").is_file()
     assert "optim.lr=0.001" in out.stdout and "optim.lr=0.002" in out.stdout   # the summary table
@@ -90,8 +97,8 @@ def test_fine_tuning_on_other_classes_restarts_the_predictor(tiny_run, tmp_path)
     weights = tiny_run / "checkpoints" / "best.ckpt"
     out = rcnn("train", *TINY, f"model.weights={weights}", "dataset.class_names=[circle,square]",
                "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-               "run_dir=runs/finetune", cwd=tiny_run.parent.parent)
+               "run_dir=runs/finetune", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "box predictor starts from scratch" in out.stdout + out.stderr
-    checkpoint = torch.load(tiny_run.parent / "finetune" / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "runs" / "finetune" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["rcnn_cli"]["class_names"] == ["circle", "square"]

@@ -102,7 +102,7 @@ def test_overfits_one_bccd_image():
     # labelled cell, and their AP50 against the labels is within 0.5 points of fp32's. (Output-vs-
     # output agreement is not asserted here: this one-image model's overlapping duplicates make it
     # depend on the thread count, 0.96 to 1.0; on the trained BCCD model it is 0.997 for bf16 and
-    # 0.990 for int8, README "Speed".)
+    # 0.990 for int8, docs/speed.md.)
     fp32_ap50 = coco_metrics([found], [target], len(CLASSES))["map_50"]
     calibration = [image] + [bccd_sample(stem)[0] for stem in ("BloodImage_00001", "BloodImage_00010")]
     paths = ["bf16"] + (["int8"] if "x86" in torch.backends.quantized.supported_engines else [])

@@ -15,11 +15,11 @@ import torch
 from ..errors import UsageError
 from ..eval.agreement import agreement_map50
 from ..export.int8 import quantize_onnx, quantize_openvino
+from ..formats import BY_NAME
 from ..hardware import current
 from ..inference.exported import exported_size, load_exported
 from ..timing import timed
 
-FORMATS = ("onnx", "openvino", "torchscript")
 NOT_NATIVE = "not native here"      # bf16 emulated: slower than f32, so not worth a row of timings
 
 
@@ -27,8 +27,8 @@ def parse_formats(text: str | None) -> list[str]:
     """--formats onnx,openvino -> ["onnx", "openvino"]; "" or "none" -> []."""
     names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
     names = [name for name in names if name != "none"]
-    if unknown := [name for name in names if name not in FORMATS]:
-        raise UsageError(f"--formats {unknown[0]}: use one or more of {', '.join(FORMATS)} (comma-separated) or none")
+    if unknown := [name for name in names if name not in BY_NAME]:
+        raise UsageError(f"--formats {unknown[0]}: use one or more of {', '.join(BY_NAME)} (comma-separated) or none")
     return list(dict.fromkeys(names))
 
 

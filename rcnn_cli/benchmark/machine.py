@@ -31,7 +31,7 @@ def machine_info() -> dict:
 
 def precision_advice() -> str:
     """One line: which reduced precisions this CPU runs natively and what ``auto`` does with them
-    (the rule itself: runtime/precision.py)."""
+    (the rule itself: inference/precision.py)."""
     hardware = current()
     flags = hardware.cpu_flags
     if hardware.native_bf16:

@@ -76,7 +76,7 @@ def twin_problem(cfg: dict[str, Any]) -> str | None:
 
 
 def auto_column(result: dict, images: int) -> str:
-    """What model.precision=auto runs here, by the one rule (runtime/precision.py) applied to this
+    """What model.precision=auto runs here, by the one rule (inference/precision.py) applied to this
     benchmark's own figures: the bf16 column where it agrees with fp32 and is faster than folded."""
     from ..inference.precision import Trial, verdict
 
@@ -91,13 +91,14 @@ def auto_column(result: dict, images: int) -> str:
 
 
 def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0,
-                 device: torch.device | str = "cpu") -> dict[str, nn.Module]:
+                 device: torch.device | str = "cpu", checkpoint: tuple[dict, dict] | None = None
+                 ) -> dict[str, nn.Module]:
     """{"torchvision" (where it has the same detector), "ours", "ours_fast", and "ours_bf16" where
     bf16 is native} with identical weights: seeded random, or ``cfg["weights"]`` (then the class
-    count comes from the file)."""
+    count comes from the file). checkpoint: that file as ``settings.resolve`` read it (read once)."""
     torch.manual_seed(seed)
     cfg = {**cfg, "norm": "frozen_bn", "num_classes": cfg["num_classes"] or (None if cfg["weights"] else num_classes)}
-    loaded = create_detector(cfg)
+    loaded = create_detector(cfg, checkpoint=checkpoint)
     ours, cfg = loaded.model.eval(), loaded.config     # resolved: class count, trainable layers
     models = {"ours": ours}
     if twin_problem(cfg) is None:
@@ -210,18 +211,19 @@ def int8_available() -> bool:
 def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dict], batch: int = 4,
               repeats: int = 3, warmup: int = 1, train: bool = True,
               calibration: list[torch.Tensor] | None = None, scaling: bool = False,
-              formats: list[str] = (), device: torch.device | str = "cpu") -> dict[str, Any]:
+              formats: list[str] = (), device: torch.device | str = "cpu",
+              checkpoint: tuple[dict, dict] | None = None) -> dict[str, Any]:
     """calibration: images for the int8 columns' activation ranges (default: the timed images);
     formats: exported files to time beside the torch columns (benchmark/exported.py); device: where
     the torch columns run (``device``; int8 and the exported runtimes run on the CPU)."""
     device = torch.device(device)
     calibration = calibration or images
-    models = {name: model.to(device) for name, model in build_models(cfg, device=device).items()}
+    models = {name: model.to(device) for name, model in build_models(cfg, device=device, checkpoint=checkpoint).items()}
     if int8_available() and device.type == "cpu":
         models["ours_int8"] = quantize_int8(copy.deepcopy(models["ours"]), calibration)
     cpu_images, images = images, [image.to(device) for image in images]
     targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
-    result: dict[str, Any] = {"machine": machine_info(), "model": cfg.get("name", cfg["backbone"]),
+    result: dict[str, Any] = {"machine": machine_info(), "model": cfg["name"],
                               "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images),
                               "device": str(device)}
     result["inference"] = inference_figures(models, images, batch, repeats, warmup)

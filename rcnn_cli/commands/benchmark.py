@@ -14,7 +14,7 @@ from rich.table import Table
 from ..benchmark.exported import NOT_NATIVE, parse_formats
 from ..benchmark.machine import precision_advice
 from ..benchmark.run import benchmark
-from ..data.samples import CALIBRATION_IMAGES
+from ..data.samples import calibration_images
 from ..errors import UsageError
 from ..files import write_json
 from ..settings.resolve import resolve
@@ -144,16 +144,6 @@ def print_scaling(console, rows: list[dict]) -> None:
     console.print(table)
 
 
-def calibration_images(cfg) -> list[torch.Tensor]:
-    """Up to 16 training images of the dataset ([] when it has no training split)."""
-    from ..data.errors import DatasetError
-
-    try:
-        return load_images(cfg, None, CALIBRATION_IMAGES, "train")[0]
-    except DatasetError:
-        return []
-
-
 @dataclass
 class BenchmarkOptions:
     overrides: list[str] = field(default_factory=list)
@@ -170,37 +160,44 @@ class BenchmarkOptions:
     data_scale: str | None = None          # "1000,10000": the data-side benchmark instead
     load_scale: str | None = None          # "118287": annotation loading alone at these sizes (with data_scale or not)
     formats: str = ""                      # "onnx,openvino": also time exported files (benchmark/exported.py)
+    profile: bool = False                  # instead: the stage profile (benchmark/profile.py)
 
 
 def run(options: BenchmarkOptions) -> dict:
+    if options.profile and (options.formats or options.scaling or options.data_scale or options.load_scale):
+        raise UsageError("--profile runs on its own: drop --formats, --scaling, --data-scale and --load-scale "
+                         "(exported runtimes are not in the stage profile yet)")
     if options.data_scale or options.load_scale:
         return data_scale_command(options.data_scale, options.json_path, stdout, options.load_scale)
     formats = parse_formats(options.formats)
     settings = resolve("benchmark", options.overrides, weights=options.weights, config_dir=options.config_dir)
     for note in settings.notes:
         stderr_console.print(f"note: {note}", highlight=False, markup=False)
+    if options.profile:
+        return profile_command(settings.cfg, options, stdout, settings.checkpoint)
     try:
         return benchmark_command(settings.cfg, options.images, options.count, options.batch, options.repeats,
                                  options.warmup, options.train, options.json_path, stdout, options.scaling,
-                                 formats)
+                                 formats, settings.checkpoint)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
 
 def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, json_path, console,
-                      scaling: bool = False, formats: list[str] = ()) -> dict:
+                      scaling: bool = False, formats: list[str] = (), checkpoint: tuple | None = None) -> dict:
     images, targets = load_images(cfg, images_source, count)
     # int8's ranges come from training images, as in rcnn eval, so that the agreement is measured
     # on images calibration did not see; with --images SRC the first 16 of those calibrate.
-    calibration = (calibration_images(cfg) if not images_source
-                   else load_images(cfg, images_source, CALIBRATION_IMAGES)[0]) or images
+    calibration = calibration_images([images_source] if images_source else None,
+                                     OmegaConf.to_container(cfg.dataset, resolve=True)).images or images
     if not images:
         raise ValueError("no images to benchmark on")
     from ..hardware import resolve_device
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     result = benchmark(model_cfg, images, targets, batch=batch, repeats=repeats, warmup=warmup, train=train,
-                       calibration=calibration, scaling=scaling, formats=formats, device=resolve_device(cfg.device))
+                       calibration=calibration, scaling=scaling, formats=formats, device=resolve_device(cfg.device),
+                       checkpoint=checkpoint)
     print_result(console, result)
     if "exported" in result:
         print_runtimes(console, result)
@@ -211,6 +208,57 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
         write_json(Path(json_path), result)
         console.print(f"written to {json_path}", highlight=False, markup=False)
     return result
+
+
+def profile_command(cfg, options: BenchmarkOptions, console, checkpoint: tuple | None = None) -> dict:
+    """``--profile``: ms per image of each inference stage for every torch path, and of a training step."""
+    from ..benchmark.profile import stage_profile
+
+    images, _ = load_images(cfg, options.images, options.count)
+    if not images:
+        raise UsageError("no images to profile on")
+    calibration = calibration_images([options.images] if options.images else None,
+                                     OmegaConf.to_container(cfg.dataset, resolve=True)).images or images
+    result = stage_profile(cfg, images, calibration, options.repeats, options.warmup, options.train, options.batch,
+                           checkpoint, say=lambda line: stderr_console.print(line, highlight=False, markup=False))
+    print_profile(console, result)
+    if options.json_path:
+        write_json(Path(options.json_path), result)
+        console.print(f"written to {options.json_path}", highlight=False, markup=False)
+    return result
+
+
+PROFILE_TITLES = {"torchvision": "torchvision fp32", "ours": "ours fp32", "ours_fast": "ours folded",
+                  "ours_bf16": "ours bf16", "ours_int8": "ours int8",
+                  "ours_train": "ours, as rcnn train runs it (channels_last, autocast where it pays)"}
+
+
+def print_profile(console, result: dict) -> None:
+    from ..benchmark.profile import table_rows
+
+    estimate = result["peak"]
+    rates = ", ".join(f"{p} {rate:.0f}" for p, rate in estimate["gflop_per_s"].items())
+    console.print(f"{result['model']} at min_size {result['min_size']}, {result['images']} images, on "
+                  f"{estimate['hardware']}: nominal peak GFLOP/s {rates or 'unknown'} ({estimate['cores']} cores x "
+                  f"{estimate['clock_ghz'] or 0:.2f} GHz from {estimate['clock_source']} x FLOPs per cycle "
+                  f"{estimate['flops_per_cycle']}; torch uses {estimate['torch_threads']} threads)",
+                  highlight=False, markup=False)
+    for part in ("inference", "training"):
+        for name, profile in result.get(part, {}).items():
+            headers, cells = table_rows(profile)
+            if part == "inference":
+                title = (f"inference, {PROFILE_TITLES[name]}: {profile['total_ms']:.0f} ms/img "
+                         f"(whole forward without hooks: {profile['plain_forward_ms']:.0f})")
+            else:
+                title = f"training step, batch {profile['batch']}, {PROFILE_TITLES[name]}: {profile['total_ms']:.0f} ms"
+            table = Table(title=title, title_justify="left")
+            for header in headers:
+                table.add_column(header, justify="left" if header == "stage" else "right")
+            for row in cells:
+                table.add_row(*row)
+            console.print(table)
+    console.print("FLOPs count convolutions and matrix products; int8 shows the folded model's counts "
+                  "(FlopCounterMode cannot run quantized tensors).", highlight=False, markup=False)
 
 
 def dumps(result: dict) -> str:

@@ -9,16 +9,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
+from rich.text import Text
 
 from ..data.inspection.anchor_fit import MAX_UNMATCHED, anchor_fit
 from ..data.inspection.check import IMBALANCE, build_report, class_balance, draw_augmented, draw_samples
 from ..data.readers.load import load_dataset
 from ..files import write_json
 from ..settings.resolve import resolve
-from . import console, stdout
+from . import console, plain, printable, stdout
 
 
 @dataclass
@@ -42,7 +42,7 @@ def run(options: CheckOptions) -> int:
     # Both are about training: the split the sampler repeats and the boxes the anchors must match.
     train = loaded.splits.get("train") or [r for records in loaded.splits.values() for r in records]
     use_ignored = bool(cfg.dataset.use_difficult)
-    if cfg.dataset.get("tile") is not None:
+    if cfg.dataset.tile is not None:
         # Training on tiles: the sampler repeats tiles and the anchors see tile-sized pictures.
         train, report["tiles"] = training_tiles(cfg, train, use_ignored)
     unit = "tiles and whole pictures" if "tiles" in report else "images"
@@ -51,15 +51,15 @@ def run(options: CheckOptions) -> int:
     print_report(stdout, report)
     if options.json_path:
         write_json(options.json_path, report)
-        stdout.print(f"report written to {options.json_path}", markup=False, highlight=False)
+        stdout.print(plain(f"report written to {options.json_path}"), highlight=False)
     if options.show and options.augmented:
         written = draw_augmented(cfg, loaded, options.show, options.out, train if "tiles" in report else None)
-        stdout.print(f"{len(written)} training pictures as the model sees them (augment={cfg.augment.name}, "
-                     f"min_size {cfg.model.min_size}, max_size {cfg.model.max_size}) in {options.out}",
-                     markup=False, highlight=False)
+        stdout.print(plain(f"{len(written)} training pictures as the model sees them (augment={cfg.augment.name}, "
+                           f"min_size {cfg.model.min_size}, max_size {cfg.model.max_size}) in {options.out}"),
+                     highlight=False)
     elif options.show:
         written = draw_samples(loaded, options.show, options.out, cfg.dataset.max_image_pixels)
-        stdout.print(f"{len(written)} pictures with boxes in {options.out}", markup=False, highlight=False)
+        stdout.print(plain(f"{len(written)} pictures with boxes in {options.out}"), highlight=False)
     if options.weights:
         from .label_issues import check_labels
 
@@ -90,8 +90,8 @@ def _progress(items, total: int, description: str):
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
-    """Class names, file names and values come from the data: table cells are escaped and lines are
-    printed with markup=False, so that ``[nan, 10.0, nan, 30.0]`` or ``x[/b]y.jpg`` print as they are."""
+    """Class names, file names and values come from the data: every cell and line that holds them is
+    ``plain`` text, so that ``[nan, 10.0, nan, 30.0]`` or ``x[/b]y.jpg`` print as they are."""
     splits = report["splits"]
     table = Table(title=f"{report['images']} images, {report['boxes']} boxes", title_justify="left")
     table.add_column("class")
@@ -99,7 +99,7 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         table.add_column(split, justify="right")
     table.add_column("all", justify="right")
     for name, total in report["classes"].items():
-        table.add_row(escape(name), *[str(splits[s]["classes"][name]) for s in splits], str(total))
+        table.add_row(plain(name), *[str(splits[s]["classes"][name]) for s in splits], str(total))
     table.add_row("[dim]images[/]", *[str(splits[s]["images"]) for s in splits], str(report["images"]))
     table.add_row("[dim]empty images[/]", *[str(splits[s]["empty_images"]) for s in splits],
                   str(report["empty_images"]))
@@ -113,15 +113,17 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         for column in ("problem", "count", "policy", "first files"):
             problems.add_column(column, overflow="fold")
         for p in report["problems"]:
-            problems.add_row(p["kind"], str(p["count"]), escape(p["policy"]), escape("\n".join(p["examples"][:3])))
+            examples = Text("\n".join(printable(example) for example in p["examples"][:3]))   # one per line
+            problems.add_row(p["kind"], str(p["count"]), plain(p["policy"]), examples)
         console.print(problems)
     else:
         console.print("[green]no problems found[/]")
     for key, title in (("duplicates", "group(s) of duplicate images within a split"),
                        ("leakage", "group(s) of duplicate images across splits (leakage)")):
         if report[key]:
-            console.print(f"[yellow]{len(report[key])} {title}[/] ({sum(g['count'] for g in report[key])} images), "
-                          "e.g. " + escape("; ".join(_group_line(g) for g in report[key][:3])), highlight=False)
+            console.print(Text.assemble((f"{len(report[key])} {title}", "yellow"),
+                                        f" ({sum(g['count'] for g in report[key])} images), e.g. ",
+                                        plain("; ".join(_group_line(g) for g in report[key][:3]))), highlight=False)
     if "tiles" in report:
         t = report["tiles"]
         console.print(f"training tiles (dataset.tile={t['tile']}, tile_overlap={t['overlap']:g}): {t['cut_images']} "
@@ -132,7 +134,7 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     if "anchor_fit" in report:
         print_anchor_fit(console, report["anchor_fit"])
     for note in report["notes"]:
-        console.print(f"note: {note}", markup=False, highlight=False)
+        console.print(plain(f"note: {note}"), highlight=False)
 
 
 def print_balance(console: Console, balance: dict[str, Any]) -> None:
@@ -146,30 +148,29 @@ def print_balance(console: Console, balance: dict[str, Any]) -> None:
     line = "class imbalance (train): " + "; ".join(parts)
     if balance["absent"]:
         line += f"; no training boxes for {', '.join(balance['absent'])}"
-    console.print(line, markup=False, highlight=False)
+    console.print(plain(line), highlight=False)
     hint = balance["suggestion"]
     if hint:
         unit = balance["unit"]
-        text = (f"[yellow]rare classes:[/] try {hint['setting']} (repeat-factor sampling): an epoch of "
-                f"~{hint['epoch_images']:g} {unit} instead of {hint['train_images']}, {escape(hint['rarest'])} {unit} "
-                f"x{hint['rarest_repeat']:g}")
+        text = (f" try {hint['setting']} (repeat-factor sampling): an epoch of ~{hint['epoch_images']:g} {unit} "
+                f"instead of {hint['train_images']}, {hint['rarest']} {unit} x{hint['rarest_repeat']:g}")
         if balance["image_ratio"] <= IMBALANCE:
             text += (f" (by {unit} the classes are only {balance['image_ratio']:g}x apart: repeating them "
                      "can rebalance them little)")
-        console.print(text, highlight=False)
+        console.print(Text.assemble(("rare classes:", "yellow"), plain(text)), highlight=False)
 
 
 def print_anchor_fit(console: Console, fit: dict[str, Any]) -> None:
     shares = ", ".join(f"{name} {c['share']:.1%} of {c['boxes']}" for name, c in fit["classes"].items() if c["boxes"])
-    console.print(f"boxes no anchor fits (IoU < {fit['iou']:g} by shape, after resizing to min_size "
-                  f"{fit['min_size']}, max_size {fit['max_size']}): {shares}", markup=False, highlight=False)
+    console.print(plain(f"boxes no anchor fits (IoU < {fit['iou']:g} by shape, after resizing to min_size "
+                        f"{fit['min_size']}, max_size {fit['max_size']}): {shares}"), highlight=False)
     worst = max((c["share"] for c in fit["classes"].values()), default=0.0)
     if worst > MAX_UNMATCHED:
-        fixes = escape(" or ".join(f"{' '.join(s['overrides'])} ({s['worst_share']:.1%} at worst)"
-                            for s in fit["suggestions"]))
-        console.print(f"[yellow]anchors:[/] more than {MAX_UNMATCHED:.0%} of a class fits no anchor; "
-                      + (f"try {fixes}" if fixes else "no scaling of anchor sizes or image size brings it under"),
-                      highlight=False)
+        fixes = " or ".join(f"{' '.join(s['overrides'])} ({s['worst_share']:.1%} at worst)"
+                            for s in fit["suggestions"])
+        advice = f"try {fixes}" if fixes else "no scaling of anchor sizes or image size brings it under"
+        console.print(Text.assemble(("anchors:", "yellow"), plain(f" more than {MAX_UNMATCHED:.0%} of a class fits "
+                                                                  f"no anchor; {advice}")), highlight=False)
 
 
 def _group_line(group: dict[str, Any]) -> str:

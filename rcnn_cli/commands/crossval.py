@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UsageError
-from ..files import numbered_folder, write_json, write_text
+from ..files import numbered_folder, write_json
 from ..settings.resolve import resolve
 from . import console, say, stdout
 
@@ -63,7 +63,7 @@ def run(options) -> CrossValResult | list:
 
 def wants_folds(cfg: DictConfig) -> bool:
     """dataset.folds set and no single fold named: the whole cross-validation."""
-    return cfg.dataset.get("folds") is not None and cfg.dataset.get("fold") is None
+    return cfg.dataset.folds is not None and cfg.dataset.fold is None
 
 
 def cross_validate(overrides: list[str], config_dir: Path | None = None, callbacks=()) -> CrossValResult:
@@ -106,7 +106,7 @@ def _fold_plan(cfg: DictConfig) -> dict[str, Any]:
     from ..data.readers.load import load_dataset
 
     train = load_dataset(cfg.dataset, ("train",)).splits.get("train") or []
-    plan = fold_plan(train, int(cfg.dataset.folds), int(cfg.dataset.split_seed), cfg.dataset.get("max_image_pixels"))
+    plan = fold_plan(train, int(cfg.dataset.folds), int(cfg.dataset.split_seed), cfg.dataset.max_image_pixels)
     settings = OmegaConf.to_container(cfg, resolve=True)
     settings.pop("run_dir", None)          # typed to continue a run whose folder was numbered for it
     return {"folds": int(cfg.dataset.folds), "split_seed": int(cfg.dataset.split_seed),
@@ -191,16 +191,15 @@ def summarise(metrics: list[dict[str, float]]) -> dict[str, dict[str, float | No
 
 
 def write_ensemble(parent: Path, results: list[FoldResult]) -> Path | None:
-    """ensemble.yaml: ``weights:`` the folds' best checkpoints, relative to the file (the folder moves whole)."""
-    paths = [_relative(r.best_checkpoint, parent) for r in results if r.best_checkpoint is not None]
+    """ensemble.yaml: the folds' best checkpoints, for ``--weights`` (inference/ensemble.py writes and reads
+    the format: paths relative to the file, so the folder moves whole)."""
+    from ..inference.ensemble import write_ensemble as write
+
+    paths = [r.best_checkpoint for r in results if r.best_checkpoint is not None]
     if not paths:
         say("note: no fold kept a best.ckpt; no ensemble.yaml written")
         return None
-    lines = ["# The best checkpoint of each cross-validation fold; paths are relative to this file.",
-             "weights:", *[f"  - {json.dumps(p)}" for p in paths]]
-    path = parent / ENSEMBLE
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return write(parent / ENSEMBLE, paths)
 
 
 def shown_metrics(summary: dict[str, Any]) -> list[str]:

@@ -11,8 +11,11 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..files import write_json
+from ..inference.ensemble import ENSEMBLE_SUFFIXES, ensemble_members
+from ..predict.ensemble import load_ensemble
+from ..predict.limits import PREDICT
 from ..settings.resolve import Settings, resolve
-from . import say, stdout, tiling_note, weights_or_default
+from . import say, stdout, tiling_note, weights_or_default, writable
 
 
 @dataclass
@@ -24,7 +27,8 @@ class EvalOptions:
     predictions: Path | None = None
     out: Path | None = None
     tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
-    overlap: float = 0.2
+    overlap: float = PREDICT.tile_overlap
+    tta: bool = False                # shorthand for model.tta=true
     label_issues: bool = False       # rank likely label errors too (commands/label_issues.py)
 
 
@@ -38,38 +42,66 @@ class EvalResult:
 
 def run(options: EvalOptions) -> EvalResult:
 
-    weights = weights_or_default(options.weights)
-    settings = resolve("eval", options.overrides, weights=weights, config_dir=options.config_dir)
+    members = ensemble_members(options.weights)
+    weights = members[0] if members else weights_or_default(options.weights)
+    out = options.out or default_eval_dir(Path(weights), ensemble=options.weights if members else None)
+    writable(f"--out {out}", out)
+    for option, path in (("--json", options.json_path), ("--predictions", options.predictions)):
+        if path:
+            writable(f"{option} {path}", path.parent)
+    overrides = options.overrides + (["model.tta=true"] if options.tta else [])
+    settings = resolve("eval", overrides, weights=weights, config_dir=options.config_dir)
+    eval_device(settings.cfg)
     for note in settings.notes:
         say(f"note: {note}")
-    out = options.out or default_eval_dir(Path(weights))
-    result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap,
+    predictor = load_ensemble("eval", members, overrides, config_dir=options.config_dir)[1] if members else None
+    result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap, predictor,
                       options.label_issues)
     if result.report is not None:
         print_report(result)
-        if settings.cfg.model.precision != "fp32":
+        if settings.cfg.model.precision != "fp32" and members:
+            say("note: the ensemble was scored at model.precision=" + str(settings.cfg.model.precision) +
+                "; score it at fp32 (the default) for its exact figures")
+        elif settings.cfg.model.precision != "fp32":
             compare_with_exact(settings, result, options.tile, options.overlap)
     return result
 
 
-def default_eval_dir(weights: Path) -> Path:
-    """runs/x/checkpoints/best.ckpt -> runs/x/eval; anything else -> runs/eval-<stem>."""
+def eval_device(cfg: DictConfig):
+    """Where eval scores, tiled or not: ``device``, which settings.resolve took from trainer.accelerator;
+    a GPU asked for where there is none is one line naming the setting the user typed."""
+    from ..hardware import resolve_device
+
+    try:
+        return resolve_device(cfg.device)
+    except UsageError:
+        raise UsageError(f"trainer.accelerator={cfg.trainer.accelerator}: this machine has no CUDA GPU; use "
+                         "trainer.accelerator=cpu or auto") from None
+
+
+def default_eval_dir(weights: Path, ensemble=None) -> Path:
+    """runs/x/checkpoints/best.ckpt -> runs/x/eval; anything else -> runs/eval-<stem>. An ensemble:
+    folds/ensemble.yaml -> folds/eval-ensemble; a,b,c -> runs/eval-ensemble."""
+    if ensemble is not None:
+        named = Path(str(ensemble))
+        return (named.parent if named.suffix.lower() in ENSEMBLE_SUFFIXES else Path("runs")) / "eval-ensemble"
     if weights.parent.name == "checkpoints":
         return weights.parent.parent / "eval"
     return Path("runs") / f"eval-{weights.stem}"
 
 
 def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
-             predictions_path: Path | None = None, tile: int | None = None, overlap: float = 0.2,
-             label_issues: bool = False) -> EvalResult:
-    report, indices, datamodule = score(settings, tile, overlap)
+             predictions_path: Path | None = None, tile: int | None = None,
+             overlap: float = PREDICT.tile_overlap, predictor=None, label_issues: bool = False) -> EvalResult:
+    """predictor: an ensemble's (inference/ensemble.py), scored instead of ``settings``' checkpoint."""
+    report, indices, datamodule = score(settings, tile, overlap, predictor)
     if report is None:                # DDP ranks other than 0
         return EvalResult(None, out_dir, 0, settings.cfg)
     _write_outputs(report, indices, datamodule, settings.cfg, out_dir, json_path, predictions_path, label_issues)
     return EvalResult(report, out_dir, len(indices), settings.cfg)
 
 
-def score(settings: Settings, tile: int | None = None, overlap: float = 0.2):
+def score(settings: Settings, tile: int | None = None, overlap: float = PREDICT.tile_overlap, predictor=None):
     """(EvalReport or None off rank 0, the validation record indices scored, the datamodule)."""
     from ..data.pipeline.datamodule import DetectionDataModule
 
@@ -80,13 +112,14 @@ def score(settings: Settings, tile: int | None = None, overlap: float = 0.2):
     if stored and list(stored) != list(datamodule.class_names):
         raise UsageError(f"{cfg.model.weights} was trained on classes {stored} but the data has "
                          f"{datamodule.class_names}; pass the matching dataset=... or dataset.class_names=")
-    if not tile and cfg.dataset.get("tile"):
+    if not tile and cfg.dataset.tile:
         # trained on tiles: score as validation did (training/tiled_validation.py), at its tile and overlap
         tile, overlap = int(cfg.dataset.tile), float(cfg.dataset.tile_overlap)
         say(f"note: scoring in tiles of {tile} px (overlap {overlap:g}) as the model was trained (dataset.tile); "
             "dataset.tile=null scores whole pictures")
-    if tile:
-        return (*_score_tiled(settings, datamodule, tile, overlap), datamodule)
+    if tile or predictor is not None or settings.cfg.model.tta:
+        # what rcnn predict runs (tiles, TTA, ensembles), not the training loop's batched forward
+        return (*_score_with_predictor(settings, datamodule, tile, overlap, predictor), datamodule)
     return (*_score_with_lightning(settings, datamodule), datamodule)
 
 
@@ -123,24 +156,30 @@ def _score_with_lightning(settings: Settings, datamodule):
     return module.last_report, [index for index, _, _ in module.evaluated_all]
 
 
-def _score_tiled(settings: Settings, datamodule, tile: int, overlap: float):
-    """Each validation picture in overlapping tiles (runtime/tiling.py), as ``rcnn predict --tile`` runs it."""
+def _score_with_predictor(settings: Settings, datamodule, tile: int | None, overlap: float, predictor=None):
+    """Each validation picture as ``rcnn predict`` runs it: in overlapping tiles (inference/tiling.py) with
+    ``tile``, else whole, in batches of dataset.batch_size; with TTA (model.tta) or an ensemble's predictor."""
     from ..data.pipeline.dataset import DetectionDataset
     from ..eval import evaluate as score
     from ..inference.predictor import load_predictor
     from ..inference.tiling import detect_tiled
 
     cfg = settings.cfg
-    tiling_note(tile, cfg.model)
-    predictor = load_predictor(cfg, settings.checkpoint, typed=settings.typed)
+    if tile:
+        tiling_note(tile, cfg.model)
+    predictor = predictor or load_predictor(cfg, settings.checkpoint, typed=settings.typed, source=settings.weights)
     records = datamodule.records("val")
     dataset = DetectionDataset(records, max_pixels=cfg.dataset.max_image_pixels)
-    predictions, targets = [], []
-    for index in range(len(dataset)):
-        image, target = dataset[index]
-        predictions.append(detect_tiled(predictor.detect, image, tile, overlap, int(cfg.dataset.batch_size),
-                                        float(cfg.model.box_nms_thresh)))
-        targets.append(target)
+    predictions, targets, batch = [], [], int(cfg.dataset.batch_size)
+    for start in range(0, len(dataset), batch):
+        images, chunk = zip(*(dataset[index] for index in range(start, min(start + batch, len(dataset)))))
+        if tile:
+            found = [detect_tiled(predictor.detect, image, tile, overlap, batch, float(cfg.model.box_nms_thresh),
+                                  nms_agnostic=bool(cfg.model.box_nms_agnostic)) for image in images]
+        else:
+            found = predictor.detect(list(images))
+        predictions += [{key: value.cpu() for key, value in detection.items()} for detection in found]
+        targets += chunk
     report = score(predictions, targets, datamodule.class_names, max_detections=cfg.model.box_detections_per_img)
     return report, list(range(len(records)))
 
@@ -174,25 +213,22 @@ def _write_outputs(report, indices: list[int], datamodule, cfg, out_dir: Path, j
 
 
 def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
-    """Scores the model as ``model.precision`` runs it, chosen by the one rule (runtime/precision.py);
+    """Scores the model as ``model.precision`` runs it, chosen by the one rule (inference/precision.py);
     eval's default is the exact model (settings.resolve). int8 calibrates on training images
     (validation ones when there are none): the score then says what int8 costs on data the ranges
     were not fitted to. A reduced path is checked on validation images."""
-    import torch
-
     from ..data.images import read_decodable_chw
-    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES, Samples
+    from ..data.samples import CHECK_IMAGES, Samples, calibration_images
     from ..inference.precision import cache_key
     from ..inference.predictor import prepare_model
-    from ..training.trainer import trainer_device_type
 
-    device = torch.device(trainer_device_type(cfg.trainer.accelerator))
+    device = eval_device(cfg)
     images = []
     if cfg.model.precision == "int8":
         if device.type != "cpu":
             raise UsageError("model.precision=int8 runs on the CPU; add trainer.accelerator=cpu")
-        records = (datamodule.records("train") or datamodule.records("val"))[:CALIBRATION_IMAGES]
-        images = read_decodable_chw([r.path for r in records])
+        splits = {split: datamodule.records(split) for split in ("train", "val")}
+        images = calibration_images(records_by_split=splits, name=cfg.dataset.name).images
 
     def samples() -> Samples:
         checked = read_decodable_chw([r.path for r in datamodule.records("val")[:CHECK_IMAGES]])

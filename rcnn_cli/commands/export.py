@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.samples import calibration_images
 from ..errors import JobFailed, UsageError
 from ..export.exporters import write_onnx, write_openvino, write_torchscript
 from ..export.graph import INPUT_DTYPES
-from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, calibration_images, int8_path, quantize_onnx, quantize_openvino
+from ..export.int8 import MIN_INT8_AGREEMENT_MAP50, int8_path, quantize_onnx, quantize_openvino
 from ..export.verify import (
     BOX_TOLERANCE,
     MIN_AGREEMENT_MAP50,
@@ -17,18 +18,15 @@ from ..export.verify import (
     check_images,
     verify_export,
 )
-from ..files import atomic_paths
+from ..files import atomic_paths, write_json
+from ..formats import BY_NAME, BY_SUFFIX, companions_of
 from ..settings.resolve import resolve
-from . import console, say, weights_or_default
+from . import console, say, weights_or_default, writable
 
-WRITERS = {".onnx": write_onnx, ".torchscript": write_torchscript, ".xml": write_openvino}
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": ".xml"}
-RUNTIMES = {".onnx": "onnxruntime", ".torchscript": "torchscript", ".xml": "openvino"}
-# Files written beside the one named: OpenVINO keeps the weights in model.bin next to model.xml.
-COMPANIONS = {".xml": (".bin",)}
-# --int8: the formats that have an int8 twin, and what quantizes them (export/int8.py)
-QUANTIZERS = {".onnx": quantize_onnx, ".xml": quantize_openvino}
-INT8_TOOLS = {".onnx": "onnxruntime", ".xml": "NNCF"}
+# The formats themselves (suffix, companions, runtime, int8 tool) are known once, in formats.py;
+# here only what writes and quantizes each.
+WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript, "openvino": write_openvino}
+QUANTIZERS = {"onnx": quantize_onnx, "openvino": quantize_openvino}
 
 
 @dataclass
@@ -42,6 +40,7 @@ class ExportOptions:
     input_dtype: str = "uint8"
     int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
     half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
+    json_path: Path | None = None   # the report: each file written or refused, with its check's figures
 
 
 class _Rejected(Exception):
@@ -51,9 +50,9 @@ class _Rejected(Exception):
 def suffixes_for(formats: list[str]) -> list[str]:
     """--format onnx,openvino (repeatable, comma-separated) -> file suffixes, in the order asked."""
     names = [name.strip().lower() for item in formats for name in item.split(",") if name.strip()]
-    if unknown := [name for name in names if name not in FORMATS]:
-        raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
-    return list(dict.fromkeys(FORMATS[name] for name in names))
+    if unknown := [name for name in names if name not in BY_NAME]:
+        raise UsageError(f"--format {unknown[0]}: use one of {', '.join(BY_NAME)}")
+    return list(dict.fromkeys(BY_NAME[name].suffix for name in names))
 
 
 def output_paths(weights: Path, out: Path | None, suffixes: list[str]) -> list[Path]:
@@ -72,28 +71,29 @@ def run(options: ExportOptions) -> int:
 
     if options.input_dtype not in INPUT_DTYPES:
         raise UsageError(f"--input-dtype {options.input_dtype}: use one of {', '.join(INPUT_DTYPES)}")
-    if options.int8 and not set(QUANTIZERS) & set(options.suffixes):
+    if options.int8 and not {BY_NAME[name].suffix for name in QUANTIZERS} & set(options.suffixes):
         raise UsageError("--int8 quantizes the ONNX or OpenVINO file; add --format onnx or --format openvino")
     _check_half(options)
     weights = weights_or_default(options.weights)
-    if Path(weights).suffix.lower() in WRITERS:
-        raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
-    # The graph is traced from the exact fp32 model on the CPU, whatever device and precision say.
-    settings = resolve("export", list(options.overrides) + ["device=cpu"], weights=weights,
-                       config_dir=options.config_dir)
+    paths = output_paths(Path(weights), options.out, options.suffixes)
+    writable(f"--out {paths[0]}" if options.out else f"{paths[0]} (beside --weights; or name another --out)",
+             paths[0].parent)
+    # The graph is traced from the exact fp32 model on the CPU (settings.resolve refuses another device).
+    settings = resolve("export", options.overrides, weights=weights, config_dir=options.config_dir)
     for note in settings.notes:
         say(f"note: {note}")
-    detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False)
-    checked = check_images(options.images, detector.metadata.get("dataset"))
+    if settings.weights.exported:
+        raise UsageError(f"--weights {options.weights}: already exported; export from the checkpoint (.ckpt/.pth)")
+    detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False, source=settings.weights)
+    checked = check_images(options.images, detector.dataset)
     sample = checked[0] if options.input_dtype == "uint8" else checked[0].float() / 255
-    failed, result = [], None
-    paths = output_paths(Path(weights), options.out, options.suffixes)
+    failed, result, files = [], None, []
     for path in paths:
-        companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
+        companions = companions_of(path)
         try:
             with atomic_paths(path, *companions) as pending:
                 with console.status(f"exporting {path.name} and checking it on {len(checked)} images"):
-                    WRITERS[path.suffix](detector, pending[0], sample, options.input_dtype)
+                    WRITERS[BY_SUFFIX[path.suffix].name](detector, pending[0], sample, options.input_dtype)
                     try:   # OpenVINO: the exact f32 graph, to the same tolerances as the others
                         result = verify_export(detector.model, load_exported(pending[0], precision="fp32"), checked)
                     except ExportError as err:
@@ -105,6 +105,7 @@ def run(options: ExportOptions) -> int:
                     raise _Rejected
         except _Rejected:
             failed.append(path.name)
+        files.append(_file_entry(path, "fp32", result, path.name not in failed))
         say(_summary(path, result))
         if path.suffix == ".xml" and path.name not in failed:
             say(_openvino_auto_line(path, checked))
@@ -112,13 +113,18 @@ def run(options: ExportOptions) -> int:
     say(f"checked on {len(result.sizes)} images ({sizes}); tolerances: boxes {BOX_TOLERANCE} px, "
         f"scores {SCORE_TOLERANCE}, mAP50 >= {MIN_AGREEMENT_MAP50}; input: (3, H, W) {options.input_dtype}")
     by_suffix = {path.suffix: path for path in paths}
-    for suffix in QUANTIZERS if options.int8 else ():
+    for suffix in [BY_NAME[name].suffix for name in QUANTIZERS] if options.int8 else ():
         source = by_suffix.get(suffix)
-        if source and source.name not in failed and not _write_int8(detector, source, checked, options.images):
+        if source and source.name not in failed and not _write_int8(detector, source, checked, options.images, files):
             failed.append(int8_path(source).name)
     if options.half and by_suffix[".torchscript"].name not in failed:
-        if not _write_half(detector, by_suffix[".torchscript"], checked, options.input_dtype):
+        if not _write_half(detector, by_suffix[".torchscript"], checked, options.input_dtype, files):
             failed.append(half_path(by_suffix[".torchscript"]).name)
+    if options.json_path:
+        write_json(options.json_path, {
+            "weights": str(weights), "input_dtype": options.input_dtype,
+            "check_images": [{"width": w, "height": h} for h, w in result.sizes],
+            "tolerances": {"box_px": BOX_TOLERANCE, "score": SCORE_TOLERANCE}, "files": files})
     if failed:
         raise JobFailed(f"{', '.join(failed)} disagreed with the torch model and were not written")
     return 0
@@ -140,7 +146,15 @@ def _check_half(options: ExportOptions) -> None:
                          "run it where the file will run")
 
 
-def _write_half(detector, script: Path, checked, input_dtype: str) -> bool:
+def _file_entry(path: Path, kind: str, result, kept: bool, min_map50: float | None = None) -> dict:
+    """One file of the --json report: kept or refused, and its check's figures."""
+    from ..inference.exported import exported_size
+
+    return {"path": str(path), "kind": kind, "runtime": BY_SUFFIX[path.suffix].runtime, "kept": kept,
+            "size_bytes": exported_size(path) if kept else None, "verification": result.figures(min_map50)}
+
+
+def _write_half(detector, script: Path, checked, input_dtype: str, files: list | None = None) -> bool:
     """best.torchscript -> best.fp16.torchscript (GPU, fp16 backbone and FPN, fp32 heads), kept only
     when its detections agree with fp32 torch's on the GPU at mAP50 >= MIN_REDUCED_AGREEMENT_MAP50."""
     import copy
@@ -151,13 +165,16 @@ def _write_half(detector, script: Path, checked, input_dtype: str) -> bool:
     return _keep_if_agrees(
         [path], lambda pending: write_torchscript(detector, pending, sample, input_dtype, half=True), reference,
         checked, f"tracing {path.name} on the GPU and checking it on {len(checked)} images",
-        ("fp16 backbone, CUDA", MIN_REDUCED_AGREEMENT_MAP50, "torch fp32 on the GPU", "torchscript fp16"))
+        ("fp16 backbone, CUDA", MIN_REDUCED_AGREEMENT_MAP50, "torch fp32 on the GPU", "torchscript fp16"),
+        files, "fp16")
 
 
-def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, report: tuple) -> bool:
+def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, report: tuple,
+                    files: list | None = None, kind: str = "") -> bool:
     """Writes a reduced-precision file (``paths[0]``, its companions after it) through ``write(pending)``,
     runs it beside ``reference`` on the check images and keeps it only when the agreement passes;
-    report: (what, threshold, reference name, runtime name) for the printed line."""
+    report: (what, threshold, reference name, runtime name) for the printed line; files: the --json
+    report's list, which gets the file as ``kind`` (int8, fp16)."""
     from ..inference.exported import ExportError, load_exported
 
     try:
@@ -168,11 +185,14 @@ def _keep_if_agrees(paths: list[Path], write, reference, checked, status: str, r
                     result = verify_export(reference, load_exported(pending[0]), checked)
                 except ExportError as err:
                     raise JobFailed(str(err)) from None
-            if not _say_reduced(paths[0], pending[0], result, *report):
+            kept = _say_reduced(paths[0], pending[0], result, *report)
+            if not kept:
                 raise _Rejected
     except _Rejected:
-        return False
-    return True
+        pass
+    if files is not None:
+        files.append(_file_entry(paths[0], kind, result, kept, report[1]))
+    return kept
 
 
 def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float, reference: str,
@@ -192,28 +212,30 @@ def _say_reduced(path: Path, pending: Path, result, what: str, threshold: float,
     return passed
 
 
-def _write_int8(detector, source: Path, checked, sources: list[str] | None) -> bool:
+def _write_int8(detector, source: Path, checked, sources: list[str] | None, files: list | None = None) -> bool:
     """best.onnx -> best.int8.onnx (best.xml -> best.int8.xml), kept only when its detections agree with
     fp32 torch's at mAP50 >= MIN_INT8_AGREEMENT_MAP50 on the check images, run as ``auto`` runs it.
     Calibrated on --images, else the training images."""
-    images, origin = calibration_images(sources, detector.metadata.get("dataset"))
+    found = calibration_images(sources, detector.dataset)
+    images, origin = found.images, found.origin
     if not images:
         images, origin = checked, "the check images (no --images, and the training data is not on this machine)"
     path = int8_path(source)
-    companions = [path.with_suffix(suffix) for suffix in COMPANIONS.get(path.suffix, ())]
-    tool = INT8_TOOLS[source.suffix]
+    companions = companions_of(path)
+    tool = BY_SUFFIX[source.suffix].int8_tool
     return _keep_if_agrees(
-        [path, *companions], lambda pending: QUANTIZERS[source.suffix](source, pending, images), detector.model,
+        [path, *companions], lambda pending: QUANTIZERS[BY_SUFFIX[source.suffix].name](source, pending, images),
+        detector.model,
         checked, f"quantizing {source.name} to int8 with {tool} on {len(images)} images ({origin})",
         (f"int8 by {tool}, calibrated on {len(images)} {origin}", MIN_INT8_AGREEMENT_MAP50, "fp32 torch",
-         f"{RUNTIMES[source.suffix]} int8"))
+         f"{BY_SUFFIX[source.suffix].runtime} int8"), files, "int8")
 
 
 def _summary(path: Path, result) -> str:
     from ..inference.exported import exported_size
 
     agreement = result.agreement
-    runtime = RUNTIMES[path.suffix]
+    runtime = BY_SUFFIX[path.suffix].runtime
     verdict = "parity ok" if result.passed else "parity FAILED"
     size = f"{exported_size(path) / 1e6:.1f} MB, " if result.passed and path.exists() else ""
     map50 = "n/a" if agreement.map50 is None else f"{agreement.map50:.4f}"
@@ -227,7 +249,7 @@ def _summary(path: Path, result) -> str:
 
 def _openvino_auto_line(path: Path, images) -> str:
     """What model.precision=auto will run this IR at on this machine, decided by the one rule
-    (runtime/precision.py) on the check images and cached for rcnn predict and serve."""
+    (inference/precision.py) on the check images and cached for rcnn predict and serve."""
     from ..data.samples import Samples
     from ..inference.exported import OpenVinoDetector
     from ..inference.precision import cache_key, decide, measure

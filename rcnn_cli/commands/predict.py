@@ -9,18 +9,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
-from ..files import numbered_folder, write_text
+from ..files import numbered_folder, write_text, writes_into
+from ..inference.ensemble import ensemble_members
+from ..predict.ensemble import load_ensemble
+from ..predict.limits import PREDICT
 from ..predict.runner import PredictOptions as RunnerOptions
-from ..predict.runner import lowest_threshold, read_conf
+from ..predict.runner import check_thresholds, lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
-from . import console, lower_score_floor, say, tiling_note, weights_or_default
+from . import cannot_write_there, console, plain, say, tiling_note, weights_or_default
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
@@ -30,51 +33,61 @@ JOURNAL = "predictions.jsonl"
 @dataclass
 class PredictOptions:
     sources: list[str]
-    weights: Path | str | None = None     # None: the default COCO-pretrained weights (model/zoo.py)
+    weights: Path | str | None = None     # None: the default COCO-pretrained weights; a,b,c or ensemble.yaml: fused
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
     out: Path | None = None
     formats: list[str] = field(default_factory=lambda: ["json"])
-    conf: str = "0.25"
+    conf: str = str(PREDICT.conf)
     classes: str | None = None
-    batch_size: int = 4
+    batch_size: int = PREDICT.batch_size
     every: int = 1
     draw: bool = True
     save_video: bool = False
     tile: int | None = None          # overlapping tiles of this many px for huge pictures
-    overlap: float = 0.2
+    overlap: float = PREDICT.tile_overlap
     device: str | None = None        # shorthand for device=...
     precision: str | None = None     # shorthand for model.precision=...
+    tta: bool = False                # shorthand for model.tta=true
 
 
 def shorthand(overrides: list[str], **options: str | None) -> list[str]:
     """``--device cuda`` is ``device=cuda`` typed last: options go through the same rule."""
-    keys = {"device": "device", "precision": "model.precision"}
+    keys = {"device": "device", "precision": "model.precision", "tta": "model.tta"}
     return list(overrides) + [f"{keys[name]}={value}" for name, value in options.items() if value is not None]
+
+
+def typed_overrides(options: PredictOptions) -> list[str]:
+    return shorthand(options.overrides, device=options.device, precision=options.precision,
+                     tta="true" if options.tta else None)
 
 
 def run(options: PredictOptions) -> int:
     formats = [f.strip().lower() for value in options.formats for f in value.split(",") if f.strip()]
     if unknown := [f for f in formats if f not in FORMATS]:
         raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
-    weights = weights_or_default(options.weights)
+    members = ensemble_members(options.weights)
+    weights = members[0] if members else weights_or_default(options.weights)
     try:
         threshold = read_conf(options.conf)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if not options.sources and options.overrides:
+        # `rcnn predict a=b.jpg` for a file that is not there: the argument was read as a key=value override
+        raise UsageError(f"no images or videos named ({options.overrides[0]} was read as a key=value override; "
+                         f"write ./{options.overrides[0]} for a file of that name)")
     images, videos, problems = expand_sources(options.sources)
     if not images and not videos:
         raise UsageError("no images or videos found in " + ", ".join(options.sources)
                          + (f" ({problems[0]})" if problems else ""))
     out = options.out or numbered_folder(Path("runs") / "predict")
     check_out(out, images + videos)
-    overrides = shorthand(options.overrides, device=options.device, precision=options.precision)
-    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir)
-    lower_score_floor(settings, lowest_threshold(threshold))
+    settings = resolve("predict", typed_overrides(options), weights=weights, config_dir=options.config_dir,
+                       score_floor=lowest_threshold(threshold))
     for note in settings.notes:
         say(f"note: {note}")
-    with claimed(out):
-        return _predict(options, settings, images, videos, problems, out, threshold, formats)
+    with claimed(out), writes_into(out):
+        return _predict(options, settings, images, videos, problems, out, threshold, formats, members)
 
 
 def check_out(out: Path, inputs: list[Path]) -> None:
@@ -82,7 +95,7 @@ def check_out(out: Path, inputs: list[Path]) -> None:
     symlink, ``.``): its pictures are named after the inputs (``a.jpg`` -> ``OUT/a.jpg``, and YOLO's
     ``OUT/yolo/images/train/a.jpg``), so an input anywhere under it could be overwritten, and what is
     written there would be read as input by the next run over the same folder."""
-    if out.exists() and not out.is_dir():
+    if os.path.lexists(out) and not os.path.isdir(out):      # os.path: a name too long is written, and refused, below
         raise UsageError(f"--out {out}: a file, not a folder; name a folder for the results (default runs/predict)")
     homes = {Path(os.path.abspath(out)), out.resolve()}
     for path in inputs:
@@ -98,11 +111,11 @@ def claimed(out: Path) -> Iterator[None]:
     written is one line now, not an OSError after the whole inference, and the marker keeps later runs
     from reading this one's pictures as inputs. A run that fails before writing anything removes the
     folder it created."""
-    fresh = not out.exists()
+    fresh = not os.path.lexists(out)
     try:
         write_text(out / OUTPUT_MARKER, "rcnn predict wrote this folder; rcnn predict never reads it as input\n")
     except OSError as err:
-        raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+        raise cannot_write_there(f"--out {out}", err) from None
     try:
         yield
     except BaseException:
@@ -111,24 +124,35 @@ def claimed(out: Path) -> Iterator[None]:
         raise
 
 
-def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats) -> int:
-    from ..data.images import read_decodable_chw
-    from ..data.samples import CALIBRATION_IMAGES, CHECK_IMAGES
+def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats,
+             members: list[str] | None = None) -> int:
+    from ..data.samples import CHECK_IMAGES, calibration_images
     from ..inference.predictor import load_predictor
 
-    calibration = read_decodable_chw(images[:CALIBRATION_IMAGES]) if settings.cfg.model.precision == "int8" else []
+    calibration = (calibration_images([str(p) for p in images]).images if settings.cfg.model.precision == "int8"
+                   else [])
     # a reduced precision is checked on the model's validation images, else on the first inputs
-    predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
-                               sources=[str(p) for p in images[:CHECK_IMAGES]])
+    sources = [str(p) for p in images[:CHECK_IMAGES]]
+    if members:
+        predictor = load_ensemble("predict", members, typed_overrides(options), config_dir=options.config_dir,
+                                  score_floor=lowest_threshold(threshold), calibration=calibration,
+                                  sources=sources)[1]
+    else:
+        predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
+                                   sources=sources, source=settings.weights)
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "
                          f"({', '.join(predictor.class_names)})")
+    check_thresholds(threshold, predictor.class_names, options.conf)
     if predictor.decision is not None:
         say(predictor.decision.line())
+    data = settings.cfg.dataset       # pictures are decoded as training decodes them: same limit, same workers
     runner_options = RunnerOptions(conf=threshold, classes=wanted, batch_size=options.batch_size, draw=options.draw,
                                    every=options.every, save_video=options.save_video, tile=options.tile,
-                                   overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh))
+                                   overlap=options.overlap, nms_iou=float(settings.cfg.model.box_nms_thresh),
+                                   num_workers=data.num_workers, max_pixels=int(data.max_image_pixels),
+                                   nms_agnostic=bool(settings.cfg.model.box_nms_agnostic))
     if options.tile:
         tiling_note(options.tile, settings.cfg.model)
     result = _run_with_progress(predictor, images, videos, out, runner_options)
@@ -141,7 +165,7 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
             f"({', '.join(p.name for p in written)})")
         return 130
     for problem in problems + result.failures:
-        console.print(f"[yellow]skipped:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("skipped:", "yellow"), " ", plain(problem)), highlight=False, soft_wrap=True)
     count = sum(len(r["detections"]) for r in result.results)
     rate = len(result.results) / result.seconds if result.seconds else 0.0
     say(f"{len(result.results)} images, {count} detections, {rate:.1f} images/s ({predictor.runs_as} on "

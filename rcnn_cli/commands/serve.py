@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..predict.limits import ServeLimits
+from ..inference.ensemble import ensemble_members
+from ..predict.limits import PREDICT, ServeLimits
 from ..settings.resolve import resolve
-from . import lower_score_floor, say, weights_or_default
+from . import say, weights_or_default
 
 
 @dataclass
@@ -18,24 +19,33 @@ class ServeOptions:
     config_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    conf: float = 0.25
+    conf: float = PREDICT.conf
     limits: ServeLimits = field(default_factory=ServeLimits)
+    tta: bool = False                # shorthand for model.tta=true
 
 
 def build(options: ServeOptions):
     """(FastAPI app, what it serves): settings through the one rule, as rcnn predict loads them."""
     from ..inference.predictor import load_predictor
+    from ..predict.ensemble import load_ensemble
     from ..predict.server import build_app
 
-    weights = weights_or_default(options.weights)
-    settings = resolve("predict", options.overrides, weights=weights, config_dir=options.config_dir)
-    lower_score_floor(settings, options.conf)
+    members = ensemble_members(options.weights)
+    weights = members[0] if members else weights_or_default(options.weights)
+    overrides = options.overrides + (["model.tta=true"] if options.tta else [])
+    settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir,
+                       score_floor=options.conf)
     for note in settings.notes:
         say(f"note: {note}")
-    predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed)
+    if members:
+        predictor = load_ensemble("predict", members, overrides, config_dir=options.config_dir,
+                                  score_floor=options.conf)[1]
+    else:
+        predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights)
     if predictor.decision is not None:
         say(predictor.decision.line())
-    return build_app(predictor, options.conf, options.limits, name=str(weights)), predictor
+    return build_app(predictor, options.conf, options.limits, name=str(options.weights if members else weights)), \
+        predictor
 
 
 def check_limits(limits: ServeLimits) -> None:

@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import JobFailed, RcnnError, UsageError
-from ..files import numbered_folder, write_text
+from ..files import numbered_folder, write_text, writes_into
 from ..settings.resolve import Settings, resolve
 from ..settings.schema import ConfigError
-from . import console, say, stdout
+from . import console, say, stdout, writable
 
 
 @dataclass
@@ -85,7 +85,7 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
     import torch
 
     cfg = settings.cfg
-    if cfg.dataset.get("folds") is not None and cfg.dataset.get("fold") is None:
+    if cfg.dataset.folds is not None and cfg.dataset.fold is None:
         raise UsageError(f"dataset.folds={cfg.dataset.folds} is a cross-validation of that many runs: `rcnn train "
                          "--folds K` runs it (not with --multirun or rcnn tune); dataset.fold=k trains fold k alone")
     for note in settings.notes:
@@ -93,11 +93,13 @@ def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     fresh = not run_dir.exists()
+    writable(f"run_dir {run_dir}", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     chose_run_dir = RUN_DIR_ENV not in os.environ
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     try:
-        return _fit(cfg, run_dir, list(callbacks))
+        with writes_into(run_dir):
+            return _fit(cfg, run_dir, list(callbacks))
     except RcnnError:
         if fresh:     # refused before anything was written: no run folder that looks like a run
             with suppress(OSError):

@@ -4,7 +4,7 @@ Python API all take them from ``sample_images``.
 
 Real means the user's: ``--images``, or the model's dataset (as stored in its checkpoint) where
 that data is on this machine. There is no synthetic fallback: a check on pictures in which the
-model detects nothing proves nothing (see runtime/precision.py and export/verify.py).
+model detects nothing proves nothing (see inference/precision.py and export/verify.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from ..errors import RcnnError
 # 8 calibration images gave int8 detections agreeing with fp32 at mAP50 0.979, 24 at 0.983.
 CHECK_IMAGES = 8
 CALIBRATION_IMAGES = 16
+# int8's activation ranges come from training images (validation ones when there are none), so that its
+# agreement, checked on validation images, is measured on pictures calibration did not see.
+CALIBRATION_SPLITS = ("train", "val")
 
 
 @dataclass
@@ -51,14 +54,31 @@ def sample_images(sources: Sequence[str | Path] | None, dataset_cfg: dict | None
 
     from .readers.load import load_dataset
 
-    name = dataset_cfg.get("name") or dataset_cfg.get("format")
+    name = dataset_cfg["name"]
     try:
         loaded = load_dataset(OmegaConf.create(dataset_cfg), tuple(splits)).splits
     except (RcnnError, OSError) as err:     # the model's data is not on this machine, or unusable here
         return Samples(origin=f"no --images, and the model's {name} data is not readable here ({err})")
+    return first_split_images(loaded, splits, count, name)
+
+
+def first_split_images(records_by_split, splits: Sequence[str], count: int, name: str) -> Samples:
+    """Up to ``count`` decodable images of the first of ``splits`` that has any."""
+    from .images import read_decodable_chw
+
     for split in splits:
-        if records := loaded.get(split):
+        if records := records_by_split.get(split):
             images = read_decodable_chw([Path(r.path) for r in records[:count]])
             if images:
                 return Samples(images, f"{split} images of {name}")
     return Samples(origin=f"no --images, and no {'/'.join(splits)} images of {name} decode here")
+
+
+def calibration_images(sources: Sequence[str | Path] | None = None, dataset_cfg: dict | None = None,
+                       records_by_split=None, name: str = "") -> Samples:
+    """What int8 calibrates on, for every command: the images named (--images; predict's inputs), else
+    the model's training images, else its validation ones. records_by_split: the splits already loaded
+    (rcnn eval's), so that the annotations are not read twice."""
+    if records_by_split is not None and not sources:
+        return first_split_images(records_by_split, CALIBRATION_SPLITS, CALIBRATION_IMAGES, name)
+    return sample_images(sources, dataset_cfg, CALIBRATION_IMAGES, CALIBRATION_SPLITS)

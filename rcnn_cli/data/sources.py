@@ -82,17 +82,18 @@ def _expand(sources: list[str], lists: tuple[Path, ...]) -> tuple[list[Path], li
     problems: list[str] = []
     for source in sources:
         path = Path(source)
-        if path.is_dir():
+        # os.path answers False where pathlib (Python 3.11) raises: a name past 255 bytes, a folder not readable
+        if os.path.isdir(path):
             found, skipped = _folder_files(path)
             images += [p for p in found if is_image(p)]
             videos += [p for p in found if p.suffix.lower() in VIDEO_EXTENSIONS]
             problems += skipped
-        elif path.suffix.lower() == ".txt" and path.is_file():
+        elif path.suffix.lower() == ".txt" and os.path.isfile(path):
             more_images, more_videos, more_problems = _listed(path, lists)
             images, videos, problems = images + more_images, videos + more_videos, problems + more_problems
-        elif path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+        elif path.suffix.lower() in VIDEO_EXTENSIONS and os.path.isfile(path):
             videos.append(path)
-        elif path.is_file():
+        elif os.path.isfile(path):
             images.append(path)          # decoding decides; a non-image is reported then
         elif any(ch in source for ch in "*?["):
             matches = sorted(Path(p) for p in glob.glob(source, recursive=True))

@@ -26,7 +26,7 @@ def agreement_map50(reference: list[dict], candidate: list[dict], num_classes: i
 
 
 # Reference scores closer than this are ties: another runtime's rounding (ONNX against torch
-# differed by up to 2.7e-06 on trained models, README "Export") may order them either way.
+# differed by up to 2.7e-06 on trained models, docs/speed.md "Export parity") may order them either way.
 TIE_TOLERANCE = 1e-5
 
 

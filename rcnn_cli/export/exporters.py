@@ -3,12 +3,14 @@
 
 Why the TorchScript-based ONNX exporter (``torch.onnx.export(dynamo=False)``): on torch 2.15 the
 ``dynamo=True`` exporter stops in ``torch.export`` on the data-dependent proposal selection (see
-README, "Export"), while the traced graph runs in onnxruntime with detections equal to eager
+docs/export-and-deployment.md), while the traced graph runs in onnxruntime with detections equal to eager
 torch's. Opset 17: RoiAlign with half-pixel modes (16+) and a release every runtime reads.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import warnings
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..errors import DiskRefused
 from ..inference.exported import OPENVINO_META, TORCHSCRIPT_META
 from .graph import SingleImageDetector
 
@@ -102,7 +105,11 @@ def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: s
     with _quiet_trace(), torch.no_grad():
         traced = torch.jit.trace(graph, (sample.to(device),), check_trace=False)
         extra: dict[str, Any] = {TORCHSCRIPT_META: json.dumps(meta)}
-        torch.jit.save(traced, str(path), _extra_files=extra)
+        # into memory, then to the file from Python: torch.jit.save's own file writer aborts the whole
+        # process (C++ terminate, a half file left) when the disk fills, where Python raises ENOSPC
+        archive = io.BytesIO()
+        torch.jit.save(traced, archive, _extra_files=extra)
+    path.write_bytes(archive.getbuffer())
     return path
 
 
@@ -121,5 +128,29 @@ def write_openvino(detector, path: Path, sample: torch.Tensor, input_dtype: str 
         model = ov.convert_model(str(onnx_path))
     for key, value in export_metadata(detector, input_dtype).items():
         model.set_rt_info(value, [OPENVINO_META, key])
-    ov.save_model(model, str(path), compress_to_fp16=False)
+    save_ir(model, path)
     return path
+
+
+# What an op takes in the IR's .xml, written on the safe side (455 bytes measured on resnet18_fpn's IR).
+IR_XML_BYTES_PER_OP = 1024
+
+
+def save_ir(model, path: Path) -> None:
+    """``ov.save_model`` in fp32, a full disk said as such: OpenVINO's C++ writer reports it as
+    RuntimeError("basic_ios::clear: iostream error"), no errno, and removes what it wrote; a failure in
+    a folder with less room than the IR needs (its weights and the .xml) is taken for ENOSPC (``files``
+    names the target)."""
+    import shutil
+
+    import openvino as ov
+
+    try:
+        ov.save_model(model, str(path), compress_to_fp16=False)
+    except RuntimeError as err:
+        ops = model.get_ops()
+        weights = sum(op.get_byte_size() for op in ops if op.get_type_name() == "Constant")
+        needs = weights + len(ops) * IR_XML_BYTES_PER_OP
+        if shutil.disk_usage(path.parent).free < needs:
+            raise DiskRefused(errno.ENOSPC, path, needs=needs) from err
+        raise

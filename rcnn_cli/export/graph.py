@@ -110,9 +110,13 @@ class SingleImageDetector(nn.Module):
         # class-major (C-1, P): one NMS per class, each capped at the detections kept per image
         boxes_by_class = pred_boxes.transpose(0, 1)
         scores_by_class = torch.where(keep, scores, torch.full_like(scores, -1.0)).transpose(0, 1)
-        selected = class_nms(boxes_by_class, scores_by_class, heads.nms_thresh, heads.score_thresh,
-                             heads.detections_per_img)
-        classes, index = selected[:, 0], selected[:, 1]
+        if heads.nms_agnostic:
+            classes, index = agnostic_nms(boxes_by_class, scores_by_class, heads.nms_thresh, heads.score_thresh,
+                                          heads.detections_per_img)
+        else:
+            selected = class_nms(boxes_by_class, scores_by_class, heads.nms_thresh, heads.score_thresh,
+                                 heads.detections_per_img)
+            classes, index = selected[:, 0], selected[:, 1]
         scores = scores_by_class[classes, index]
         scores, order = scores.topk(torch.clamp(torch._shape_as_tensor(scores)[0], max=heads.detections_per_img))
         return boxes_by_class[classes[order], index[order]], scores, classes[order] + 1
@@ -132,6 +136,17 @@ def class_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, score_thresho
     if torch.onnx.is_in_onnx_export():
         return _ClassNMS.apply(boxes, scores, iou_threshold, score_threshold, max_per_class)
     return _class_nms(boxes, scores, iou_threshold, score_threshold, max_per_class)
+
+
+def agnostic_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float,
+                 max_detections: int) -> tuple[Tensor, Tensor]:
+    """One NMS over every class's boxes together (``model.box_nms_agnostic``): boxes (C, P, 4), scores (C, P)
+    -> (class (K,), box index (K,)), as the eager model's NMS with one group per image. ``class_nms`` with
+    the C x P boxes as one class, so that ONNX gets the same single NonMaxSuppression."""
+    per_class = torch._shape_as_tensor(scores)[1]
+    selected = class_nms(boxes.reshape(1, -1, 4), scores.reshape(1, -1), iou_threshold, score_threshold,
+                         max_detections)[:, 1]
+    return torch.div(selected, per_class, rounding_mode="floor"), torch.remainder(selected, per_class)
 
 
 def _class_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float,

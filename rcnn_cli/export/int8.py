@@ -2,14 +2,14 @@
 both calibrated on the user's own images and kept only where their detections agree with fp32 torch's
 (see commands/export.py).
 
-ONNX, what is quantized, and why (measured, README "Int8 ONNX"): the convolutions
+ONNX, what is quantized, and why (measured, docs/speed.md "Int8 ONNX choices"): the convolutions
 of the backbone and FPN only, QDQ format, per-channel weights, activation ranges by min/max over
 the calibration images. Weights are uint8 (U8U8) rather than int8: on AVX2 without VNNI,
 onnxruntime's U8S8 kernels use VPMADDUBSW, whose 16-bit sums saturate and moved detections. The
 RPN head's convolutions (objectness and box deltas, which pick the proposals) stay fp32, as do the
-box head, RoIAlign and NMS, as in the eager int8 path (runtime/quantize.py).
+box head, RoIAlign and NMS, as in the eager int8 path (inference/quantize.py).
 
-OpenVINO (measured, README "Int8 OpenVINO"): NNCF's post-training quantization of the backbone, FPN
+OpenVINO (measured, docs/speed.md "Int8 OpenVINO choices"): NNCF's post-training quantization of the backbone, FPN
 and RPN 3x3 convolutions, as the eager int8 path; everything else (RPN objectness and deltas, box
 decoding, TopK, NMS, RoIAlign, the box head) is in NNCF's ignored scope and stays float. Activation
 ranges are min/max over the calibration images (NNCF's default averages per-image extremes, which
@@ -26,8 +26,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..data.samples import CALIBRATION_IMAGES, sample_images
 from ..inference.precision import MIN_AGREEMENT_MAP50
+from .exporters import save_ir
 
 # Int8 rounds, so it is held to detecting what fp32 detects, as every reduced precision is.
 MIN_INT8_AGREEMENT_MAP50 = MIN_AGREEMENT_MAP50
@@ -41,15 +41,6 @@ OPENVINO_FLOAT_OPS = r"^(?!/backbone/|/head/conv/).*"
 def int8_path(path: Path) -> Path:
     """best.onnx -> best.int8.onnx, best.xml -> best.int8.xml (its weights: best.int8.bin)"""
     return path.with_name(f"{path.stem}.int8{path.suffix}")
-
-
-def calibration_images(sources: list[str] | None, dataset_cfg: dict | None,
-                       count: int = CALIBRATION_IMAGES) -> tuple[list[Tensor], str]:
-    """Up to ``count`` (3, H, W) uint8 images to calibrate on and where they came from: ``sources``
-    (--images), else the checkpoint's training images (validation ones when it has none), as
-    ``model.precision=int8`` calibrates in rcnn eval; ([], why) when neither is on this machine."""
-    samples = sample_images(sources, dataset_cfg, count, splits=("train", "val"))
-    return samples.images, samples.origin
 
 
 @contextmanager
@@ -104,5 +95,5 @@ def quantize_openvino(source: Path, path: Path, images: list[Tensor]) -> Path:
     with _quiet():
         quantized = nncf.quantize(model, dataset, subset_size=len(images), advanced_parameters=advanced,
                                   ignored_scope=nncf.IgnoredScope(patterns=[OPENVINO_FLOAT_OPS], validate=False))
-    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    save_ir(quantized, path)
     return path

@@ -6,8 +6,6 @@ the graph at trace time shows up as a failure rather than as wrong boxes in prod
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -18,12 +16,13 @@ from ..errors import UsageError
 from ..eval.agreement import Agreement, compare_detections
 from ..inference.exported import ExportedDetector, ExportError
 from ..inference.precision import MIN_AGREEMENT_MAP50 as MIN_AGREEMENT_MAP50_REDUCED
+from ..timing import timed_each
 
 BOX_TOLERANCE = 1e-2        # pixels, on matched detections above the score threshold
 SCORE_TOLERANCE = 1e-3
 MIN_AGREEMENT_MAP50 = 0.999
 # A reduced precision (int8, fp16) rounds, so it is held to detecting what fp32 detects: the one
-# threshold of runtime/precision.py.
+# threshold of inference/precision.py.
 MIN_REDUCED_AGREEMENT_MAP50 = MIN_AGREEMENT_MAP50_REDUCED
 
 
@@ -40,6 +39,17 @@ class Verification:
     @property
     def passed(self) -> bool:
         return self.agreement.passes(BOX_TOLERANCE, SCORE_TOLERANCE, MIN_AGREEMENT_MAP50)
+
+    def figures(self, min_map50: float | None = None) -> dict:
+        """What the check measured, for ``rcnn export --json``; min_map50: the agreement the file was held
+        to (None: the exact graph's, MIN_AGREEMENT_MAP50)."""
+        agreement = self.agreement
+        return {"images": len(self.sizes), "compared": agreement.compared, "matched": agreement.matched,
+                "tied": agreement.tied, "unmatched": agreement.unmatched,
+                "max_box_diff_px": agreement.max_box_diff, "max_score_diff": agreement.max_score_diff,
+                "agreement_map50": agreement.map50,
+                "min_agreement_map50": MIN_AGREEMENT_MAP50 if min_map50 is None else min_map50,
+                "torch_ms": self.torch_ms, "exported_ms": self.exported_ms}
 
 
 def check_images(sources: list[str] | None, dataset_cfg: dict | None, count: int = 3) -> list[Tensor]:
@@ -58,14 +68,9 @@ def check_images(sources: list[str] | None, dataset_cfg: dict | None, count: int
 
 
 def _timed(fn, images: list[Tensor]) -> tuple[list[dict], float]:
-    for _ in range(2):   # warm-up: first-call allocations; TorchScript optimises its graph on the 2nd run
-        fn(images[0])
-    outputs, times = [], []
-    for image in images:
-        start = time.perf_counter()
-        outputs.append(fn(image))
-        times.append(time.perf_counter() - start)
-    return outputs, statistics.median(times) * 1000
+    # two warm-ups: first-call allocations, and TorchScript optimises its graph on the 2nd run
+    outputs, seconds = timed_each(fn, images, warmup=2)
+    return outputs, seconds * 1000
 
 
 def verify_export(model: torch.nn.Module, exported: ExportedDetector, images: list[Tensor]) -> Verification:

@@ -17,21 +17,16 @@ import torch
 from torch import Tensor
 
 from ..errors import RcnnError
+from ..formats import SUFFIXES, companions_of, format_of
 from ..hardware import cpu_count
 
-EXPORTED_SUFFIXES = (".onnx", ".torchscript", ".xml")
 TORCHSCRIPT_META = "rcnn_meta.json"     # the metadata file inside an exported .torchscript
 OPENVINO_META = "rcnn"                  # the rt_info section of an exported .xml holding the metadata
 METADATA_KEYS = ("producer", "class_names", "category_ids", "input_dtype", "score_threshold", "model")
 # The precision an IR runs at -> OpenVINO's INFERENCE_PRECISION_HINT, always given explicitly: on a CPU
 # with native bf16 OpenVINO's own default is bf16. Which one model.precision=auto runs is decided by
-# runtime/precision.py, like a torch model's.
+# inference/precision.py, like a torch model's.
 OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
-
-
-def is_exported(weights: str | Path | None) -> bool:
-    """Whether ``weights`` names an exported file (run by its runtime, not built from a config)."""
-    return bool(weights) and Path(str(weights)).suffix.lower() in EXPORTED_SUFFIXES
 
 
 class ExportError(RcnnError):
@@ -160,7 +155,7 @@ class OpenVinoDetector(ExportedDetector):
         path = Path(path)
         if precision not in OPENVINO_HINTS:
             raise ExportError(f"an OpenVINO file runs at {' or '.join(OPENVINO_HINTS)}, not {precision!r} "
-                              "(model.precision=auto is decided by runtime/precision.py)")
+                              "(model.precision=auto is decided by inference/precision.py)")
         if not device.startswith("cpu"):
             raise ExportError(f"device={device}: OpenVINO files run on the CPU here; use device=cpu")
         core = ov.Core()
@@ -201,25 +196,23 @@ class OpenVinoDetector(ExportedDetector):
 def exported_size(path: str | Path) -> int:
     """Bytes of an exported file with what it needs beside it (an OpenVINO .xml's weights .bin)."""
     path = Path(path)
-    companion = path.with_suffix(".bin")
-    extra = companion.stat().st_size if path.suffix.lower() == ".xml" and companion.is_file() else 0
-    return path.stat().st_size + extra
+    return sum(p.stat().st_size for p in [path, *companions_of(path)] if p.is_file())
 
 
 def load_exported(path: str | Path, device: str = "cpu", precision: str = "fp32", requests: int = 1
                   ) -> ExportedDetector:
-    """The runner for an exported file, chosen by its suffix; ``precision`` applies to OpenVINO.
+    """The runner for an exported file, chosen by its format (formats.py); ``precision`` applies to OpenVINO.
     requests: images run at once when ``detect`` gets several (ONNX, OpenVINO); 0: as many as keep this
     CPU busy (``auto_requests``; OpenVINO's own throughput mode). 1 keeps single-image latency lowest."""
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
+    fmt = format_of(path)
+    if fmt is None:
+        raise ExportError(f"{path}: exported files end in {', '.join(SUFFIXES)}")
+    if fmt.name == "onnx":
         return OnnxDetector(path, device, requests=requests)
-    if path.suffix.lower() == ".torchscript":
+    if fmt.name == "torchscript":
         return TorchScriptDetector(path, device)
-    if path.suffix.lower() == ".xml":
-        return OpenVinoDetector(path, device, precision, requests)
-    raise ExportError(f"{path}: exported files end in {', '.join(EXPORTED_SUFFIXES)}")
-
+    return OpenVinoDetector(path, device, precision, requests)
 
 
 def auto_requests() -> int:

@@ -113,7 +113,7 @@ PATHS = ("fp32", "folded", "bf16", "int8")
 def prepare_for_inference(model: nn.Module, path: str = "folded",
                           calibration_images: Sequence[torch.Tensor] = ()) -> nn.Module:
     """The model set up to run ``path``, in place; ``model.precision`` then names it. Which path
-    ``model.precision=auto`` takes is decided elsewhere, once (runtime/precision.py).
+    ``model.precision=auto`` takes is decided elsewhere, once (inference/precision.py).
 
     fp32: the exact eager model; folded: BatchNorm in the convs, channels_last (the same detections,
     faster); bf16: folded + the heavy layers in bf16, whatever the hardware; int8: quantized

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from torch import Tensor
 
 from .. import hardware
 from ..data.samples import Samples
+from ..timing import timed_each
 
 MIN_AGREEMENT_MAP50 = 0.98
 # Rounding costs a little accuracy, so a reduced path must buy a clear gain, not a tie.
@@ -82,13 +81,7 @@ def measure(exact: DetectFn, reduced: DetectFn, images: Sequence[Tensor], num_cl
     from ..eval.agreement import compare_detections
 
     def run(detect: DetectFn) -> tuple[list[dict], float]:
-        detect([images[0]])
-        outputs, seconds = [], []
-        for image in images:
-            start = time.perf_counter()
-            outputs.append({k: v.cpu() for k, v in detect([image])[0].items()})
-            seconds.append(time.perf_counter() - start)
-        return outputs, statistics.median(seconds)
+        return timed_each(lambda image: {k: v.cpu() for k, v in detect([image])[0].items()}, images, warmup=1)
 
     reference, exact_s = run(exact)
     candidate, reduced_s = run(reduced)

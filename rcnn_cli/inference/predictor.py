@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.samples import Samples, sample_images
 from ..errors import UsageError
 from ..hardware import resolve_device
+from ..model.source import WeightsSource
 from .precision import Decision, Trial, cache_key, decide, measure
+from .tta import refuse_exported_tta, with_tta
 
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
@@ -29,7 +31,11 @@ class Predictor:
     config: dict[str, Any] = field(default_factory=dict)     # the resolved model config
     metadata: dict[str, Any] = field(default_factory=dict)   # what a project checkpoint stored
     notes: list[str] = field(default_factory=list)
-    decision: Decision | None = None       # what model.precision chose and why (runtime/precision.py)
+    decision: Decision | None = None       # what model.precision chose and why (inference/precision.py)
+    # the model's data (``dataset`` as settings.resolve laid the stored one over conf/), or None when the
+    # weights name none: where its check and calibration images come from
+    dataset: dict[str, Any] | None = None
+    members: list[Predictor] = field(default_factory=list)   # an ensemble's detectors (inference/ensemble.py)
 
     @property
     def category_ids(self) -> list[int] | None:
@@ -39,21 +45,22 @@ class Predictor:
 def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
                    calibration: Sequence[torch.Tensor] = (), class_names: list[str] | None = None,
                    prepare: bool = True, typed: Mapping[str, Any] | None = None,
-                   sources: Sequence[str] | None = None) -> Predictor:
+                   sources: Sequence[str] | None = None, source: WeightsSource | None = None) -> Predictor:
     """cfg: the resolved root config (``model``, ``device``); checkpoint: the weights file already
     read by ``settings.resolve``. calibration: images for ``model.precision=int8``. prepare=False
     keeps the exact eager model whatever ``model.precision`` says (export traces that one).
     typed: what the user typed (``Settings.typed``): an exported file refuses ``model.*`` settings.
     sources: real images (--images, or the inputs) that a reduced precision is checked on when the
-    model's own validation data is not on this machine (runtime/precision.py)."""
+    model's own validation data is not on this machine (inference/precision.py). source: what
+    ``cfg.model.weights`` names (``Settings.weights``, decided once by ``settings.resolve``)."""
     device = resolve_device(cfg.device)
     weights = cfg.model.weights
     precision = str(cfg.model.precision)
-    dataset = (checkpoint[1] if checkpoint else {}).get("dataset")
+    dataset = model_dataset(cfg, checkpoint)
     samples = check_samples(dataset, sources)
-    from .exported import is_exported
-
-    if is_exported(weights):
+    if source is not None and source.exported:
+        if cfg.model.tta:
+            refuse_exported_tta(str(weights))
         refuse_model_settings(str(weights), typed or {})
         return _exported_predictor(str(weights), device, precision, samples)
     from ..model.factory import create_detector
@@ -67,8 +74,20 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
         decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names),
                                  float(model_cfg["box_score_thresh"]))
     runs_as = "fp32" if decision is None else decision.runs_as
-    return Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
-                     loaded.metadata, loaded.notes, decision)
+    predictor = Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
+                          loaded.metadata, loaded.notes, decision, dataset)
+    if cfg.model.tta:
+        with_tta(predictor, cfg.model)
+    return predictor
+
+
+def model_dataset(cfg: DictConfig, checkpoint: tuple[dict, dict] | None) -> dict[str, Any] | None:
+    """The data a checkpoint was trained on, as the resolved settings describe it (conf/'s defaults <
+    the stored config < what was typed), or None when the weights name no data (torchvision files,
+    exported ones)."""
+    if not (checkpoint and checkpoint[1].get("dataset")):
+        return None
+    return OmegaConf.to_container(cfg.dataset, resolve=True)
 
 
 def check_samples(dataset: dict | None, sources: Sequence[str] | None = None) -> Callable[[], Samples]:
@@ -140,7 +159,7 @@ def prepare_model(model, precision: str, device: torch.device, calibration: Sequ
                   samples: Callable[[], Samples] | None = None, key: str | None = None, num_classes: int = 0,
                   score_threshold: float = 0.05) -> Decision:
     """Sets the model to what ``model.precision=precision`` runs, decided by the one rule
-    (runtime/precision.py), in place; returns the decision. samples: the real images a reduced path
+    (inference/precision.py), in place; returns the decision. samples: the real images a reduced path
     is checked on; key: the decision's cache key (None: not cached)."""
     import copy
 

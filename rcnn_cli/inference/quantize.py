@@ -4,7 +4,7 @@ int8 with per-channel weights and activation ranges calibrated on the user's own
 Measured on a 2-core AVX2 CPU (no VNNI), resnet50_fpn at 800 px: backbone + FPN 1.9 s fp32
 (folded, channels_last) -> 1.0 s int8. The RoI heads, proposals and NMS stay fp32: box
 regression and class scores are where rounding would move detections (the box head's fc6 is
-still a large share at 1000+ proposals; see README, "Speed").
+still a large share at 1000+ proposals; see docs/speed.md).
 """
 
 from __future__ import annotations

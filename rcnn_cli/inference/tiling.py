@@ -9,7 +9,8 @@ Merge rule, in this order:
        the neighbouring tile (objects up to ``overlap x tile`` wide are seen whole at least once);
     2. class-aware NMS at ``nms_iou`` over the tiles' boxes and the whole-picture pass together, so an
        object seen by two tiles (inside their overlap) or by a tile and the whole pass is kept once,
-       with its best score.
+       with its best score (one NMS over all classes with ``nms_agnostic``, as the model's
+       ``model.box_nms_agnostic``: two classes on one object seen by two tiles are also kept once).
 
 The slicing is ours (a dozen lines): SAHI's slicer would fit, but its merge works on its own
 prediction objects one image at a time, while ours batches tiles through the same detect call.
@@ -33,8 +34,8 @@ DetectFn = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
 
 
-def detect_tiled(detect: DetectFn, image: Tensor, tile: int, overlap: float = 0.2, batch_size: int = 4,
-                 nms_iou: float = 0.5, whole_pass: bool = True) -> dict[str, Tensor]:
+def detect_tiled(detect: DetectFn, image: Tensor, tile: int, overlap: float, batch_size: int,
+                 nms_iou: float = 0.5, whole_pass: bool = True, nms_agnostic: bool = False) -> dict[str, Tensor]:
     """Detections on a (3, H, W) picture in its own pixels, as ``detect`` returns for one image."""
     height, width = image.shape[-2:]
     windows = tile_windows(height, width, tile, overlap)
@@ -52,7 +53,7 @@ def detect_tiled(detect: DetectFn, image: Tensor, tile: int, overlap: float = 0.
         boxes, scores, labels = boxes + [found["boxes"].cpu()], scores + [found["scores"].cpu()], \
             labels + [found["labels"].cpu()]
     boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    kept = batched_nms(boxes.float(), scores.float(), labels, nms_iou)
+    kept = batched_nms(boxes.float(), scores.float(), torch.zeros_like(labels) if nms_agnostic else labels, nms_iou)
     return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
 
 

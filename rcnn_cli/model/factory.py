@@ -12,6 +12,7 @@ from torchvision.models._meta import _COCO_CATEGORIES
 from . import zoo
 from .backbones import MAX_TRAINABLE_LAYERS
 from .faster_rcnn import FasterRCNN, build_model
+from .source import WeightsSource, weights_source
 from .weights import (
     WeightsError,
     load_backbone_weights,
@@ -76,12 +77,13 @@ def create_detector(cfg: Mapping[str, Any], class_names: list[str] | None = None
     return LoadedDetector(model, names, cfg, notes, meta)
 
 
-def read_weights_source(weights: str) -> tuple[dict, dict]:
-    """``model.weights``: a file, or a name of torchvision's COCO weights (``resnet50_fpn.coco``)."""
-    if zoo.is_named(weights) or zoo.looks_like_a_name(weights):
-        named = zoo.detection_weights(weights)
-        return split_checkpoint(zoo.read_named(named), named.path)
-    return read_checkpoint(weights)
+def read_weights_source(weights: str | WeightsSource) -> tuple[dict, dict]:
+    """(state_dict, metadata) of ``model.weights``: a file, or a name of torchvision's COCO weights
+    (``resnet50_fpn.coco``); what it names is decided by ``weights_source`` (once, in ``settings.resolve``)."""
+    source = weights if isinstance(weights, WeightsSource) else weights_source(weights)
+    if source.named:
+        return split_checkpoint(zoo.read_named(source.named), source.named.path)
+    return read_checkpoint(source.given)
 
 
 def _backbone_source(cfg: dict[str, Any]) -> tuple[dict, str, str]:

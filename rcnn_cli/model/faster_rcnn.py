@@ -114,7 +114,7 @@ def build_model(cfg: Mapping[str, Any], num_classes: int) -> FasterRCNN:
         batch_size_per_image=cfg["box_batch_size_per_image"], positive_fraction=cfg["box_positive_fraction"],
         bbox_reg_weights=tuple(cfg["bbox_reg_weights"]),
         score_thresh=cfg["box_score_thresh"], nms_thresh=cfg["box_nms_thresh"],
-        detections_per_img=cfg["box_detections_per_img"],
+        detections_per_img=cfg["box_detections_per_img"], nms_agnostic=bool(cfg["box_nms_agnostic"]),
     )
     transform = ImageTransform(cfg["min_size"], cfg["max_size"], list(cfg["image_mean"]), list(cfg["image_std"]),
                                cfg["size_divisible"])

@@ -37,14 +37,15 @@ class RoIHeads(nn.Module):
         batch_size_per_image, positive_fraction: proposals sampled for the loss (512 at 0.25).
         bbox_reg_weights: delta weights (10, 10, 5, 5).
         score_thresh: minimum class score of a detection (strictly above).
-        nms_thresh: class-aware NMS IoU (0.5).
+        nms_thresh: NMS IoU (0.5), class-aware unless ``nms_agnostic``.
+        nms_agnostic: one NMS over all classes, for classes that exclude each other on one object (False).
         detections_per_img: detections kept per image (100).
     """
 
     def __init__(self, roi_pool: MultiScaleRoIPool, box_head: nn.Module, box_predictor: BoxPredictor, *,
                  fg_iou_thresh: float, bg_iou_thresh: float, batch_size_per_image: int, positive_fraction: float,
                  bbox_reg_weights: tuple[float, float, float, float], score_thresh: float, nms_thresh: float,
-                 detections_per_img: int):
+                 detections_per_img: int, nms_agnostic: bool):
         super().__init__()
         self.box_roi_pool = roi_pool
         self.box_head = box_head
@@ -55,6 +56,7 @@ class RoIHeads(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
+        self.nms_agnostic = nms_agnostic
 
     def forward(self, features: dict[str, Tensor], proposals: Proposals, image_sizes: Tensor,
                 targets: PaddedBoxes | None = None, detect: bool = True
@@ -102,8 +104,8 @@ class RoIHeads(nn.Module):
         return {"loss_classifier": classifier_loss, "loss_box_reg": box_loss}
 
     def detect(self, features: dict[str, Tensor], proposals: Proposals, image_sizes: Tensor) -> Detections:
-        """Class-specific boxes for every proposal, score threshold, class-aware NMS per image
-        (one call for the whole batch), best ``detections_per_img`` per image."""
+        """Class-specific boxes for every proposal, score threshold, NMS per image (class-aware, or over all
+        classes with ``nms_agnostic``; one call for the whole batch), best ``detections_per_img`` per image."""
         image, column = proposals.valid.nonzero(as_tuple=True)
         boxes = proposals.boxes[image, column]
         class_logits, deltas = self._predict(features, image, boxes, image_sizes)
@@ -113,6 +115,7 @@ class RoIHeads(nn.Module):
         keep = (scores > self.score_thresh) & is_large_enough(pred_boxes, MIN_DETECTION_SIZE)
         roi, cls = keep.nonzero(as_tuple=True)
         flat_boxes, flat_scores, labels, flat_image = pred_boxes[roi, cls], scores[roi, cls], cls + 1, image[roi]
-        kept = batched_nms(flat_boxes, flat_scores, flat_image * num_classes + labels, self.nms_thresh)
+        groups = flat_image if self.nms_agnostic else flat_image * num_classes + labels
+        kept = batched_nms(flat_boxes, flat_scores, groups, self.nms_thresh)
         kept = top_n_per_group(kept, flat_image, len(image_sizes), self.detections_per_img)
         return Detections(flat_boxes[kept], flat_scores[kept], labels[kept], flat_image[kept])

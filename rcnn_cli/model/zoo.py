@@ -9,6 +9,7 @@ with ``weights_only=True`` by ``weights.read_weights_file``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,7 @@ IMAGENET = {w.preset: w for w in (
     NamedWeights("mobilenet_v3_large.imagenet", "mobilenet_v3_large_fpn", "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
     NamedWeights("vgg16.imagenet", "vgg16", "VGG16_Weights.IMAGENET1K_V1"),
 )}
-# What `rcnn predict images/` runs without --weights (see README, "Start from pretrained weights").
+# What `rcnn predict images/` runs without --weights (see docs/training.md, "Start from pretrained weights").
 DEFAULT_WEIGHTS = "mobilenet_v3_large_320_fpn.coco"
 
 
@@ -107,7 +108,7 @@ def backbone_weights(backbone: str) -> NamedWeights:
 
 def looks_like_a_name(weights: str) -> bool:
     """``something.coco`` that is not a file: meant as a name (a typo gets the nearest name)."""
-    return weights.endswith(COCO_SUFFIX) and not Path(weights).exists()
+    return weights.endswith(COCO_SUFFIX) and not os.path.exists(weights)
 
 
 def ensure_cached(named: NamedWeights, progress: bool = True) -> Path:

@@ -8,6 +8,19 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class PredictDefaults:
+    """What predict, serve, eval --tile and the Python API use unless told otherwise; the one place
+    each is written (the command line shows them without importing torch)."""
+
+    conf: float = 0.25          # score threshold of the detections shown (the model keeps down to 0.05)
+    batch_size: int = 4         # images per forward pass
+    tile_overlap: float = 0.2   # --tile: neighbouring tiles overlap by this share of a tile
+
+
+PREDICT = PredictDefaults()
+
+
+@dataclass(frozen=True)
 class ServeLimits:
     max_body_mb: float = 20.0       # larger uploads get 413 before they are read
     # Decoded pixels per request, checked from the header: a request takes 35-38 bytes of working memory per

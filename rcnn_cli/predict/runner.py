@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from ..data.draw import draw_boxes
 from ..data.images import ImageReadError, read_chw
 from ..data.pipeline.datamodule import worker_count
 from ..data.sources import Item, OutputNames, video_frames
+from ..errors import UsageError, nearest_hint
 from ..files import atomic_path
 from ..inference.tiling import detect_tiled
+from .limits import PREDICT
 
 # A detector for the runner: uint8 (3, H, W) tensors -> per image {"boxes", "scores", "labels"}.
 DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
@@ -28,16 +31,18 @@ DetectFn = Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]]
 
 @dataclass
 class PredictOptions:
-    conf: float | dict[str, float] = 0.25   # one threshold, or per class name
+    conf: float | dict[str, float] = PREDICT.conf   # one threshold, or per class name
     classes: list[str] | None = None        # keep only these class names
-    batch_size: int = 4
+    batch_size: int = PREDICT.batch_size
     draw: bool = True
     every: int = 1                          # video: every N-th frame
     save_video: bool = False                # video: also write <video stem>_annotated.mp4
-    tile: int | None = None                 # huge pictures: overlapping tiles of this many px (runtime/tiling.py)
-    overlap: float = 0.2
+    tile: int | None = None                 # huge pictures: overlapping tiles of this many px (inference/tiling.py)
+    overlap: float = PREDICT.tile_overlap
     nms_iou: float = 0.5                    # merging tiles: the model's box_nms_thresh
-    num_workers: Any = "auto"
+    nms_agnostic: bool = False              # merging tiles: the model's box_nms_agnostic
+    num_workers: Any = "auto"               # decoding workers: rcnn predict passes dataset.num_workers
+    max_pixels: int | None = None           # larger pictures are refused: dataset.max_image_pixels (None: conf/'s)
 
 
 @dataclass
@@ -50,19 +55,45 @@ class PredictRun:
 
 
 def read_conf(value: str) -> float | dict[str, float]:
-    """``--conf 0.3`` or ``--conf thresholds.json`` (as ``rcnn eval`` writes)."""
+    """``--conf 0.3`` or ``--conf thresholds.json`` (as ``rcnn eval`` writes): scores, each in [0, 1]. NaN
+    would show every detection or none without a word, and 2 none at all."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not 0 <= number <= 1:
+            raise ValueError(f"--conf {value}: must be a score in [0, 1] (or a thresholds.json file)")
+        return number
     path = Path(value)
-    if not path.is_file():
+    if not os.path.isfile(path):          # os.path: a name past 255 bytes is no file, not an OSError
         raise ValueError(f"--conf {value}: neither a number nor a thresholds.json file")
     try:
         data = json.loads(path.read_text())
-        return {str(k): float(v) for k, v in data.items()}
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        raise ValueError(f"--conf {value}: expected a JSON object {{class name: threshold}}") from None
+        thresholds = {str(k): float(v) for k, v in data.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError, OverflowError):
+        raise ValueError(f"--conf {value}: must be a JSON object {{class name: score in [0, 1]}}") from None
+    if not thresholds:
+        raise ValueError(f"--conf {value}: holds no thresholds; must be {{class name: score in [0, 1]}}")
+    if wrong := [name for name, threshold in thresholds.items() if not 0 <= threshold <= 1]:
+        raise ValueError(f"--conf {value}: the threshold of {wrong[0]!r} is {thresholds[wrong[0]]:g}; "
+                         "must be a score in [0, 1]")
+    return thresholds
+
+
+def check_thresholds(conf: float | dict[str, float], class_names: list[str], given: str) -> None:
+    """Per-class thresholds name every class of the model: ``rcnn eval`` writes one for each, so a file
+    missing some was made for another model or edited, and any stand-in value would be a guess (1.01
+    dropped every detection of the class without a word; the global --conf would apply a threshold
+    the user did not choose). given: the --conf argument, for the message."""
+    if not isinstance(conf, dict):
+        return
+    if missing := [name for name in class_names if name not in conf]:
+        extra = [name for name in conf if name not in class_names]
+        hint = (f"; the file names {', '.join(extra)}, which {'is' if len(extra) == 1 else 'are'} not "
+                f"{'a class' if len(extra) == 1 else 'classes'} of this model: {nearest_hint(extra[0], missing)}"
+                if extra else f" (this model's classes: {', '.join(class_names)})")
+        raise UsageError(f"--conf {given}: no threshold for {', '.join(missing)}{hint}")
 
 
 def lowest_threshold(conf: float | dict[str, float]) -> float:
@@ -70,15 +101,16 @@ def lowest_threshold(conf: float | dict[str, float]) -> float:
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[Path]):
+    def __init__(self, paths: Sequence[Path], max_pixels: int | None = None):
         self.paths = list(paths)
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            return index, read_chw(self.paths[index]), None
+            return index, read_chw(self.paths[index], self.max_pixels), None
         except ImageReadError as err:
             return index, None, str(err)
 
@@ -92,7 +124,7 @@ def as_list(batch: list) -> list:
 def _batches(images: list[Path], videos: list[Path], options: PredictOptions, failures: list[str]):
     """Yields lists of (Item, (3, H, W) uint8 tensor)."""
     workers = worker_count(options.num_workers)
-    loader = DataLoader(_ImageFiles(images), batch_size=options.batch_size, num_workers=workers,
+    loader = DataLoader(_ImageFiles(images, options.max_pixels), batch_size=options.batch_size, num_workers=workers,
                         collate_fn=as_list)
     for batch in loader:
         good = []
@@ -121,7 +153,7 @@ def keep_detections(detection: dict[str, torch.Tensor], class_names: list[str], 
     labels = detection["labels"].cpu()
     scores = detection["scores"].cpu()
     if isinstance(options.conf, dict):
-        thresholds = torch.tensor([options.conf.get(name, 1.01) for name in class_names])
+        thresholds = torch.tensor([options.conf[name] for name in class_names])     # every class: check_thresholds
         keep = scores >= thresholds[labels - 1]
     else:
         keep = scores >= float(options.conf)
@@ -177,7 +209,8 @@ def _detect_batch(detect: DetectFn, class_names: list[str], batch: list, out: Pa
                   output_names: OutputNames, videos_out: AnnotatedVideos | None):
     """Yields each input's result once its picture is written: a result is listed only with its picture."""
     detections = (detect([image for _, image in batch]) if not options.tile else
-                  [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size, options.nms_iou)
+                  [detect_tiled(detect, image, options.tile, options.overlap, options.batch_size, options.nms_iou,
+                                nms_agnostic=options.nms_agnostic)
                    for _, image in batch])
     for (item, image), detection in zip(batch, detections):
         kept = keep_detections(detection, class_names, options)

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from ..data.images import ImageReadError, ImageTooLarge, decode_bytes, pixels_of_bytes
 from ..inference.predictor import Predictor
-from .limits import ServeLimits
+from .limits import PREDICT, ServeLimits
 from .runner import PredictOptions, keep_detections, to_result
 
 __all__ = ["Batcher", "Lanes", "ServeLimits", "build_app"]
@@ -113,7 +113,7 @@ class Lanes:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def build_app(predictor: Predictor, conf: float = 0.25, limits: ServeLimits | None = None, name: str = ""):
+def build_app(predictor: Predictor, conf: float = PREDICT.conf, limits: ServeLimits | None = None, name: str = ""):
     """The FastAPI application serving ``predictor``."""
     limits = limits or ServeLimits()
     lanes = Lanes(predictor, limits)

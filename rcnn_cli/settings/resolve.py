@@ -18,18 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import UnsupportedValueType
 
 from ..errors import nearest_hint
+from ..model.source import WeightsSource, weights_source
 from .compose import compose_groups, config_groups
-from .schema import ConfigError, check
+from .schema import ConfigError, check, not_a_config_type
 
 # What a checkpoint's stored config gives a command that is not resuming the run.
 STORED_SECTIONS = ("model", "dataset", "augment", "optim")
 # Model keys a resumed run may change: they act at inference only, not on what is trained.
 RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
-                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights")
+                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "weights", "backbone_weights",
+                      "box_nms_agnostic", "tta", "tta_scales")
+# Commands that detect with model.tta=true (serve and the Python API resolve as predict); the others would ignore it.
+TTA_COMMANDS = ("eval", "predict", "config")
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
+# rcnn eval scores as validation in training does, on trainer.accelerator: ``device`` follows it, so that
+# the tiled path and the precision check run where the Lightning loop does.
+EVAL_DEVICE = {"auto": "auto", "cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
 # Presets whose weights have identical keys: the guess cannot tell them apart, the user can.
 SAME_KEYS = {"mobilenet_v3_large_fpn": "a 320 px file has the same keys: add model=mobilenet_v3_large_320_fpn"}
 
@@ -40,35 +48,39 @@ class Settings:
     checkpoint: tuple[dict, dict] | None = None       # (state_dict, metadata) of the weights, read once
     notes: list[str] = field(default_factory=list)    # what the rule decided that the user should see
     typed: dict[str, Any] = field(default_factory=dict)   # what was typed (key=value, API keywords), dotted keys
+    weights: WeightsSource | None = None              # what the weights argument names, decided once
 
 
 def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None,
-            weights: str | Path | None = None, config_dir: str | Path | None = None) -> Settings:
+            weights: str | Path | None = None, config_dir: str | Path | None = None,
+            score_floor: float | None = None) -> Settings:
     """The settings ``command`` runs with.
 
     overrides: Hydra-style strings (``model=resnet50_fpn``, ``model.min_size=640``, ``+key=v``).
     values: the same as already-typed values (``{"model.min_size": [480, 512]}``, the Python API).
     weights: the checkpoint or weights file the command runs (eval, predict, export, the API); for
         ``train`` the stored config comes from ``resume=`` instead.
+    score_floor: the lowest score the command shows (predict's and serve's --conf): the model keeps
+        detections down to it (``_lower_score_floor``).
     """
     _check_config_dir(config_dir)
     groups, typed = _split(list(overrides), values or {}, config_dir)
     notes: list[str] = []
-    for named_as in (weights, typed.get("model.weights")):
-        if named_as is not None and _preset_of_named(str(named_as)) and "model" not in groups:
-            groups["model"] = _preset_of_named(str(named_as))     # a name picks its preset too
     resume = typed.get("resume") if command == "train" else None
-    source = resume or weights
+    # What the weights argument names is decided here, once, and handed on as Settings.weights.
+    source = weights_source(resume or weights) if (resume or weights) else None
+    typed_weights = typed.get("model.weights")
+    for named in (source, weights_source(typed_weights) if typed_weights and not source else None):
+        if named is not None and named.preset and "model" not in groups:
+            groups["model"] = named.preset     # a name picks its preset too
     checkpoint, stored = _stored_config(source, command)
-    if source and _preset_of_named(str(source)):
-        from ..model import zoo
-
-        named = zoo.detection_weights(str(source))
+    if source and source.named:
+        named = source.named
         notes.append(f"weights {named.name}: torchvision's COCO-trained {named.preset} (box AP {named.box_ap} on "
                      f"COCO val2017, 80 classes) from {named.path}")
     if stored is None and "model" not in groups and checkpoint and _guess_model(checkpoint):
         groups["model"] = _guess_model(checkpoint)
-        notes.append(f"{Path(str(source)).name} looks like model={groups['model']} (guessed from its keys; "
+        notes.append(f"{Path(source.given).name} looks like model={groups['model']} (guessed from its keys; "
                      f"{SAME_KEYS.get(groups['model'], 'name another with model=...')})")
     cfg = compose_groups({**_stored_presets(stored, groups, config_dir, resume_all=bool(resume)), **groups},
                          config_dir)
@@ -87,7 +99,47 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
         with open_dict(cfg):
             cfg.model.weights = str(weights)
     check(cfg, defaults)
-    return Settings(cfg, checkpoint, notes, typed)
+    if command == "eval":
+        _eval_device(cfg, typed)
+    if command == "export":
+        _export_on_the_cpu(cfg, typed)
+    if cfg.model.tta and command not in TTA_COMMANDS:
+        raise ConfigError(f"model.tta=true: test-time augmentation runs in rcnn eval, predict and serve (--tta), "
+                          f"not in {command}")
+    if score_floor is not None:
+        _lower_score_floor(cfg, typed, score_floor, source)
+    return Settings(cfg, checkpoint, notes, typed, source)
+
+
+def _eval_device(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
+    """eval's one device: trainer.accelerator's. A typed ``device`` would be a second answer: refused."""
+    if device := {key.lstrip("+"): value for key, value in typed.items()}.get("device"):
+        raise ConfigError(f"device={device}: rcnn eval runs where trainer.accelerator says, as validation in "
+                          "training does; use trainer.accelerator=cpu (or gpu, auto)")
+    with open_dict(cfg):
+        cfg.device = EVAL_DEVICE[cfg.trainer.accelerator]
+
+
+def _export_on_the_cpu(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
+    """export traces the exact fp32 model on the CPU: a typed device or precision it would not use is
+    refused in one line rather than replaced."""
+    plain = {key.lstrip("+"): value for key, value in typed.items()}
+    for key, usable in (("device", ("cpu",)), ("model.precision", ("fp32", "auto"))):
+        if key in plain and plain[key] not in usable:
+            raise ConfigError(f"{key}={plain[key]}: rcnn export traces the exact fp32 model on the CPU (the file "
+                              "then runs wherever its runtime does); --int8 adds a quantized twin, --half an fp16 "
+                              "TorchScript traced on the GPU")
+    with open_dict(cfg):
+        cfg.device = "cpu"
+
+
+def _lower_score_floor(cfg: DictConfig, typed: Mapping[str, Any], lowest_shown: float,
+                       source: WeightsSource | None) -> None:
+    """predict and serve never show detections under --conf, so the model may keep them down to that, never
+    above its own model.box_score_thresh; unless that was typed. Exported files keep their own threshold."""
+    if "model.box_score_thresh" in {key.lstrip("+") for key in typed} or (source and source.exported):
+        return
+    cfg.model.box_score_thresh = max(0.0, min(float(lowest_shown), float(cfg.model.box_score_thresh)))
 
 
 def _check_config_dir(config_dir) -> None:
@@ -130,26 +182,14 @@ def _split(overrides: list[str], values: Mapping[str, Any], config_dir=None) -> 
     return groups, typed
 
 
-def _preset_of_named(weights: str) -> str | None:
-    from ..model import zoo
-
-    if zoo.is_named(weights) or zoo.looks_like_a_name(weights):
-        return zoo.detection_weights(weights).preset      # a typo of a name: one line with the nearest
-    return None
-
-
-def _stored_config(source, command: str) -> tuple[tuple | None, dict | None]:
-    """(checkpoint, the stored config as a plain dict or None)."""
-    if not source:
-        return None, None
-    path = Path(str(source))
-    from ..inference.exported import is_exported
-
-    if is_exported(path):
+def _stored_config(source: WeightsSource | None, command: str) -> tuple[tuple | None, dict | None]:
+    """(checkpoint, the stored config as a plain dict or None): the weights read, once."""
+    if source is None or source.exported:
         return None, None
     from ..model.factory import read_weights_source
 
-    checkpoint = read_weights_source(str(source))
+    path = Path(source.given)
+    checkpoint = read_weights_source(source)
     meta = checkpoint[1]
     if not meta:
         if command == "train":
@@ -240,7 +280,10 @@ def _apply(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
         if not adds and OmegaConf.select(cfg, key, default=missing) is missing:
             raise ConfigError(_unknown_key(cfg, key))
         with open_dict(cfg):
-            OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+            try:
+                OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+            except UnsupportedValueType:        # the Python API's values: a numpy number, an object
+                raise ConfigError(not_a_config_type(key, value, OmegaConf.select(cfg, key, default=None))) from None
 
 
 def _unknown_key(cfg: DictConfig, key: str) -> str:

@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from ..errors import disk_refusal
 from ..files import save_figure
 
 # Left panel: training loss per logged step (raw faint, smoothed bold) and validation loss per
@@ -96,9 +97,13 @@ def plot_metrics_csv(csv_path: Path, png_path: Path) -> None:
 
 
 class SaveOnInterrupt(OnExceptionCheckpoint):
-    """Ctrl-C (or a crash) mid-run: save ``interrupted.ckpt`` and tell the user how to go on."""
+    """Ctrl-C (or a crash) mid-run: save ``interrupted.ckpt`` and tell the user how to go on. Not after a
+    write the disk refused: it would refuse the checkpoint too, and the error would be told twice. A save
+    that fails here is raised like any refused write: one line (``cli.main``)."""
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if disk_refusal(exception) is not None:
+            return
         super().on_exception(trainer, pl_module, exception)
         if isinstance(exception, KeyboardInterrupt):
             rank_zero_info(f"interrupted: saved {self.ckpt_path}; continue with resume={self.ckpt_path} "

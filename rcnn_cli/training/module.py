@@ -94,7 +94,7 @@ class DetectorModule(L.LightningModule):
     def configure_optimizers(self):
         global_batch = self.global_batch()
         lr = scaled_lr(self.optim_cfg, global_batch)
-        how = ("optim.lr" if self.optim_cfg.get("lr") is not None else
+        how = ("optim.lr" if self.optim_cfg["lr"] is not None else
                f"optim.base_lr {float(self.optim_cfg['base_lr']):g} per {REFERENCE_BATCH} images, scaled")
         rank_zero_info(f"learning rate {lr:g} ({how}; global batch {global_batch} = {self.batch_size} per device "
                        f"x {self.trainer.world_size} processes x {self.trainer.accumulate_grad_batches} accumulated)")

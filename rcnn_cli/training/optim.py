@@ -16,7 +16,7 @@ REFERENCE_BATCH = 16
 
 def scaled_lr(optim_cfg: Mapping[str, Any], global_batch: int) -> float:
     """optim.lr when set, else optim.base_lr scaled linearly to the global batch size."""
-    if optim_cfg.get("lr") is not None:
+    if optim_cfg["lr"] is not None:
         return float(optim_cfg["lr"])
     return float(optim_cfg["base_lr"]) * global_batch / REFERENCE_BATCH
 
@@ -36,7 +36,7 @@ def build_optimizer(model: nn.Module, optim_cfg: Mapping[str, Any], lr: float) -
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=float(optim_cfg["momentum"]))
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim_cfg.get("betas", (0.9, 0.999))))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim_cfg["betas"]))
     raise ValueError(f"unknown optim.name {name!r}; use sgd or adamw")
 
 

@@ -1,5 +1,5 @@
 """Validation of a run trained on tiles (``dataset.tile``): each validation picture stays whole and is
-detected by ``runtime.tiling.detect_tiled`` with the training tile and overlap, the very function
+detected by ``inference.tiling.detect_tiled`` with the training tile and overlap, the very function
 ``rcnn eval --tile`` and ``rcnn predict --tile`` use, so val/map is what those report on the picture.
 The validation loss is the loss of those same tile forwards against the picture's boxes cut by the
 training rule (``data.tiles.cut_boxes``); the whole-picture pass of ``detect_tiled`` adds no loss.
@@ -64,6 +64,7 @@ def tiled_forward(model, images: list[Tensor], targets: list[dict[str, Tensor]],
     losses, detections = [], []
     for image, target in zip(images, targets, strict=True):
         detect = _TileLossDetect(model, window_targets(target, *image.shape[-2:], tiling))
-        detections.append(detect_tiled(detect, image, tiling.tile, tiling.overlap, tiling.batch_size, nms_iou))
+        detections.append(detect_tiled(detect, image, tiling.tile, tiling.overlap, tiling.batch_size, nms_iou,
+                                       nms_agnostic=model.roi_heads.nms_agnostic))
         losses.append(detect.mean_loss())
     return sum(losses) / max(len(losses), 1), detections

@@ -83,7 +83,7 @@ def patience_in_checks(epochs: int, trainer_cfg: DictConfig) -> int:
 def build_trainer(cfg: DictConfig, run_dir: Path | None, training: bool = True,
                   extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     """training=False: evaluation, in fp32 unless trainer.precision names another; ``model.precision``
-    says how the model itself runs (runtime/fast.py), so autocast must not change it behind its back."""
+    says how the model itself runs (inference/fast.py), so autocast must not change it behind its back."""
     args: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     args["precision"] = (training_precision(args["precision"], args["accelerator"], planned_processes(cfg.trainer))
                          if training

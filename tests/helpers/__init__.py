@@ -74,16 +74,24 @@ def image_folder(folder: Path, images: list[Path]) -> Path:
     return folder
 
 
-def export_int8(tiny_run: Path, fmt: str, out: Path):
-    """``rcnn export --format FMT --int8`` of the tiny run's best checkpoint -> (weights, out, result)."""
+def export_int8(tiny_run: Path, fmt: str, work: Path):
+    """``rcnn export --format FMT --int8 --json`` of the tiny run's best checkpoint into ``work/files`` (never
+    the shared run's folder), the report in ``work/report.json`` -> (weights, out, result)."""
     weights = tiny_run / "checkpoints" / "best.ckpt"
+    out = work / "files" / ("tiny.xml" if fmt == "openvino" else f"tiny.{fmt}")
     result = run_rcnn("export", "--weights", str(weights), "--format", fmt, "--int8", "--out", str(out),
-                      cwd=tiny_run.parent.parent)
+                      "--json", str(work / "report.json"), cwd=work)
     return weights, out, result
 
 
-def int8_agreement(stderr: str, filename: str) -> float:
-    """The agreement ``rcnn export --int8`` printed for ``filename`` (e.g. tiny.int8.onnx)."""
-    import re
+def export_report(out: Path) -> dict:
+    """The --json report of ``export_int8``'s run that wrote ``out``."""
+    import json
 
-    return float(re.search(re.escape(filename) + r" .*agreement mAP50 with fp32 torch ([0-9.]+)", stderr).group(1))
+    return json.loads((out.parent.parent / "report.json").read_text())
+
+
+def reported(report: dict, kind: str) -> dict:
+    """The one file of ``kind`` (fp32, int8, fp16) in an ``rcnn export --json`` report."""
+    (entry,) = [entry for entry in report["files"] if entry["kind"] == kind]
+    return entry

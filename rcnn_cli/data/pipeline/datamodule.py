@@ -68,7 +68,7 @@ class DetectionDataModule(L.LightningDataModule):
     @property
     def tile(self) -> int | None:
         """``dataset.tile``: training on tiles of pictures larger than this many px (None: off)."""
-        tile = self.cfg.dataset.get("tile")
+        tile = self.cfg.dataset.tile
         return None if tile is None else int(tile)
 
     def train_items(self) -> list[ImageRecord]:
@@ -84,7 +84,7 @@ class DetectionDataModule(L.LightningDataModule):
         data = self.cfg.dataset
         items = tile_records(records, self.tile, float(data.tile_overlap), float(data.tile_min_visibility),
                              float(data.tile_empty_share), seed=int(self.cfg.seed),
-                             use_ignored=bool(data.get("use_difficult")))
+                             use_ignored=bool(data.use_difficult))
         summary = tiling_summary(records, items)
         rank_zero_info(f"data: training on tiles (dataset.tile={self.tile}, tile_overlap={data.tile_overlap:g}): "
                        f"{summary['cut_images']} of {summary['images']} images cut into {summary['tiles']} tiles "
@@ -101,7 +101,7 @@ class DetectionDataModule(L.LightningDataModule):
         base = int(self.cfg.seed) if base is None else int(base)
         augment = build_augment(self.cfg.augment, seed=stream_seed(base, rank))
         dataset = DetectionDataset(self.train_items(), augment, train=True,
-                                   use_ignored=bool(self.cfg.dataset.get("use_difficult")),
+                                   use_ignored=bool(self.cfg.dataset.use_difficult),
                                    max_pixels=self._max_pixels())
         return self._loader(dataset, train=True)
 
@@ -112,19 +112,19 @@ class DetectionDataModule(L.LightningDataModule):
         return self._loader(DetectionDataset(self.records("test"), max_pixels=self._max_pixels()), train=False)
 
     def _max_pixels(self) -> int | None:
-        return self.cfg.dataset.get("max_image_pixels")
+        return self.cfg.dataset.max_image_pixels
 
     def _loader(self, dataset: DetectionDataset, train: bool) -> DataLoader:
         data = self.cfg.dataset
         rank, world = self._rank_and_world()
-        group = bool(data.get("group_aspect_ratio", True)) and int(data.batch_size) > 1
+        group = bool(data.group_aspect_ratio) and int(data.batch_size) > 1
         factors = self.repeat_factors() if train else None          # validation is never repeated
         sampler = GroupedBatchSampler(landscape_flags(dataset.records), int(data.batch_size),
                                       shuffle=train, seed=int(self.cfg.seed), rank=rank,
                                       world_size=world, pad=train, group=group,
                                       repeat=None if factors is None else factors.per_image,
                                       sources=source_positions(dataset.records) if train and self.tile else None)
-        workers = worker_count(data.get("num_workers"))
+        workers = worker_count(data.num_workers)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=self._uses_gpu(),
                           worker_init_fn=ReseedWorker(rank) if workers > 0 else None)
@@ -132,13 +132,13 @@ class DetectionDataModule(L.LightningDataModule):
     def repeat_factors(self) -> RepeatFactors | None:
         """The training items' repeat factors under ``dataset.repeat_factor_thresh`` (None: off); with
         ``dataset.tile`` each tile's from the classes inside it, f_c the share of tiles holding c."""
-        thresh = self.cfg.dataset.get("repeat_factor_thresh")
+        thresh = self.cfg.dataset.repeat_factor_thresh
         if thresh is None:
             return None
         records = self.train_items()
         items = "images" if self.tile is None else "items (tiles)"
         factors = repeat_factors(records, float(thresh), len(self.class_names),
-                                 use_ignored=bool(self.cfg.dataset.get("use_difficult")))
+                                 use_ignored=bool(self.cfg.dataset.use_difficult))
         repeated = ", ".join(f"{name} x{r:.2f}" for name, r in zip(self.class_names, factors.per_class) if r > 1)
         rank_zero_info(f"data: repeat-factor sampling (dataset.repeat_factor_thresh={thresh:g}): "
                        f"~{factors.epoch_images:.0f} {items} an epoch from {len(records)}; "

@@ -1,5 +1,5 @@
 """Training on tiles of huge pictures (``dataset.tile``): each training image larger than the tile is
-cut into the same overlapping grid that tiled inference uses (``runtime.tiling.tile_windows``), so an
+cut into the same overlapping grid that tiled inference uses (``ops.windows.tile_windows``), so an
 8,000 px picture is seen at native resolution instead of being shrunk whole to ``model.min_size``.
 
 Box rule: a box cut by a tile edge is kept, clipped to the tile, when at least ``min_visibility`` of

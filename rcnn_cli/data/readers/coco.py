@@ -7,6 +7,7 @@ and ``LoadedDataset.category_ids`` maps them back when results are written.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -70,14 +71,14 @@ def parse_coco(path: Path, images_dir: Path, log: ProblemLog) -> CocoFile:
     for category in data.get("categories") or []:
         try:
             categories[int(category["id"])] = str(category["name"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):      # OverflowError: an id of Infinity
             report(log, "bad_annotation", path, f"category entry {category!r:.80}")
     images: dict[int, dict[str, Any]] = {}
     for image in data["images"]:
         try:
             image_id = int(image["id"])
             str(image["file_name"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             report(log, "bad_annotation", path, f"image entry {image!r:.80}")
             continue
         if image_id in images:
@@ -93,8 +94,9 @@ def _owned_annotations(annotations: list, images: dict[int, dict], path: Path, l
     """The annotations whose image is in ``images`` and their images' positions; the others are
     reported. One comprehension over all of them: a COCO file has ~7 per image."""
     position = {image_id: index for index, image_id in enumerate(images)}
-    owners = np.array([position.get(a.get("image_id"), -1) if isinstance(a, dict) else -1 for a in annotations],
-                      np.int64)
+    owners = np.array([position.get(image_id, -1) if isinstance(a, dict) and isinstance(image_id := a.get("image_id"),
+                                                                                     Hashable) else -1
+                       for a in annotations], np.int64)
     for index in np.flatnonzero(owners < 0).tolist():
         annotation = annotations[index]
         report(log, "bad_annotation", path, f"annotation for unknown image {_get(annotation, 'image_id')!r:.40}")
@@ -249,7 +251,7 @@ def _checked_record(coco: CocoFile, image_id: int, image: dict[str, Any], annota
     """One image, every check made and reported one by one (the path of images with any problem)."""
     path = safe_join(coco.images_dir, str(image["file_name"]))
     if path is None:
-        report(log, "unsafe_path", coco.path, f"file_name {image['file_name']!r}")
+        report(log, "unsafe_path", coco.path, f"file_name '{image['file_name']}'")    # as written, not repr
         return None
     boxes, labels, ignore = [], [], []
     for annotation in annotations:
@@ -275,17 +277,20 @@ def _is_number(value: Any) -> bool:
 
 
 def _int_or_none(value: Any) -> int | None:
-    return int(value) if _is_number(value) and value > 0 else None
+    """A positive whole size as written; None for anything else (Infinity and NaN included)."""
+    if not _is_number(value) or isinstance(value, float) and not math.isfinite(value) or value <= 0:
+        return None
+    return int(value)
 
 
 def coco_sources(cfg) -> dict[str, tuple[Path, Path]]:
     """split -> (json, images folder), from explicit keys or a Roboflow export folder."""
     sources = {}
     for split in ("train", "val", "test"):
-        json_path, images = cfg.get(f"{split}_json"), cfg.get(f"{split}_images")
+        json_path, images = cfg[f"{split}_json"], cfg[f"{split}_images"]
         if json_path:
             sources[split] = (Path(json_path), Path(images) if images else Path(json_path).parent)
-    if not sources and cfg.get("root"):
+    if not sources and cfg.root:
         root = Path(cfg.root)
         if not root.is_dir():
             raise DatasetError(f"dataset.root {root}: folder not found")

@@ -20,7 +20,7 @@ FORMATS = ("voc", "coco", "yolo", "shapes")
 def load_dataset(cfg, splits: Sequence[str] = ("train", "val")) -> LoadedDataset:
     """Read the configured splits; problems are fixed by policy and logged, not raised, unless
     ``cfg.strict``. Raises DatasetError (one line) when the data cannot be used at all."""
-    fmt = cfg.get("format")
+    fmt = cfg.format
     if fmt not in FORMATS:
         raise DatasetError(f"dataset.format {fmt!r} is not one of {', '.join(FORMATS)}")
     log = ProblemLog()
@@ -28,13 +28,13 @@ def load_dataset(cfg, splits: Sequence[str] = ("train", "val")) -> LoadedDataset
     # Data without a validation split of its own gets one held out of train, by one rule for
     # every format; train is then read even when only val was asked for. A cross-validation fold
     # (dataset.fold, data/folds.py) validates on a part of train instead.
-    fold = cfg.get("fold") if cfg.get("folds") else None
+    fold = cfg.fold if cfg.folds else None
     hold_out = "val" in splits and fold is None and not _has_own_val(cfg, fmt)
     loaded = read(cfg, tuple(dict.fromkeys([*splits, "train"])) if hold_out or fold else splits, log)
     loaded.problems = log
     if fold is not None:
         loaded.notes.append(apply_fold(loaded.splits, int(cfg.folds), int(fold), int(cfg.split_seed),
-                                       cfg.get("max_image_pixels")))
+                                       cfg.max_image_pixels))
         loaded.splits = {split: records for split, records in loaded.splits.items() if split in splits}
     elif hold_out:
         _hold_out_val(loaded, cfg)
@@ -44,7 +44,7 @@ def load_dataset(cfg, splits: Sequence[str] = ("train", "val")) -> LoadedDataset
     if not any(loaded.splits.values()):
         raise DatasetError(f"no usable images in the configured {fmt} data ({len(log)} problems; "
                            "run `rcnn data check` to see them)")
-    if cfg.get("strict") and len(log):
+    if cfg.strict and len(log):
         kinds = ", ".join(f"{kind} x{len(items)}" for kind, items in log.by_kind().items())
         raise DatasetError(f"dataset.strict=true and the data has problems: {kinds}; run `rcnn data check`")
     return loaded
@@ -77,11 +77,11 @@ def _has_own_val(cfg, fmt: str) -> bool:
     """Whether the configured data has a validation split, judged from the config and folder
     names only (reading the images is what the readers do)."""
     if fmt == "voc":
-        return not (cfg.get("images") and cfg.get("annotations")) and bool(cfg.get("val_split"))
+        return not (cfg.images and cfg.annotations) and bool(cfg.val_split)
     if fmt == "coco":
         return "val" in coco.coco_sources(cfg)
     if fmt == "yolo":
-        root = Path(cfg.root) if cfg.get("root") else None
+        root = Path(cfg.root) if cfg.root else None
         if root is None or not (root / "data.yaml").is_file():
             return False          # the reader says what is missing
         return yolo.split_images_dir(root, yolo.read_data_yaml(root), "val") is not None
@@ -119,22 +119,22 @@ def _paths(value) -> list[Path]:
 
 
 def _load_voc(cfg, splits, log: ProblemLog) -> LoadedDataset:
-    if cfg.get("images") and cfg.get("annotations"):
+    if cfg.images and cfg.annotations:
         by_split = {"train": voc.flat_files(Path(cfg.images), Path(cfg.annotations), log)}   # val: held out
     else:
-        roots = _paths(cfg.get("root"))
+        roots = _paths(cfg.root)
         if not roots:
             raise DatasetError("dataset=voc needs dataset.root=<VOCdevkit/VOC2007> (a list for 07+12) "
                                "or dataset.images=DIR dataset.annotations=DIR")
         for root in roots:
             if not root.is_dir():
                 raise DatasetError(f"dataset.root {root}: folder not found")
-        names = {"train": cfg.get("train_split"), "val": cfg.get("val_split"), "test": cfg.get("test_split")}
+        names = {"train": cfg.train_split, "val": cfg.val_split, "test": cfg.test_split}
         by_split = {s: voc.devkit_files(roots, names[s], log) for s in splits if names.get(s)}
-    class_names = list(cfg.class_names) if cfg.get("class_names") else sorted(
+    class_names = list(cfg.class_names) if cfg.class_names else sorted(
         {n for files in by_split.values() for f in files for n in f.names if n})
     label_of = {name: i + 1 for i, name in enumerate(class_names)}
-    limit = cfg.get("max_image_pixels")
+    limit = cfg.max_image_pixels
     records = {split: _voc_records(files, label_of, log, limit) for split, files in by_split.items()}
     return LoadedDataset(class_names, records)
 
@@ -166,9 +166,9 @@ def _load_coco(cfg, splits, log: ProblemLog, sources=None) -> LoadedDataset:
         raise DatasetError(f"the COCO data has none of the splits {list(splits)} (found {sorted(sources)})")
     notes: list[str] = []
     class_names, category_ids = coco.category_table(list(files.values()),
-                                                    list(cfg.class_names) if cfg.get("class_names") else None,
+                                                    list(cfg.class_names) if cfg.class_names else None,
                                                     log, notes)
-    limit = cfg.get("max_image_pixels")
+    limit = cfg.max_image_pixels
     records = {split: coco.coco_records(parsed, category_ids, log, limit) for split, parsed in files.items()}
     return LoadedDataset(class_names, records, category_ids=category_ids, notes=notes)
 

@@ -68,7 +68,7 @@ def _image_for(xml_path: Path, filename: str | None, images_dir: Path, log: Prob
     if filename:
         path = safe_join(images_dir, Path(filename).name if "\\" not in filename else filename)
         if path is None:
-            report(log, "unsafe_path", xml_path, f"filename {filename!r}")
+            report(log, "unsafe_path", xml_path, f"filename '{filename}'")
             return None
         if path.is_file():
             return path
@@ -81,7 +81,7 @@ def _image_for(xml_path: Path, filename: str | None, images_dir: Path, log: Prob
     # The name as written may hold sub-folders of the image folder, never ../ or an absolute path.
     path = safe_join(images_dir, filename)
     if path is None:
-        report(log, "unsafe_path", xml_path, f"filename {filename!r}")
+        report(log, "unsafe_path", xml_path, f"filename '{filename}'")
     return path
 
 

@@ -31,7 +31,16 @@ def read_data_yaml(root: Path) -> dict:
         raise DatasetError(f"{path}: invalid YAML{where}") from None
     if not isinstance(data, dict) or "names" not in data:
         raise DatasetError(f"{path}: no 'names' entry with the class names")
+    names = data["names"]
+    if not (isinstance(names, list) or isinstance(names, dict) and all(_is_index(k) for k in names)):
+        # a bare string would become one class per letter, a number or null nothing to iterate
+        raise DatasetError(f"{path}: 'names' is {names!r:.40}; write the class names as a list ([cell, dog]) "
+                           "or by index ({0: cell, 1: dog})")
     return data
+
+
+def _is_index(key) -> bool:
+    return isinstance(key, int) and not isinstance(key, bool) or isinstance(key, str) and key.isdigit()
 
 
 def class_names_of(data: dict) -> list[str]:
@@ -100,12 +109,12 @@ def read_labels(path: Path, num_classes: int, log: ProblemLog) -> tuple[np.ndarr
 def load_yolo(cfg, splits, log: ProblemLog) -> LoadedDataset:
     """Records that keep YOLO's fractions (NormalisedRecord): no image is opened here; the first
     read of an image, or ``rcnn data check``, gives its size and refuses one that cannot be read."""
-    root = Path(cfg.root) if cfg.get("root") else None
+    root = Path(cfg.root) if cfg.root else None
     if root is None or not root.is_dir():
         raise DatasetError(f"dataset.root {root}: folder not found (the folder with data.yaml)")
     data = read_data_yaml(root)
     class_names = class_names_of(data)
-    limit = cfg.get("max_image_pixels")
+    limit = cfg.max_image_pixels
     records: dict[str, list[NormalisedRecord]] = {}
     for split in splits:
         images_dir = split_images_dir(root, data, split)

@@ -1,6 +1,6 @@
-"""How each NNCF option choice for the OpenVINO int8 IR agrees with fp32 torch (README "Int8 OpenVINO").
+"""How each NNCF option choice for the OpenVINO int8 IR agrees with fp32 torch (docs/speed.md "Int8 OpenVINO choices").
 
-Usage: python benchmarks/openvino_int8_choices.py CHECKPOINT FP32_XML [NAME-SUBSTRING...]
+Usage: python measurements/openvino_int8_choices.py CHECKPOINT FP32_XML [NAME-SUBSTRING...]
 (FP32_XML from `rcnn export --weights CHECKPOINT --format openvino`; run where the checkpoint's data is.)
 """
 
@@ -14,7 +14,7 @@ import openvino as ov
 from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-from rcnn_cli.export.int8 import calibration_images
+from rcnn_cli.data.samples import calibration_images
 from rcnn_cli.export.verify import check_images, verify_export
 from rcnn_cli.inference.exported import load_exported
 from rcnn_cli.inference.predictor import load_predictor
@@ -24,7 +24,8 @@ weights, xml = sys.argv[1], Path(sys.argv[2])
 s = resolve("export", ["device=cpu"], weights=weights)
 det = load_predictor(s.cfg, s.checkpoint, prepare=False)
 checked = check_images(None, det.metadata.get("dataset"))
-calib, origin = calibration_images(None, det.metadata.get("dataset"))
+found = calibration_images(None, det.metadata.get("dataset"))
+calib, origin = found.images, found.origin
 print("calib", len(calib), origin, "check", len(checked))
 model = ov.Core().read_model(str(xml))
 data = nncf.Dataset(calib, lambda im: {"image": im.contiguous().numpy()})

@@ -1,6 +1,6 @@
 """Images/s of an exported file with one image in flight against several (``requests=0``: the runner
-chooses), on the same pictures in one process (README, "Several images in flight").
-Usage: python benchmarks/in_flight.py FILE.onnx|FILE.xml 'GLOB' [COUNT]"""
+chooses), on the same pictures in one process (docs/speed.md, "Several images in flight").
+Usage: python measurements/in_flight.py FILE.onnx|FILE.xml 'GLOB' [COUNT]"""
 
 from __future__ import annotations
 

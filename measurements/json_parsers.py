@@ -1,5 +1,5 @@
 """json vs orjson on a COCO-shaped file of 118,287 images and 863,261 boxes: parse time and peak RSS,
-each parser in a fresh process (README, "Scale"). Usage: python benchmarks/json_parsers.py"""
+each parser in a fresh process (docs/speed.md, "Data at scale"). Usage: python measurements/json_parsers.py"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ms/img of each COCO preset at its own size (model.precision=auto, batch 1, the same 4 BCCD images,
 one process, random weights: the cost of the architecture). Chooses the default weights of
-`rcnn predict` (README, "Start from pretrained weights"). Run: .venv/bin/python benchmarks/preset_speed.py"""
+`rcnn predict` (docs/speed.md, "Pretrained presets"). Run: .venv/bin/python measurements/preset_speed.py"""
 
 import statistics
 import time

@@ -1,7 +1,7 @@
 """The prepared check for a lent GPU machine (issue 25, item 5; docs/gpu-check.md): tests/test_gpu.py,
 `rcnn benchmark device=cuda` (resnet50_fpn at 800 px against torchvision with the same weights), a short
 BCCD training and its AP. Writes one JSON file and prints a summary table.
-Usage: python benchmarks/gpu_check.py [--json PATH] [--bccd ROOT]   (or: make gpu-check)
+Usage: python measurements/gpu_check.py [--json PATH] [--bccd ROOT]   (or: make gpu-check)
 Exit status: 0 every step passed; 1 a step failed or ran past its cap; 3 no CUDA GPU visible (nothing run)."""
 
 from __future__ import annotations
