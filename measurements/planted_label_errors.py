@@ -5,7 +5,7 @@ PER_KIND shifted (tests/helpers/label_noise.py, the planting the tests use), the
 Python API (`rcnn_cli.api.label_issues`, what `rcnn data check --weights W dataset.root=COPY` runs), and the
 planted errors among the first 20 and 50 issues are counted, next to the same list shuffled (chance).
 
-Run: .venv/bin/python benchmarks/planted_label_errors.py CHECKPOINT [--per-kind 10] [--seeds 0,1,2,3,4]
+Run: .venv/bin/python measurements/planted_label_errors.py CHECKPOINT [--per-kind 10] [--seeds 0,1,2,3,4]
      [--classes RBC,WBC,Platelets] [--images 87]
 """
 

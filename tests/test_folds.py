@@ -4,6 +4,7 @@ std; a half-finished ``--folds`` run continues where it stopped."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -161,6 +162,20 @@ def test_the_summary_is_the_mean_and_sample_std_over_the_folds():
     assert summary["val/loss"]["std"] == pytest.approx(math.sqrt(21 / 9))
 
 
+def test_the_printed_table_has_a_row_per_fold_then_the_mean_and_std(capsys):
+    from rcnn_cli.commands import crossval
+
+    rows = [{"val/map": 0.5, "val/map_50": 0.9}, {"val/map": 0.6, "val/map_50": 0.8},
+            {"val/map": 0.7, "val/map_50": 1.0}]
+    folds = [crossval.FoldResult(k + 1, Path(f"cv/fold-{k + 1}"), None, m, "trained") for k, m in enumerate(rows)]
+    crossval.print_table(crossval.CrossValResult(Path("cv"), folds, crossval.summarise(rows), None))
+    lines = [" ".join(line.replace("│", " ").split()) for line in capsys.readouterr().out.splitlines()]
+    assert [line for line in lines if line[:1].isdigit()] == [
+        "1 0.5000 0.9000 fold-1 (trained)", "2 0.6000 0.8000 fold-2 (trained)", "3 0.7000 1.0000 fold-3 (trained)"]
+    # by hand: map 0.6 ± 0.1 as above; map_50 mean 0.9, deviations 0, -0.1, 0.1 -> the same std 0.1
+    assert "mean 0.6000 0.9000" in lines and "± std 0.1000 0.1000" in lines
+
+
 class PowerCut(Exception):
     """Stands for the machine stopping in the middle of a fold."""
 
@@ -201,7 +216,35 @@ def test_a_half_finished_cross_validation_continues_where_it_stopped(tmp_path):
     done = torch.load(parent / "fold-2" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert done["epoch"] == 1 and done["global_step"] == 2 * first["global_step"]
     assert done["rcnn_cli"]["dataset"]["fold"] == 2 and done["rcnn_cli"]["dataset"]["folds"] == 2
-    ensemble = (parent / "ensemble.yaml").read_text()
-    assert "weights:" in ensemble and '"fold-1/checkpoints/best.ckpt"' in ensemble
-    assert '"fold-2/checkpoints/best.ckpt"' in ensemble
+    # ensemble.yaml as --weights reads it: the two best checkpoints, listed relative to the file
+    from rcnn_cli.inference.ensemble import read_ensemble
+
+    assert "fold-1/checkpoints/best.ckpt" in (parent / "ensemble.yaml").read_text()      # relative, not absolute
+    assert read_ensemble(parent / "ensemble.yaml") == [str(parent / f"fold-{k}" / "checkpoints" / "best.ckpt")
+                                                      for k in (1, 2)]
     assert result.summary["val/map"]["folds"] == 2
+
+    # The Python API takes the CLI's shape: --folds K as an argument, the overrides as typed; all kept now.
+    from rcnn_cli import api
+
+    again = api.cross_validate(2, [o for o in overrides if o != "dataset.folds=2"])
+    assert [f.how for f in again.folds] == ["kept", "kept"]
+    assert again.summary == json.loads((parent / "crossval.json").read_text())["summary"]
+
+
+def test_continuing_with_other_settings_is_refused_in_one_line(tmp_path):
+    """A fold trained one way and the next another would not be one cross-validation."""
+    import lightning as L
+
+    from rcnn_cli.commands.crossval import cross_validate
+    from rcnn_cli.errors import UsageError
+
+    class StopAtOnce(L.Callback):
+        def on_train_start(self, trainer, module):
+            raise PowerCut
+
+    overrides = [*TINY_TRAIN, "dataset.folds=2", f"run_dir={tmp_path / 'cv'}"]
+    with pytest.raises(PowerCut):
+        cross_validate(overrides, callbacks=[StopAtOnce()])
+    with pytest.raises(UsageError, match=r"was started with other settings \(optim.lr: 0.001 -> 0.002\); continue"):
+        cross_validate([*overrides, "optim.lr=0.002"])

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UsageError
-from ..files import numbered_folder, write_json, write_text
+from ..files import numbered_folder, write_json
 from ..settings.resolve import resolve
 from . import console, say, stdout
 
@@ -107,9 +107,11 @@ def _fold_plan(cfg: DictConfig) -> dict[str, Any]:
 
     train = load_dataset(cfg.dataset, ("train",)).splits.get("train") or []
     plan = fold_plan(train, int(cfg.dataset.folds), int(cfg.dataset.split_seed), cfg.dataset.max_image_pixels)
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("run_dir", None)          # typed to continue a run whose folder was numbered for it
     return {"folds": int(cfg.dataset.folds), "split_seed": int(cfg.dataset.split_seed),
             "parts": [[str(train[i].path) for i in part] for part in plan.parts],
-            "groups": [[str(train[i].path) for i in group] for group in plan.groups]}
+            "groups": [[str(train[i].path) for i in group] for group in plan.groups], "config": settings}
 
 
 def _claim(parent: Path, plan: dict[str, Any], folds: int) -> dict[str, Any]:
@@ -121,6 +123,10 @@ def _claim(parent: Path, plan: dict[str, Any], folds: int) -> dict[str, Any]:
             raise UsageError(f"run_dir={parent} holds a cross-validation with other folds ({before.get('folds')} "
                              f"folds, dataset.split_seed={before.get('split_seed')}, or other data); to continue it "
                              "run the command that started it, or name another run_dir")
+        changed = _differences(before.get("config") or {}, plan["config"])
+        if changed:
+            raise UsageError(f"run_dir={parent} was started with other settings ({'; '.join(changed[:3])}); "
+                             "continue it with the settings it was started with, or name another run_dir")
         say(f"continuing the cross-validation in {parent}")
     elif parent.is_dir() and any(parent.iterdir()):
         raise UsageError(f"run_dir={parent} already holds files but no {PLAN}: not a cross-validation folder; "
@@ -128,6 +134,15 @@ def _claim(parent: Path, plan: dict[str, Any], folds: int) -> dict[str, Any]:
     else:
         write_json(written, plan)
     return plan
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every setting that differs (a fold trained one way and the next another
+    would not be one cross-validation)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in dict.fromkeys([*old, *new])
+                for line in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 def _run_fold(train, overrides: list[str], config_dir, parent: Path, folds: int, fold: int, callbacks) -> FoldResult:
@@ -176,16 +191,15 @@ def summarise(metrics: list[dict[str, float]]) -> dict[str, dict[str, float | No
 
 
 def write_ensemble(parent: Path, results: list[FoldResult]) -> Path | None:
-    """ensemble.yaml: ``weights:`` the folds' best checkpoints, relative to the file (the folder moves whole)."""
-    paths = [_relative(r.best_checkpoint, parent) for r in results if r.best_checkpoint is not None]
+    """ensemble.yaml: the folds' best checkpoints, for ``--weights`` (inference/ensemble.py writes and reads
+    the format: paths relative to the file, so the folder moves whole)."""
+    from ..inference.ensemble import write_ensemble as write
+
+    paths = [r.best_checkpoint for r in results if r.best_checkpoint is not None]
     if not paths:
         say("note: no fold kept a best.ckpt; no ensemble.yaml written")
         return None
-    lines = ["# The best checkpoint of each cross-validation fold; paths are relative to this file.",
-             "weights:", *[f"  - {json.dumps(p)}" for p in paths]]
-    path = parent / ENSEMBLE
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return write(parent / ENSEMBLE, paths)
 
 
 def shown_metrics(summary: dict[str, Any]) -> list[str]:
