@@ -110,7 +110,7 @@ def train(
                                               "same as dataset.folds=K (run it again with run_dir=<folder> to "
                                               "continue)")] = TRAIN.folds,
 ) -> None:
-    """Train a detector: ``rcnn train dataset=voc model=resnet50_fpn trainer.max_epochs=12``."""
+    """Train a detector: rcnn train dataset=voc model=resnet50_fpn trainer.max_epochs=12."""
     from .commands import crossval
 
     crossval.run(TrainOptions(overrides=list(overrides), config_dir=config_dir, multirun=multirun, folds=folds))
@@ -118,7 +118,7 @@ def train(
 
 @app.command()
 def tune(overrides: Overrides = TUNE.overrides, config_dir: ConfigDir = TUNE.config_dir) -> None:
-    """Search hyper-parameters with Optuna: ``rcnn tune dataset=bccd tune.trials=20`` (space in ``tune.space``)."""
+    """Search hyper-parameters with Optuna: rcnn tune dataset=bccd tune.trials=20 (space in tune.space)."""
     from .commands import tune as command
 
     command.run(TuneOptions(overrides=list(overrides), config_dir=config_dir))
