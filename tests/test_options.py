@@ -222,3 +222,31 @@ def test_the_command_line_imports_no_model_stack():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_eval_hands_its_shorthands_to_the_settings_rule_typed_last(tmp_path, monkeypatch):
+    """--precision and --tta are model.precision=... and model.tta=true typed after the user's overrides,
+    as rcnn predict's are; EvalOptions carries both, so the Python side can say them too."""
+    from rcnn_cli.commands import evaluate
+
+    class Resolved(Exception):
+        pass
+
+    def resolve(command, overrides, **_):
+        raise Resolved(overrides)
+
+    monkeypatch.setattr(evaluate, "resolve", resolve)
+    options = EvalOptions(weights="w.ckpt", overrides=["model.precision=int8"], out=tmp_path, precision="bf16",
+                          tta=True)
+    with pytest.raises(Resolved) as resolved:
+        evaluate.run(options)
+    assert resolved.value.args[0] == ["model.precision=int8", "model.precision=bf16", "model.tta=true"]
+
+
+def test_the_help_names_the_weights_used_without_weights():
+    """--weights' help names the default weights in words (cli.py may not import torch to read them):
+    the name there must be the one commands use (model/zoo.py)."""
+    from rcnn_cli.model import zoo
+
+    weights = next(p for p in click_command("predict").params if p.name == "weights")
+    assert f"(default: {zoo.DEFAULT_WEIGHTS})" in weights.help, weights.help
