@@ -109,10 +109,9 @@ class Detector:
             found = own()
             return found if found or not images else Samples(images[:CHECK_IMAGES], "calibration images")
 
-        score_threshold = float(self.config["box_score_thresh"])
         decision = prepare_model(self.model, precision, self.device, images, samples,
                                  cache_key(self.config["weights"], dict(self.config), self.device.type),
-                                 len(self.class_names), score_threshold)
+                                 len(self.class_names))
         self._predictor.decision = decision
         added = self._predictor.runs_as.partition(" + ")[2]          # " + TTA (6 views)" stays said
         self._predictor.runs_as = decision.runs_as + (f" + {added}" if added else "")

@@ -223,8 +223,7 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
 
     model_cfg = {k: v for k, v in cfg.model.items()}
     decision = prepare_model(model, cfg.model.precision, device, images, samples,
-                             cache_key(cfg.model.weights, model_cfg, device.type), len(datamodule.class_names),
-                             float(cfg.model.box_score_thresh))
+                             cache_key(cfg.model.weights, model_cfg, device.type), len(datamodule.class_names))
     if decision.runs != "fp32":
         say(decision.line())
 

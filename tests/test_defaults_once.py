@@ -1,0 +1,61 @@
+"""Each default written once (issue 27): the score floor a reduced precision is checked at is the model's own,
+an exported file says its own, the Python API's default model is conf/'s, and every command's default
+output folder lives under ``runs_root``. Expected values are typed here or read from conf/'s YAML files
+directly, never computed by the code under test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+# item 1: the 0.05 score floor
+
+def test_the_precision_check_compares_at_the_models_own_score_floor(monkeypatch):
+    """prepare_model compared the reduced path at 0.05 unless told, whatever the model kept: a model built
+    with box_score_thresh=0.3 must be compared at 0.3 without the caller repeating it."""
+    from rcnn_cli.api import Detector
+    from rcnn_cli.data.samples import Samples
+    from rcnn_cli.inference import predictor
+    from rcnn_cli.inference.precision import Decision, Trial
+
+    compared_at = []
+
+    def measure(exact, reduced, images, num_classes, score_threshold, origin):
+        compared_at.append(score_threshold)
+        return Trial(1.0, 1.0, 1, len(images), origin)
+
+    def decide(requested, device_type, samples, trial, key=None, **_):
+        trial()
+        return Decision(requested, "folded", "test")
+
+    model = Detector(model="resnet18_fpn", num_classes=3, min_size=96, max_size=96, fpn_channels=64,
+                     box_score_thresh=0.3, precision="fp32").model
+    monkeypatch.setattr(predictor, "measure", measure)
+    monkeypatch.setattr(predictor, "decide", decide)
+    images = [torch.randint(0, 255, (3, 90, 120), dtype=torch.uint8)]
+    predictor.prepare_model(model, "auto", torch.device("cpu"), samples=lambda: Samples(images, "test"))
+    assert compared_at == [0.3]
+
+
+def test_an_exported_file_states_its_own_score_floor():
+    from rcnn_cli.inference.exported import ExportedDetector
+
+    meta = {"class_names": json.dumps(["a", "b"]), "input_dtype": "uint8", "score_threshold": "0.3"}
+    assert ExportedDetector(meta, Path("x.onnx")).score_threshold == 0.3
+
+
+@pytest.mark.parametrize("missing", ["score_threshold", "input_dtype"])
+def test_an_exported_file_without_its_score_floor_or_input_type_is_one_line(missing):
+    """Every file rcnn export has written carries both (since its first version): one without them was not
+    written by it, and a guessed 0.05 or uint8 would check precisions at the wrong floor or feed the wrong type."""
+    from rcnn_cli.inference.exported import ExportedDetector, ExportError
+
+    meta = {"class_names": json.dumps(["a", "b"]), "input_dtype": "uint8", "score_threshold": "0.3"}
+    del meta[missing]
+    with pytest.raises(ExportError) as raised:
+        ExportedDetector(meta, Path("x.onnx"))
+    message = str(raised.value)
+    assert "\n" not in message and missing in message and "rcnn export" in message, message
