@@ -31,7 +31,8 @@ class Detector:
 
     Args:
         model: preset name (``resnet18_fpn``, ``resnet50_fpn``, ``resnet50_fpn_v2``,
-            ``mobilenet_v3_large_fpn``, ``mobilenet_v3_large_320_fpn``, ``vgg16``).
+            ``mobilenet_v3_large_fpn``, ``mobilenet_v3_large_320_fpn``, ``vgg16``); None: the one
+            conf/config.yaml names, as ``rcnn`` commands use (``rcnn config show`` prints it).
         num_classes: classes including background (torchvision's convention).
         class_names: names of labels 1..C (sets num_classes when that is not given).
         device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
@@ -39,11 +40,11 @@ class Detector:
         **overrides: any ``model`` config key, e.g. ``min_size=512, box_score_thresh=0.3``.
     """
 
-    def __init__(self, model: str = "resnet18_fpn", num_classes: int | None = None,
+    def __init__(self, model: str | None = None, num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, device: str | None = None,
                  precision: str | None = None, **overrides: Any):
         values = _values(overrides, device, precision, num_classes=num_classes)
-        settings = resolve("predict", [f"model={model}"], values)
+        settings = resolve("predict", [f"model={model}"] if model else [], values)
         self._setup(load_predictor(settings.cfg, class_names=list(class_names) if class_names else None))
 
     @classmethod

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 # item 1: the 0.05 score floor
 
@@ -59,3 +60,41 @@ def test_an_exported_file_without_its_score_floor_or_input_type_is_one_line(miss
         ExportedDetector(meta, Path("x.onnx"))
     message = str(raised.value)
     assert "\n" not in message and missing in message and "rcnn export" in message, message
+
+
+# item 2: the Python API's default model
+
+CONF = Path(__file__).resolve().parents[1] / "rcnn_cli" / "conf"
+
+
+def default_model(conf: Path) -> str:
+    """The model conf/config.yaml's defaults list names, read from the file, not composed."""
+    listed = yaml.safe_load((conf / "config.yaml").read_text())["defaults"]
+    return next(entry["model"] for entry in listed if isinstance(entry, dict) and "model" in entry)
+
+
+def test_the_api_builds_the_model_conf_names_by_default():
+    from rcnn_cli.api import Detector
+
+    detector = Detector(num_classes=3, min_size=96, max_size=96, precision="fp32")
+    assert detector.config["name"] == default_model(CONF)
+
+
+def test_changing_the_default_model_in_conf_is_followed_by_the_api(tmp_path, monkeypatch):
+    """Detector() and rcnn predict take their model from the one composed config: another default in
+    config.yaml changes what Detector() builds, with nothing else edited."""
+    import shutil
+
+    from rcnn_cli.api import Detector
+    from rcnn_cli.settings import compose
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    text = (conf / "config.yaml").read_text()
+    other = "mobilenet_v3_large_320_fpn"
+    assert default_model(CONF) != other
+    (conf / "config.yaml").write_text(text.replace(f"model: {default_model(CONF)}", f"model: {other}", 1))
+    assert default_model(conf) == other
+    monkeypatch.setattr(compose, "CONF_DIR", conf)
+    detector = Detector(num_classes=3, precision="fp32")
+    assert (detector.config["name"], detector.config["backbone"]) == (other, "mobilenet_v3_large_fpn")
