@@ -191,8 +191,10 @@ def label_issues(weights: str | Path, overrides: Sequence[str] = (), out: str | 
     checkpoint's data (or the data the overrides name) detected with it, the labelled boxes and images
     most likely wrong ranked first (eval/label_issues.py), written as label_issues.json and .csv and a
     gallery in report.html in ``out``. Returns the LabelIssue list, likeliest first."""
-    from .commands.check import CheckOptions, _progress, all_splits
+    from .commands import default_output
+    from .commands.check import CHECK_FOLDER, _progress, all_splits
     from .commands.label_issues import check_labels
 
     settings = resolve("check", list(overrides), weights=str(weights), config_dir=config_dir)
-    return check_labels(settings, all_splits(settings.cfg), Path(out) if out else CheckOptions().out, _progress)
+    out = Path(out) if out else default_output(settings.cfg, CHECK_FOLDER)
+    return check_labels(settings, all_splits(settings.cfg), out, _progress)

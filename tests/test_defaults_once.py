@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import TINY_TRAIN, compose, image_folder, tiny_images
 
 # item 1: the 0.05 score floor
 
@@ -98,3 +99,74 @@ def test_changing_the_default_model_in_conf_is_followed_by_the_api(tmp_path, mon
     monkeypatch.setattr(compose, "CONF_DIR", conf)
     detector = Detector(num_classes=3, precision="fp32")
     assert (detector.config["name"], detector.config["backbone"]) == (other, "mobilenet_v3_large_fpn")
+
+
+# item 3: every default output folder lives under runs_root; an explicit --out (or run_dir) wins
+
+def only_folders(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if p.is_dir()}
+
+
+def test_data_check_pictures_move_with_runs_root_and_out_wins(tiny_run, tmp_path, monkeypatch):
+    from rcnn_cli.commands import check
+    from rcnn_cli.commands.options import CheckOptions
+
+    monkeypatch.chdir(tmp_path)
+    check.run(CheckOptions(overrides=[*TINY_TRAIN, "runs_root=elsewhere"], show=1))
+    assert [p.suffix for p in (tmp_path / "elsewhere" / "data-check").iterdir()] == [".png"]
+    assert only_folders(tmp_path) == {"elsewhere"}
+    check.run(CheckOptions(overrides=[*TINY_TRAIN, "runs_root=unused"], show=1, out=tmp_path / "mine"))
+    assert [p.suffix for p in (tmp_path / "mine").iterdir()] == [".png"]
+    assert only_folders(tmp_path) == {"elsewhere", "mine"}
+
+
+def test_predict_results_move_with_runs_root_and_out_wins(tiny_run, tmp_path, monkeypatch):
+    from rcnn_cli.commands import predict
+    from rcnn_cli.commands.options import PredictOptions
+
+    image_folder(tmp_path / "photos", tiny_images(2))
+    monkeypatch.chdir(tmp_path)
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    common = {"weights": weights, "precision": "fp32", "draw": False}
+    predict.run(PredictOptions(["photos"], overrides=["runs_root=elsewhere"], **common))
+    assert (tmp_path / "elsewhere" / "predict" / "predictions.json").is_file()
+    predict.run(PredictOptions(["photos"], overrides=["runs_root=elsewhere"], **common))    # numbered, as before
+    assert (tmp_path / "elsewhere" / "predict-2" / "predictions.json").is_file()
+    assert only_folders(tmp_path) == {"photos", "elsewhere"}
+    predict.run(PredictOptions(["photos"], overrides=["runs_root=unused"], out=tmp_path / "mine", **common))
+    assert (tmp_path / "mine" / "predictions.json").is_file()
+    assert only_folders(tmp_path) == {"photos", "elsewhere", "mine"}
+
+
+def test_eval_results_move_with_runs_root_and_out_wins(tiny_run, tmp_path, monkeypatch):
+    """A checkpoint outside a run's checkpoints/ folder is scored into runs_root/eval-<stem>; one inside a
+    run into that run's eval/ (beside it, wherever runs_root points now)."""
+    import shutil
+
+    from rcnn_cli.commands import evaluate
+    from rcnn_cli.commands.options import EvalOptions
+
+    weights = shutil.copy(tiny_run / "checkpoints" / "best.ckpt", tmp_path / "mine.ckpt")
+    in_run = tmp_path / "run" / "checkpoints" / "best.ckpt"      # a run of its own: never write into tiny_run
+    in_run.parent.mkdir(parents=True)
+    shutil.copy(weights, in_run)
+    monkeypatch.chdir(tmp_path)
+    result = evaluate.run(EvalOptions(Path(weights), ["trainer.accelerator=cpu", "runs_root=elsewhere"]))
+    assert result.out_dir == Path("elsewhere") / "eval-mine" and (result.out_dir / "thresholds.json").is_file()
+    assert only_folders(tmp_path) == {"elsewhere", "run"}
+    scored = []
+    monkeypatch.setattr(evaluate, "evaluate", lambda settings, out, *_, **__: scored.append(out) or
+                        evaluate.EvalResult(None, out, 0))
+    evaluate.run(EvalOptions(Path(weights), ["runs_root=unused"], out=tmp_path / "given"))
+    ensemble = f"{weights},{weights}"
+    evaluate.run(EvalOptions(ensemble, ["trainer.accelerator=cpu", "runs_root=elsewhere"]))
+    evaluate.run(EvalOptions(in_run, ["runs_root=unused"]))
+    assert scored == [tmp_path / "given", Path("elsewhere") / "eval-ensemble", tmp_path / "run" / "eval"]
+    assert only_folders(tmp_path) == {"elsewhere", "run"}
+
+
+def test_a_training_run_folder_moves_with_runs_root_and_run_dir_wins(tmp_path):
+    from rcnn_cli.commands.train import resolve_run_dir
+
+    assert resolve_run_dir(compose(*TINY_TRAIN, f"runs_root={tmp_path}", "name=mine")) == tmp_path / "mine"
+    assert resolve_run_dir(compose(*TINY_TRAIN, "runs_root=unused", f"run_dir={tmp_path}/here")) == tmp_path / "here"
