@@ -255,3 +255,36 @@ def test_the_help_names_the_weights_used_without_weights():
 
     weights = next(p for p in click_command("predict").params if p.name == "weights")
     assert f"(default: {zoo.DEFAULT_WEIGHTS})" in weights.help, weights.help
+
+
+def test_the_export_writers_take_the_input_type_rcnn_export_defaults_to():
+    """--input-dtype's default (ExportOptions, light) and the writers' own (export/, which the benchmark calls
+    without one) are one value: a file the benchmark times is the file rcnn export writes."""
+    import inspect
+
+    from rcnn_cli.export import exporters, graph
+
+    expected = field_default(ExportOptions, "input_dtype")
+    for writer in (exporters.write_onnx, exporters.write_torchscript, exporters.write_openvino,
+                   graph.SingleImageDetector.__init__):
+        assert inspect.signature(writer).parameters["input_dtype"].default == expected, writer.__qualname__
+
+
+def test_the_library_runner_starts_from_the_defaults_rcnn_predict_shows():
+    """predict/runner.py's options (the library's, serve's and the tests') and the command's share these fields:
+    each shared default is the same value, so that a caller leaving one out gets what rcnn predict does."""
+    shared = {f.name for f in dataclasses.fields(RunnerOptions)} & {f.name for f in dataclasses.fields(PredictOptions)}
+    assert {"batch_size", "every", "draw", "save_video", "tile", "overlap", "classes"} <= shared
+    for name in sorted(shared - {"conf"}):       # conf: a typed string on the command line, read by read_conf
+        assert field_default(RunnerOptions, name) == field_default(PredictOptions, name), name
+    from rcnn_cli.predict.runner import read_conf
+
+    assert read_conf(field_default(PredictOptions, "conf")) == field_default(RunnerOptions, "conf")
+
+
+def test_the_help_names_the_number_of_images_int8_calibrates_on():
+    """--precision's help says how many inputs int8 calibrates on (cli.py may not import torch to read it)."""
+    from rcnn_cli.data.samples import CALIBRATION_IMAGES
+
+    precision = next(p for p in click_command("predict").params if p.name == "precision")
+    assert f"calibrated on the first {CALIBRATION_IMAGES} inputs" in precision.help, precision.help

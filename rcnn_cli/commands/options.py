@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
 
+from ..formats import INPUT_DTYPES
 from ..predict.limits import PREDICT, ServeLimits
 
 
@@ -113,7 +114,7 @@ class ExportOptions:
     config_dir: Path | None = None
     out: Path | None = None
     images: list[str] | None = None
-    input_dtype: str = "uint8"
+    input_dtype: str = INPUT_DTYPES[0]
     int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
     half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
     json_path: Path | None = None   # the report: each file written or refused, with its check's figures
