@@ -288,3 +288,19 @@ def test_the_help_names_the_number_of_images_int8_calibrates_on():
 
     precision = next(p for p in click_command("predict").params if p.name == "precision")
     assert f"calibrated on the first {CALIBRATION_IMAGES} inputs" in precision.help, precision.help
+
+
+def test_the_benchmark_library_defaults_are_the_commands():
+    """benchmark/run.py's ``benchmark`` (callable from Python) and rcnn benchmark's options declare the same
+    defaults for what they share."""
+    import inspect
+
+    from rcnn_cli.benchmark.run import benchmark
+
+    declared = {name: p for name, p in inspect.signature(benchmark).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    # formats: a typed "onnx,openvino" on the command line, a list in Python ("" and () both name none)
+    shared = sorted(set(declared) & {f.name for f in dataclasses.fields(BenchmarkOptions)} - {"formats"})
+    assert shared == ["batch", "repeats", "scaling", "train", "warmup"]
+    for name in shared:
+        assert declared[name].default == field_default(BenchmarkOptions, name), name
