@@ -120,6 +120,15 @@ def test_data_check_pictures_move_with_runs_root_and_out_wins(tiny_run, tmp_path
     assert only_folders(tmp_path) == {"elsewhere", "mine"}
 
 
+def test_the_api_label_issues_go_where_data_check_writes_them(tiny_run, tmp_path, monkeypatch):
+    from rcnn_cli.api import label_issues
+
+    monkeypatch.chdir(tmp_path)
+    label_issues(tiny_run / "checkpoints" / "best.ckpt", ["runs_root=elsewhere"])
+    assert (tmp_path / "elsewhere" / "data-check" / "label_issues.json").is_file()
+    assert only_folders(tmp_path) == {"elsewhere"}
+
+
 def test_predict_results_move_with_runs_root_and_out_wins(tiny_run, tmp_path, monkeypatch):
     from rcnn_cli.commands import predict
     from rcnn_cli.commands.options import PredictOptions
