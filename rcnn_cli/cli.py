@@ -85,7 +85,8 @@ def data_check(
     config_dir: ConfigDir = CHECK.config_dir,
     json_path: JsonPath = CHECK.json_path,
     show: Annotated[int, typer.Option("--show", help="draw N images with their boxes")] = CHECK.show,
-    out: Annotated[Path, typer.Option("--out", help="folder for --show pictures")] = CHECK.out,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for --show pictures and label issues "
+                                             "(default runs_root/data-check)")] = CHECK.out,
     augmented: Annotated[bool, typer.Option("--augmented", help="--show draws training images after augmentation "
                                             "and the model's resize, as the model sees them")] = CHECK.augmented,
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="rank likely label errors (missing, wrong, "
@@ -133,7 +134,9 @@ def evaluate(
     json_path: JsonPath = EVAL.json_path,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="write COCO-format results")
                            ] = EVAL.predictions,
-    out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json")] = EVAL.out,
+    out: Annotated[Path | None, typer.Option("--out", help="folder for plots and thresholds.json (default: the "
+                                                  "run's eval/ for runs/x/checkpoints/*.ckpt, else "
+                                                  "runs_root/eval-<name>)")] = EVAL.out,
     tile: Annotated[int | None, typer.Option("--tile", help="score huge pictures in overlapping tiles of this "
                                              "many px, as rcnn predict --tile")] = EVAL.tile,
     overlap: Annotated[float, typer.Option("--overlap", help="--tile: overlap of neighbouring tiles")
@@ -163,7 +166,7 @@ def predict(
                                                 "(default: mobilenet_v3_large_320_fpn.coco)" + ENSEMBLE_HELP)
                        ] = PREDICT.weights,
     config_dir: ConfigDir = PREDICT.config_dir,
-    out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict, numbered)")
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs_root/predict, numbered)")
                    ] = PREDICT.out,
     fmt: Annotated[list[str], typer.Option("--format", help="json, csv, coco, voc, yolo (repeatable)")
                    ] = PREDICT.formats,

@@ -211,8 +211,13 @@ def test_option_defaults_that_mirror_a_config_key_equal_the_composed_conf(option
     assert field_default(options, name) == cfg[section][leaf], f"{where(options)}.{name} vs {key}"
 
 
-def test_data_check_pictures_go_under_the_configured_runs_root_by_default():
-    assert field_default(CheckOptions, "out").parent == Path(compose().runs_root)
+def test_no_option_default_names_a_folder_of_its_own():
+    """A default output folder is decided by the command from the resolved runs_root (commands.default_output;
+    tests/test_defaults_once.py runs each command), never written into an options dataclass as a path."""
+    for verb, (options, _) in VERBS.items():
+        for name in offered_fields(options):
+            value = field_default(options, name)
+            assert not isinstance(value, Path), f"rcnn {verb}: {where(options)}.{name} = {value} is written here"
 
 
 def test_the_command_line_imports_no_model_stack():
@@ -250,3 +255,52 @@ def test_the_help_names_the_weights_used_without_weights():
 
     weights = next(p for p in click_command("predict").params if p.name == "weights")
     assert f"(default: {zoo.DEFAULT_WEIGHTS})" in weights.help, weights.help
+
+
+def test_the_export_writers_take_the_input_type_rcnn_export_defaults_to():
+    """--input-dtype's default (ExportOptions, light) and the writers' own (export/, which the benchmark calls
+    without one) are one value: a file the benchmark times is the file rcnn export writes."""
+    import inspect
+
+    from rcnn_cli.export import exporters, graph
+
+    expected = field_default(ExportOptions, "input_dtype")
+    for writer in (exporters.write_onnx, exporters.write_torchscript, exporters.write_openvino,
+                   graph.SingleImageDetector.__init__):
+        assert inspect.signature(writer).parameters["input_dtype"].default == expected, writer.__qualname__
+
+
+def test_the_library_runner_starts_from_the_defaults_rcnn_predict_shows():
+    """predict/runner.py's options (the library's, serve's and the tests') and the command's share these fields:
+    each shared default is the same value, so that a caller leaving one out gets what rcnn predict does."""
+    shared = {f.name for f in dataclasses.fields(RunnerOptions)} & {f.name for f in dataclasses.fields(PredictOptions)}
+    assert {"batch_size", "every", "draw", "save_video", "tile", "overlap", "classes"} <= shared
+    for name in sorted(shared - {"conf"}):       # conf: a typed string on the command line, read by read_conf
+        assert field_default(RunnerOptions, name) == field_default(PredictOptions, name), name
+    from rcnn_cli.predict.runner import read_conf
+
+    assert read_conf(field_default(PredictOptions, "conf")) == field_default(RunnerOptions, "conf")
+
+
+def test_the_help_names_the_number_of_images_int8_calibrates_on():
+    """--precision's help says how many inputs int8 calibrates on (cli.py may not import torch to read it)."""
+    from rcnn_cli.data.samples import CALIBRATION_IMAGES
+
+    precision = next(p for p in click_command("predict").params if p.name == "precision")
+    assert f"calibrated on the first {CALIBRATION_IMAGES} inputs" in precision.help, precision.help
+
+
+def test_the_benchmark_library_defaults_are_the_commands():
+    """benchmark/run.py's ``benchmark`` (callable from Python) and rcnn benchmark's options declare the same
+    defaults for what they share."""
+    import inspect
+
+    from rcnn_cli.benchmark.run import benchmark
+
+    declared = {name: p for name, p in inspect.signature(benchmark).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    # formats: a typed "onnx,openvino" on the command line, a list in Python ("" and () both name none)
+    shared = sorted(set(declared) & {f.name for f in dataclasses.fields(BenchmarkOptions)} - {"formats"})
+    assert shared == ["batch", "repeats", "scaling", "train", "warmup"]
+    for name in shared:
+        assert declared[name].default == field_default(BenchmarkOptions, name), name

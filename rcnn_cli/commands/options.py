@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
 
+from ..formats import INPUT_DTYPES
 from ..predict.limits import PREDICT, ServeLimits
 
 
@@ -52,7 +53,7 @@ class CheckOptions:
     config_dir: Path | None = None
     json_path: Path | None = None
     show: int = 0
-    out: Path = Path("runs/data-check")
+    out: Path | None = None          # None: runs_root/data-check (commands.default_output)
     augmented: bool = False          # --show draws what the model sees after augmentation and resize
     weights: str | None = None       # rank likely label errors with this checkpoint (commands/label_issues.py)
 
@@ -64,7 +65,7 @@ class EvalOptions:
     config_dir: Path | None = None
     json_path: Path | None = None
     predictions: Path | None = None
-    out: Path | None = None
+    out: Path | None = None          # None: beside the run (runs/x/eval), else runs_root/eval-<name>
     tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
     overlap: float = PREDICT.tile_overlap
     tta: bool = False                # shorthand for model.tta=true
@@ -78,7 +79,7 @@ class PredictOptions:
     weights: Path | str | None = None     # None: the default COCO-pretrained weights; a,b,c or ensemble.yaml: fused
     overrides: list[str] = field(default_factory=list)
     config_dir: Path | None = None
-    out: Path | None = None               # None: runs/predict, numbered
+    out: Path | None = None               # None: runs_root/predict, numbered
     formats: list[str] = field(default_factory=lambda: ["json"])
     conf: str = str(PREDICT.conf)         # a score, or a thresholds.json: read by predict/runner.read_conf
     classes: str | None = None
@@ -113,7 +114,7 @@ class ExportOptions:
     config_dir: Path | None = None
     out: Path | None = None
     images: list[str] | None = None
-    input_dtype: str = "uint8"
+    input_dtype: str = INPUT_DTYPES[0]
     int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
     half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
     json_path: Path | None = None   # the report: each file written or refused, with its check's figures

@@ -21,10 +21,11 @@ from ..predict.runner import check_thresholds, lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
-from . import cannot_write_there, console, plain, say, tiling_note, weights_or_default
+from . import cannot_write_there, console, default_output, plain, say, tiling_note, weights_or_default
 from .options import PredictOptions, shorthand
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
+PREDICT_FOLDER = "predict"      # under runs_root, numbered, unless --out names another
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
 JOURNAL = "predictions.jsonl"
 
@@ -52,10 +53,11 @@ def run(options: PredictOptions) -> int:
     if not images and not videos:
         raise UsageError("no images or videos found in " + ", ".join(options.sources)
                          + (f" ({problems[0]})" if problems else ""))
-    out = options.out or numbered_folder(Path("runs") / "predict")
-    check_out(out, images + videos)
+    if options.out:            # a wrong --out is one line before the weights are read
+        check_out(options.out, images + videos)
     settings = resolve("predict", typed_overrides(options), weights=weights, config_dir=options.config_dir,
                        score_floor=lowest_threshold(threshold))
+    out = options.out or numbered_folder(default_output(settings.cfg, PREDICT_FOLDER))   # a new one: holds no input
     for note in settings.notes:
         say(f"note: {note}")
     with claimed(out), writes_into(out):
@@ -68,13 +70,14 @@ def check_out(out: Path, inputs: list[Path]) -> None:
     ``OUT/yolo/images/train/a.jpg``), so an input anywhere under it could be overwritten, and what is
     written there would be read as input by the next run over the same folder."""
     if os.path.lexists(out) and not os.path.isdir(out):      # os.path: a name too long is written, and refused, below
-        raise UsageError(f"--out {out}: a file, not a folder; name a folder for the results (default runs/predict)")
+        raise UsageError(f"--out {out}: a file, not a folder; name a folder for the results "
+                         "(default runs_root/predict)")
     homes = {Path(os.path.abspath(out)), out.resolve()}
     for path in inputs:
         places = {Path(os.path.abspath(path)), path.resolve()}     # the link itself, and the file it names
         if any(place.is_relative_to(home) for place in places for home in homes):
             raise UsageError(f"--out {out}: holds the input {path}, which its outputs could overwrite; "
-                             "name a folder outside the inputs' folders (default runs/predict)")
+                             "name a folder outside the inputs' folders (default runs_root/predict)")
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from ..errors import JobFailed, RcnnError, UsageError
 from ..files import numbered_folder, write_text, writes_into
 from ..settings.resolve import Settings, resolve
 from ..settings.schema import ConfigError
-from . import console, say, stdout, writable
+from . import console, default_output, say, stdout, writable
 from .options import TrainOptions
 
 
@@ -69,7 +69,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         return Path(cfg.resume).resolve().parent.parent
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    return numbered_folder(Path(cfg.runs_root) / (cfg.name or f"{cfg.dataset.name}-{cfg.model.name}"))
+    return numbered_folder(default_output(cfg, cfg.name or f"{cfg.dataset.name}-{cfg.model.name}"))
 
 
 def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:

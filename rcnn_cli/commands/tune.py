@@ -13,7 +13,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..files import numbered_folder, write_json
 from ..settings.resolve import resolve
-from . import console, say, stdout
+from . import console, default_output, say, stdout
 from .options import TuneOptions
 from .train import train
 
@@ -24,7 +24,7 @@ def run(options: TuneOptions):
     cfg = resolve("train", options.overrides, config_dir=options.config_dir).cfg
     tune = cfg.tune
     folder = Path(cfg.run_dir) if cfg.run_dir else numbered_folder(
-        Path(cfg.runs_root) / f"tune-{cfg.dataset.name}-{cfg.model.name}")
+        default_output(cfg, f"tune-{cfg.dataset.name}-{cfg.model.name}"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=tune.direction, sampler=optuna.samplers.TPESampler(seed=int(tune.seed)),
                                 pruner=make_pruner(tune))

@@ -71,8 +71,7 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     decision = None
     if prepare:
         key = cache_key(weights, model_cfg, device.type)
-        decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names),
-                                 float(model_cfg["box_score_thresh"]))
+        decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names))
     runs_as = "fp32" if decision is None else decision.runs_as
     predictor = Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
                           loaded.metadata, loaded.notes, decision, dataset)
@@ -156,11 +155,12 @@ def refuse_model_settings(weights: str, typed: Mapping[str, Any]) -> None:
 
 
 def prepare_model(model, precision: str, device: torch.device, calibration: Sequence[torch.Tensor] = (),
-                  samples: Callable[[], Samples] | None = None, key: str | None = None, num_classes: int = 0,
-                  score_threshold: float = 0.05) -> Decision:
+                  samples: Callable[[], Samples] | None = None, key: str | None = None, num_classes: int = 0
+                  ) -> Decision:
     """Sets the model to what ``model.precision=precision`` runs, decided by the one rule
     (inference/precision.py), in place; returns the decision. samples: the real images a reduced path
-    is checked on; key: the decision's cache key (None: not cached)."""
+    is checked on; key: the decision's cache key (None: not cached). The paths are compared above the
+    score floor the model itself keeps (``model.box_score_thresh``, as it was built)."""
     import copy
 
     from .fast import prepare_for_inference
@@ -174,6 +174,7 @@ def prepare_model(model, precision: str, device: torch.device, calibration: Sequ
     model.eval()
     samples = samples or (lambda: Samples(origin="no images were given to check on"))
     num_classes = num_classes or model.roi_heads.box_predictor.cls_score.out_features - 1
+    score_threshold = float(model.roi_heads.score_thresh)
     if precision == "auto":
         prepare_for_inference(model, "folded")     # auto's exact path: the same detections, faster
 
