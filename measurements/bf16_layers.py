@@ -16,33 +16,28 @@ from rcnn_cli.data.images import read_chw
 from rcnn_cli.inference.fast import Bfloat16, Float32, optimize_for_inference, to_bfloat16
 from rcnn_cli.inference.precision import measure
 
+PARTS = {  # name -> the layers kept in fp32, with their exact (never bf16-rounded) weights
+    "as shipped": None,
+    "none (all heavy layers bf16)": (),
+    "rpn objectness": ("rpn.head.cls_logits",),
+    "rpn deltas": ("rpn.head.bbox_pred",),
+    "rpn objectness + deltas": ("rpn.head.cls_logits", "rpn.head.bbox_pred"),
+    "rpn head (all)": ("rpn.head.conv", "rpn.head.cls_logits", "rpn.head.bbox_pred"),
+    "box head": ("roi_heads.box_head",),
+}
 
-def keep_fp32(model: nn.Module, part: str) -> nn.Module:
-    """The bf16 path of ``model`` (a folded copy) with every heavy layer in bf16 (as before the RPN's box-delta
-    conv was kept in fp32), then ``part`` back in fp32; "as shipped": to_bfloat16 as it is."""
-    head = model.rpn.head
-    if part == "as shipped":
+
+def variant(folded: nn.Module, kept: tuple[str, ...] | None) -> nn.Module:
+    """The bf16 path built from a copy of ``folded``; ``kept`` None: to_bfloat16 as it is, else every heavy layer
+    in bf16 but the named ones, which run in fp32 with the folded model's own weights."""
+    model = to_bfloat16(copy.deepcopy(folded))
+    if kept is None:
         return model
-    head.bbox_pred = Bfloat16(head.bbox_pred.module)
-    if part == "rpn objectness":
-        head.cls_logits = Float32(head.cls_logits.module)
-    elif part == "rpn deltas":
-        head.bbox_pred = Float32(head.bbox_pred.module)
-    elif part == "rpn objectness + deltas":
-        head.cls_logits = Float32(head.cls_logits.module)
-        head.bbox_pred = Float32(head.bbox_pred.module)
-    elif part == "box head":
-        model.roi_heads.box_head = Float32(model.roi_heads.box_head.module)
-    elif part == "rpn head (all)":
-        head.conv = Float32(head.conv.module)
-        head.cls_logits = Float32(head.cls_logits.module)
-        head.bbox_pred = Float32(head.bbox_pred.module)
-    elif part != "none":
-        raise ValueError(part)
+    model.rpn.head.bbox_pred = Bfloat16(copy.deepcopy(folded.rpn.head.bbox_pred))
+    for name in kept:
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, Float32(copy.deepcopy(folded.get_submodule(name))))
     return model
-
-
-PARTS = ("as shipped", "none", "rpn objectness", "rpn deltas", "rpn objectness + deltas", "rpn head (all)", "box head")
 
 
 def main() -> None:
@@ -57,8 +52,9 @@ def main() -> None:
     classes, floor = len(detector.class_names), float(detector.config["box_score_thresh"])
     print(f"{args.weights}: {len(images)} pictures, score floor {floor}")
     with torch.inference_mode():
-        for part in PARTS:
-            reduced = keep_fp32(to_bfloat16(optimize_for_inference(copy.deepcopy(exact))), part)
+        folded = optimize_for_inference(copy.deepcopy(exact))
+        for part, kept in PARTS.items():
+            reduced = variant(folded, kept)
             trial = measure(lambda batch: exact(batch), lambda batch, m=reduced: m(batch), images, classes, floor,
                             "measurement")
             print(f"bf16, {part} in fp32: agreement mAP50 {trial.agreement:.3f} over {trial.compared} detections, "
