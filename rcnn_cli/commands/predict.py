@@ -139,7 +139,8 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
                                   sources=sources)[1]
     else:
         predictor = load_fastest(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
-                                 sources=sources, source=settings.weights, say=say, status=console.status)
+                                 sources=sources, source=settings.weights, say=say,
+                                 status=lambda text: console.status(plain(text)))
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "

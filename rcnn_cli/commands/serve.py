@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..inference.ensemble import ensemble_members
 from ..predict.limits import PREDICT, ServeLimits
 from ..settings.resolve import resolve
-from . import console, say, weights_or_default
+from . import console, plain, say, weights_or_default
 
 
 @dataclass
@@ -42,7 +42,7 @@ def build(options: ServeOptions):
                                   score_floor=options.conf)[1]
     else:
         predictor = load_fastest(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights,
-                                 say=say, status=console.status)
+                                 say=say, status=lambda text: console.status(plain(text)))
     if predictor.decision is not None:
         say(predictor.decision.line())
     return build_app(predictor, options.conf, options.limits, name=str(options.weights if members else weights)), \
