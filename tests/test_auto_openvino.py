@@ -187,3 +187,22 @@ def test_serve_and_the_api_load_through_the_same_rule(checkpoint, compiles, monk
     assert detector.runs_as == "auto: openvino f32" and len(compiles) == 1
     with pytest.raises(UsageError, match="compiled from the checkpoint"):
         detector.set_precision("fp32")
+
+
+def test_predict_says_what_the_first_use_compiled_and_runs_it(checkpoint, compiles, monkeypatch, tmp_path, capsys):
+    import json
+
+    from helpers import tiny_images
+
+    from rcnn_cli.commands import predict
+
+    clock(monkeypatch, FASTER)
+    inputs = [str(p) for p in tiny_images(2)]
+    for out in (tmp_path / "first", tmp_path / "second"):
+        assert predict.run(predict.PredictOptions(inputs, checkpoint, out=out, draw=False)) == 0
+    first, second = capsys.readouterr().err.split("results in " + str(tmp_path / "first"))
+    assert first.count(f"auto: compiled {F32} from tiny.ckpt") == 1 and "auto: compiled" not in second
+    assert "(auto: openvino f32 on cpu)" in first and "(auto: openvino f32 on cpu)" in second
+    assert len(compiles) == 1
+    assert json.loads((tmp_path / "first" / "predictions.json").read_text()) == \
+        json.loads((tmp_path / "second" / "predictions.json").read_text())
