@@ -32,7 +32,8 @@ class Detector:
 
     Args:
         model: preset name (``resnet18_fpn``, ``resnet50_fpn``, ``resnet50_fpn_v2``,
-            ``mobilenet_v3_large_fpn``, ``mobilenet_v3_large_320_fpn``, ``vgg16``).
+            ``mobilenet_v3_large_fpn``, ``mobilenet_v3_large_320_fpn``, ``vgg16``); None: the one
+            conf/config.yaml names, as ``rcnn`` commands use (``rcnn config show`` prints it).
         num_classes: classes including background (torchvision's convention).
         class_names: names of labels 1..C (sets num_classes when that is not given).
         device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
@@ -40,11 +41,11 @@ class Detector:
         **overrides: any ``model`` config key, e.g. ``min_size=512, box_score_thresh=0.3``.
     """
 
-    def __init__(self, model: str = "resnet18_fpn", num_classes: int | None = None,
+    def __init__(self, model: str | None = None, num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, device: str | None = None,
                  precision: str | None = None, **overrides: Any):
         values = _values(overrides, device, precision, num_classes=num_classes)
-        settings = resolve("predict", [f"model={model}"], values)
+        settings = resolve("predict", [f"model={model}"] if model else [], values)
         self._setup(load_predictor(settings.cfg, class_names=list(class_names) if class_names else None))
 
     @classmethod
@@ -113,10 +114,9 @@ class Detector:
             found = own()
             return found if found or not images else Samples(images[:CHECK_IMAGES], "calibration images")
 
-        score_threshold = float(self.config["box_score_thresh"])
         decision = prepare_model(self.model, precision, self.device, images, samples,
                                  cache_key(self.config["weights"], dict(self.config), self.device.type),
-                                 len(self.class_names), score_threshold)
+                                 len(self.class_names))
         self._predictor.decision = decision
         added = self._predictor.runs_as.partition(" + ")[2]          # " + TTA (6 views)" stays said
         self._predictor.runs_as = decision.runs_as + (f" + {added}" if added else "")
@@ -195,8 +195,10 @@ def label_issues(weights: str | Path, overrides: Sequence[str] = (), out: str | 
     checkpoint's data (or the data the overrides name) detected with it, the labelled boxes and images
     most likely wrong ranked first (eval/label_issues.py), written as label_issues.json and .csv and a
     gallery in report.html in ``out``. Returns the LabelIssue list, likeliest first."""
-    from .commands.check import CheckOptions, _progress, all_splits
+    from .commands import default_output
+    from .commands.check import CHECK_FOLDER, _progress, all_splits
     from .commands.label_issues import check_labels
 
     settings = resolve("check", list(overrides), weights=str(weights), config_dir=config_dir)
-    return check_labels(settings, all_splits(settings.cfg), Path(out) if out else CheckOptions().out, _progress)
+    out = Path(out) if out else default_output(settings.cfg, CHECK_FOLDER)
+    return check_labels(settings, all_splits(settings.cfg), out, _progress)

@@ -41,3 +41,7 @@ def format_of(path: str | Path | None) -> ExportedFormat | None:
 def companions_of(path: Path) -> list[Path]:
     fmt = format_of(path)
     return [path.with_suffix(suffix) for suffix in fmt.companions] if fmt else []
+
+# What an exported graph takes: uint8 0-255 or float32 0-1 pixels. The first is the default, of rcnn export's
+# --input-dtype and of the writers in export/ (the benchmark writes its files without naming one).
+INPUT_DTYPES = ("uint8", "float32")

@@ -117,7 +117,7 @@ def test_a_model_whose_bf16_disagrees_runs_exact_under_auto_and_says_why(cache):
         detector = Detector(model="resnet18_fpn", num_classes=4, min_size=160, max_size=160, box_score_thresh=0.3,
                             precision="fp32")
         decision = prepare_model(detector.model, "auto", torch.device("cpu"), (), lambda: Samples(_shapes(3), "x"),
-                                 None, 3, 0.3)
+                                 None, 3)
     assert decision.trial.compared > 0 and decision.trial.agreement < precision.MIN_AGREEMENT_MAP50
     assert decision.runs == "folded" == detector.model.precision
     assert "would move detections" in decision.line()

@@ -46,6 +46,13 @@ def say(line: str) -> None:
     console.print(plain(line), highlight=False, soft_wrap=True)
 
 
+def default_output(cfg, name: str) -> Path:
+    """Where a command writes when the user names no place (--out, run_dir=): ``runs_root/name``. The one
+    rule for every command's default folder (a training run, a study, predict's results, eval's report, data
+    check's pictures), so that ``runs_root=elsewhere`` moves all of them. cfg: the resolved settings."""
+    return Path(cfg.runs_root) / name
+
+
 def writable(what: str, folder: Path) -> None:
     """An output folder that cannot be written (read-only, not permitted, a full disk) is one line now, not
     an error after the work that would fill it. what: how the user named the output (``--out runs/x``)."""

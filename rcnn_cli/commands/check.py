@@ -3,8 +3,6 @@ well the anchors fit the boxes, printed and as JSON."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -18,18 +16,10 @@ from ..data.inspection.check import IMBALANCE, build_report, class_balance, draw
 from ..data.readers.load import load_dataset
 from ..files import write_json
 from ..settings.resolve import resolve
-from . import console, plain, printable, stdout
+from . import console, default_output, plain, printable, stdout
+from .options import CheckOptions
 
-
-@dataclass
-class CheckOptions:
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    json_path: Path | None = None
-    show: int = 0
-    out: Path = Path("runs/data-check")
-    augmented: bool = False          # --show draws what the model sees after augmentation and resize
-    weights: str | None = None       # rank likely label errors with this checkpoint (commands/label_issues.py)
+CHECK_FOLDER = "data-check"      # under runs_root, unless --out names another: pictures and label issues
 
 
 def run(options: CheckOptions) -> int:
@@ -37,6 +27,7 @@ def run(options: CheckOptions) -> int:
     raises DatasetError (exit 2)."""
     settings = resolve("check", options.overrides, weights=options.weights, config_dir=options.config_dir)
     cfg = settings.cfg
+    out = options.out or default_output(cfg, CHECK_FOLDER)
     loaded = all_splits(cfg)
     report = build_report(loaded, cfg.dataset.max_image_pixels, progress=_progress)
     # Both are about training: the split the sampler repeats and the boxes the anchors must match.
@@ -53,17 +44,17 @@ def run(options: CheckOptions) -> int:
         write_json(options.json_path, report)
         stdout.print(plain(f"report written to {options.json_path}"), highlight=False)
     if options.show and options.augmented:
-        written = draw_augmented(cfg, loaded, options.show, options.out, train if "tiles" in report else None)
+        written = draw_augmented(cfg, loaded, options.show, out, train if "tiles" in report else None)
         stdout.print(plain(f"{len(written)} training pictures as the model sees them (augment={cfg.augment.name}, "
-                           f"min_size {cfg.model.min_size}, max_size {cfg.model.max_size}) in {options.out}"),
+                           f"min_size {cfg.model.min_size}, max_size {cfg.model.max_size}) in {out}"),
                      highlight=False)
     elif options.show:
-        written = draw_samples(loaded, options.show, options.out, cfg.dataset.max_image_pixels)
-        stdout.print(plain(f"{len(written)} pictures with boxes in {options.out}"), highlight=False)
+        written = draw_samples(loaded, options.show, out, cfg.dataset.max_image_pixels)
+        stdout.print(plain(f"{len(written)} pictures with boxes in {out}"), highlight=False)
     if options.weights:
         from .label_issues import check_labels
 
-        check_labels(settings, loaded, options.out, _progress)
+        check_labels(settings, loaded, out, _progress)
     return 1 if cfg.dataset.strict and report["problems"] else 0
 
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from ..errors import UsageError
 from ..files import numbered_folder, write_json
 from ..settings.resolve import resolve
-from . import console, say, stdout
+from . import console, default_output, say, stdout
 
 FOLD_DONE = "fold.json"          # written when a fold's run has finished: the fold is not trained again
 PLAN = "folds.json"              # which pictures each fold validates on
@@ -58,7 +58,7 @@ def run(options) -> CrossValResult | list:
     overrides = list(options.overrides) + ([f"dataset.folds={options.folds}"] if options.folds is not None else [])
     if not options.multirun and wants_folds(resolve("train", overrides, config_dir=options.config_dir).cfg):
         return cross_validate(overrides, options.config_dir)
-    return train.run(train.TrainOptions(overrides, options.config_dir, options.multirun))
+    return train.run(train.TrainOptions(overrides=overrides, config_dir=options.config_dir, multirun=options.multirun))
 
 
 def wants_folds(cfg: DictConfig) -> bool:
@@ -80,7 +80,7 @@ def cross_validate(overrides: list[str], config_dir: Path | None = None, callbac
                          "run_dir=<its folder> (finished folds are kept, the others resume from their last.ckpt)")
     folds = int(cfg.dataset.folds)
     parent = Path(cfg.run_dir) if cfg.run_dir else numbered_folder(
-        Path(cfg.runs_root) / f"{cfg.name or f'{cfg.dataset.name}-{cfg.model.name}'}-{folds}fold")
+        default_output(cfg, f"{cfg.name or f'{cfg.dataset.name}-{cfg.model.name}'}-{folds}fold"))
     plan = _claim(parent, _fold_plan(cfg), folds)
     say(f"cross-validation: {folds} folds of {', '.join(str(len(p)) for p in plan['parts'])} training images "
         f"({len(plan['groups'])} group(s) of duplicate pictures kept in one fold) in {parent}; to continue after "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +15,8 @@ from ..inference.ensemble import ENSEMBLE_SUFFIXES, ensemble_members
 from ..predict.ensemble import load_ensemble
 from ..predict.limits import PREDICT
 from ..settings.resolve import Settings, resolve
-from . import say, stdout, tiling_note, weights_or_default, writable
-
-
-@dataclass
-class EvalOptions:
-    weights: Path
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    json_path: Path | None = None
-    predictions: Path | None = None
-    out: Path | None = None
-    tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
-    overlap: float = PREDICT.tile_overlap
-    tta: bool = False                # shorthand for model.tta=true
-    label_issues: bool = False       # rank likely label errors too (commands/label_issues.py)
+from . import default_output, say, stdout, tiling_note, weights_or_default, writable
+from .options import EvalOptions, shorthand
 
 
 @dataclass
@@ -44,13 +31,16 @@ def run(options: EvalOptions) -> EvalResult:
 
     members = ensemble_members(options.weights)
     weights = members[0] if members else weights_or_default(options.weights)
-    out = options.out or default_eval_dir(Path(weights), ensemble=options.weights if members else None)
-    writable(f"--out {out}", out)
+    if options.out:       # a folder that cannot be written is one line before the weights are read
+        writable(f"--out {options.out}", options.out)
     for option, path in (("--json", options.json_path), ("--predictions", options.predictions)):
         if path:
             writable(f"{option} {path}", path.parent)
-    overrides = options.overrides + (["model.tta=true"] if options.tta else [])
+    overrides = shorthand(options.overrides, precision=options.precision, tta="true" if options.tta else None)
     settings = resolve("eval", overrides, weights=weights, config_dir=options.config_dir)
+    out = options.out or default_eval_dir(Path(weights), settings.cfg, ensemble=options.weights if members else None)
+    if not options.out:
+        writable(f"{out} (eval's default folder; or name another --out)", out)
     eval_device(settings.cfg)
     for note in settings.notes:
         say(f"note: {note}")
@@ -79,15 +69,18 @@ def eval_device(cfg: DictConfig):
                          "trainer.accelerator=cpu or auto") from None
 
 
-def default_eval_dir(weights: Path, ensemble=None) -> Path:
-    """runs/x/checkpoints/best.ckpt -> runs/x/eval; anything else -> runs/eval-<stem>. An ensemble:
-    folds/ensemble.yaml -> folds/eval-ensemble; a,b,c -> runs/eval-ensemble."""
+def default_eval_dir(weights: Path, cfg: DictConfig, ensemble=None) -> Path:
+    """Beside the run the weights belong to: runs/x/checkpoints/best.ckpt -> runs/x/eval, and
+    folds/ensemble.yaml -> folds/eval-ensemble; anything else under runs_root (commands.default_output):
+    eval-<stem>, and a,b,c -> eval-ensemble."""
     if ensemble is not None:
         named = Path(str(ensemble))
-        return (named.parent if named.suffix.lower() in ENSEMBLE_SUFFIXES else Path("runs")) / "eval-ensemble"
+        if named.suffix.lower() in ENSEMBLE_SUFFIXES:
+            return named.parent / "eval-ensemble"
+        return default_output(cfg, "eval-ensemble")
     if weights.parent.name == "checkpoints":
         return weights.parent.parent / "eval"
-    return Path("runs") / f"eval-{weights.stem}"
+    return default_output(cfg, f"eval-{weights.stem}")
 
 
 def evaluate(settings: Settings, out_dir: Path, json_path: Path | None = None,
@@ -236,8 +229,7 @@ def prepare_for_eval(cfg: DictConfig, model, datamodule) -> None:
 
     model_cfg = {k: v for k, v in cfg.model.items()}
     decision = prepare_model(model, cfg.model.precision, device, images, samples,
-                             cache_key(cfg.model.weights, model_cfg, device.type), len(datamodule.class_names),
-                             float(cfg.model.box_score_thresh))
+                             cache_key(cfg.model.weights, model_cfg, device.type), len(datamodule.class_names))
     if decision.runs != "fp32":
         say(decision.line())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.samples import calibration_images
@@ -22,25 +21,12 @@ from ..files import atomic_paths, write_json
 from ..formats import BY_NAME, BY_SUFFIX, companions_of
 from ..settings.resolve import resolve
 from . import console, say, weights_or_default, writable
+from .options import ExportOptions
 
 # The formats themselves (suffix, companions, runtime, int8 tool) are known once, in formats.py;
 # here only what writes and quantizes each.
 WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript, "openvino": write_openvino}
 QUANTIZERS = {"onnx": quantize_onnx, "openvino": quantize_openvino}
-
-
-@dataclass
-class ExportOptions:
-    weights: Path | str | None = None     # None: the default COCO-pretrained weights, as rcnn predict
-    suffixes: list[str] = field(default_factory=lambda: [".onnx"])
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    out: Path | None = None
-    images: list[str] | None = None
-    input_dtype: str = "uint8"
-    int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
-    half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
-    json_path: Path | None = None   # the report: each file written or refused, with its check's figures
 
 
 class _Rejected(Exception):

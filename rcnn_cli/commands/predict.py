@@ -6,7 +6,6 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,44 +16,18 @@ from ..errors import JobFailed, UsageError
 from ..files import numbered_folder, write_text, writes_into
 from ..inference.ensemble import ensemble_members
 from ..predict.ensemble import load_ensemble
-from ..predict.limits import PREDICT
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import check_thresholds, lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
-from . import cannot_write_there, console, plain, say, tiling_note, weights_or_default
+from . import cannot_write_there, console, default_output, plain, say, tiling_note, weights_or_default
+from .options import PredictOptions, shorthand
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
+PREDICT_FOLDER = "predict"      # under runs_root, numbered, unless --out names another
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
 JOURNAL = "predictions.jsonl"
-
-
-@dataclass
-class PredictOptions:
-    sources: list[str]
-    weights: Path | str | None = None     # None: the default COCO-pretrained weights; a,b,c or ensemble.yaml: fused
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    out: Path | None = None
-    formats: list[str] = field(default_factory=lambda: ["json"])
-    conf: str = str(PREDICT.conf)
-    classes: str | None = None
-    batch_size: int = PREDICT.batch_size
-    every: int = 1
-    draw: bool = True
-    save_video: bool = False
-    tile: int | None = None          # overlapping tiles of this many px for huge pictures
-    overlap: float = PREDICT.tile_overlap
-    device: str | None = None        # shorthand for device=...
-    precision: str | None = None     # shorthand for model.precision=...
-    tta: bool = False                # shorthand for model.tta=true
-
-
-def shorthand(overrides: list[str], **options: str | None) -> list[str]:
-    """``--device cuda`` is ``device=cuda`` typed last: options go through the same rule."""
-    keys = {"device": "device", "precision": "model.precision", "tta": "model.tta"}
-    return list(overrides) + [f"{keys[name]}={value}" for name, value in options.items() if value is not None]
 
 
 def typed_overrides(options: PredictOptions) -> list[str]:
@@ -80,10 +53,11 @@ def run(options: PredictOptions) -> int:
     if not images and not videos:
         raise UsageError("no images or videos found in " + ", ".join(options.sources)
                          + (f" ({problems[0]})" if problems else ""))
-    out = options.out or numbered_folder(Path("runs") / "predict")
-    check_out(out, images + videos)
+    if options.out:            # a wrong --out is one line before the weights are read
+        check_out(options.out, images + videos)
     settings = resolve("predict", typed_overrides(options), weights=weights, config_dir=options.config_dir,
                        score_floor=lowest_threshold(threshold))
+    out = options.out or numbered_folder(default_output(settings.cfg, PREDICT_FOLDER))   # a new one: holds no input
     for note in settings.notes:
         say(f"note: {note}")
     with claimed(out), writes_into(out):
@@ -96,13 +70,14 @@ def check_out(out: Path, inputs: list[Path]) -> None:
     ``OUT/yolo/images/train/a.jpg``), so an input anywhere under it could be overwritten, and what is
     written there would be read as input by the next run over the same folder."""
     if os.path.lexists(out) and not os.path.isdir(out):      # os.path: a name too long is written, and refused, below
-        raise UsageError(f"--out {out}: a file, not a folder; name a folder for the results (default runs/predict)")
+        raise UsageError(f"--out {out}: a file, not a folder; name a folder for the results "
+                         "(default runs_root/predict)")
     homes = {Path(os.path.abspath(out)), out.resolve()}
     for path in inputs:
         places = {Path(os.path.abspath(path)), path.resolve()}     # the link itself, and the file it names
         if any(place.is_relative_to(home) for place in places for home in homes):
             raise UsageError(f"--out {out}: holds the input {path}, which its outputs could overwrite; "
-                             "name a folder outside the inputs' folders (default runs/predict)")
+                             "name a folder outside the inputs' folders (default runs_root/predict)")
 
 
 @contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -17,15 +17,8 @@ from ..errors import JobFailed, RcnnError, UsageError
 from ..files import numbered_folder, write_text, writes_into
 from ..settings.resolve import Settings, resolve
 from ..settings.schema import ConfigError
-from . import console, say, stdout, writable
-
-
-@dataclass
-class TrainOptions:
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    multirun: bool = False
-    folds: int | None = None         # --folds K (dataset.folds=K): cross-validation, run by commands/crossval.py
+from . import console, default_output, say, stdout, writable
+from .options import TrainOptions
 
 
 @dataclass
@@ -76,7 +69,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         return Path(cfg.resume).resolve().parent.parent
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    return numbered_folder(Path(cfg.runs_root) / (cfg.name or f"{cfg.dataset.name}-{cfg.model.name}"))
+    return numbered_folder(default_output(cfg, cfg.name or f"{cfg.dataset.name}-{cfg.model.name}"))
 
 
 def train(settings: Settings, callbacks: list[L.Callback] = ()) -> TrainResult:

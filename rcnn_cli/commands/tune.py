@@ -4,7 +4,6 @@ trials are pruned after a validation (optuna-integration's Lightning callback); 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,9 @@ from rich.table import Table
 from ..errors import UsageError
 from ..files import numbered_folder, write_json
 from ..settings.resolve import resolve
-from . import console, say, stdout
+from . import console, default_output, say, stdout
+from .options import TuneOptions
 from .train import train
-
-
-@dataclass
-class TuneOptions:
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
 
 
 def run(options: TuneOptions):
@@ -30,7 +24,7 @@ def run(options: TuneOptions):
     cfg = resolve("train", options.overrides, config_dir=options.config_dir).cfg
     tune = cfg.tune
     folder = Path(cfg.run_dir) if cfg.run_dir else numbered_folder(
-        Path(cfg.runs_root) / f"tune-{cfg.dataset.name}-{cfg.model.name}")
+        default_output(cfg, f"tune-{cfg.dataset.name}-{cfg.model.name}"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=tune.direction, sampler=optuna.samplers.TPESampler(seed=int(tune.seed)),
                                 pruner=make_pruner(tune))

@@ -177,7 +177,7 @@ def compile_and_choose(predictor: Predictor, model_cfg: dict, paths: list[str], 
     from ..eval.agreement import compare_detections
 
     images, origin = samples.images, samples.origin
-    num_classes, threshold = len(predictor.class_names), float(model_cfg["box_score_thresh"])
+    num_classes, threshold = len(predictor.class_names), float(predictor.model.roi_heads.score_thresh)
     reference, exact_s = time_path("exact", predictor.detect, images)
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=_made(cache_dir())))

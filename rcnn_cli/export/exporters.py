@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import DiskRefused
+from ..formats import INPUT_DTYPES
 from ..inference.exported import OPENVINO_META, TORCHSCRIPT_META
 from .graph import SingleImageDetector
 
@@ -75,7 +76,7 @@ def _quiet_trace():
         yield
 
 
-def write_onnx(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8",
+def write_onnx(detector, path: Path, sample: torch.Tensor, input_dtype: str = INPUT_DTYPES[0],
                opset: int = OPSET) -> Path:
     """Export to ``path`` (callers write through ``files.atomic_path``). sample: (3, H, W) image of
     input_dtype."""
@@ -93,7 +94,7 @@ def write_onnx(detector, path: Path, sample: torch.Tensor, input_dtype: str = "u
     return path
 
 
-def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8",
+def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: str = INPUT_DTYPES[0],
                       half: bool = False) -> Path:
     """Traced TorchScript module; metadata in the archive's extra file ``rcnn_meta.json``.
     ``half``: traced on the GPU with an fp16 backbone (a GPU-only file: the trace records the device)."""
@@ -113,7 +114,7 @@ def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: s
     return path
 
 
-def write_openvino(detector, path: Path, sample: torch.Tensor, input_dtype: str = "uint8",
+def write_openvino(detector, path: Path, sample: torch.Tensor, input_dtype: str = INPUT_DTYPES[0],
                    onnx_path: Path | None = None) -> Path:
     """OpenVINO IR: ``path`` (.xml) and the weights beside it (same name, .bin), converted from the
     ONNX graph (the one ``write_onnx`` writes and the parity check proves; ``onnx_path``: one already

@@ -15,12 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, nms
 
+from ..formats import INPUT_DTYPES
 from ..model.faster_rcnn import FasterRCNN
 from ..model.roi_heads import MIN_DETECTION_SIZE
 from ..model.rpn import MIN_PROPOSAL_SIZE
 from ..ops.boxes import clip_boxes, is_large_enough
-
-INPUT_DTYPES = ("uint8", "float32")
 
 
 class SingleImageDetector(nn.Module):
@@ -28,7 +27,7 @@ class SingleImageDetector(nn.Module):
     -> boxes (N, 4) xyxy float32 in original pixels, scores (N,) float32, labels (N,) int64 in 1..C,
     best first, N <= ``detections_per_img``."""
 
-    def __init__(self, model: FasterRCNN, input_dtype: str = "uint8"):
+    def __init__(self, model: FasterRCNN, input_dtype: str = INPUT_DTYPES[0]):
         super().__init__()
         if input_dtype not in INPUT_DTYPES:
             raise ValueError(f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")

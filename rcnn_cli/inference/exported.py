@@ -23,6 +23,7 @@ from ..hardware import cpu_count
 TORCHSCRIPT_META = "rcnn_meta.json"     # the metadata file inside an exported .torchscript
 OPENVINO_META = "rcnn"                  # the rt_info section of an exported .xml holding the metadata
 METADATA_KEYS = ("producer", "class_names", "category_ids", "input_dtype", "score_threshold", "model")
+REQUIRED_METADATA = ("class_names", "input_dtype", "score_threshold")   # what running the file needs
 # The precision an IR runs at -> OpenVINO's INFERENCE_PRECISION_HINT, always given explicitly: on a CPU
 # with native bf16 OpenVINO's own default is bf16. Which one model.precision=auto runs is decided by
 # inference/precision.py, like a torch model's.
@@ -47,13 +48,18 @@ class ExportedDetector:
     in_flight = 1            # images run at once by ``detect`` (the graph takes one image per run)
 
     def __init__(self, meta: dict[str, str], path: Path):
+        # Every file rcnn export has written carries these. A file without one was not written by it (or was
+        # edited): a guessed input type or score floor (the one its graph applies) would be silently wrong.
+        if missing := [key for key in REQUIRED_METADATA if key not in meta]:
+            raise ExportError(f"{path}: no rcnn-cli metadata ({', '.join(missing)} missing); export it with "
+                              "`rcnn export`")
         try:
             self.class_names: list[str] = json.loads(meta["class_names"])
-            self.category_ids: list[int] | None = json.loads(meta.get("category_ids", "null"))
-            self.input_dtype = meta.get("input_dtype", "uint8")
-            self.score_threshold = float(meta.get("score_threshold", 0.05))
-        except (KeyError, ValueError) as err:
-            raise ExportError(f"{path}: no rcnn-cli metadata ({err}); export it with `rcnn export`") from err
+            self.category_ids: list[int] | None = json.loads(meta.get("category_ids", "null"))   # null: not known
+            self.input_dtype = meta["input_dtype"]
+            self.score_threshold = float(meta["score_threshold"])
+        except ValueError as err:
+            raise ExportError(f"{path}: unreadable rcnn-cli metadata ({err}); export it with `rcnn export`") from err
 
     def run_one(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raise NotImplementedError

@@ -83,7 +83,7 @@ def prepare_predictor(predictor: Predictor, model_cfg: dict, precision: str,
     weights file and model settings; model_cfg: the resolved ``model`` settings."""
     key = cache_key(model_cfg["weights"], model_cfg, predictor.device.type)
     predictor.decision = prepare_model(predictor.model, precision, predictor.device, calibration, samples, key,
-                                       len(predictor.class_names), float(model_cfg["box_score_thresh"]))
+                                       len(predictor.class_names))
     predictor.runs_as = predictor.decision.runs_as
 
 
@@ -162,11 +162,12 @@ def refuse_model_settings(weights: str, typed: Mapping[str, Any]) -> None:
 
 
 def prepare_model(model, precision: str, device: torch.device, calibration: Sequence[torch.Tensor] = (),
-                  samples: Callable[[], Samples] | None = None, key: str | None = None, num_classes: int = 0,
-                  score_threshold: float = 0.05) -> Decision:
+                  samples: Callable[[], Samples] | None = None, key: str | None = None, num_classes: int = 0
+                  ) -> Decision:
     """Sets the model to what ``model.precision=precision`` runs, decided by the one rule
     (inference/precision.py), in place; returns the decision. samples: the real images a reduced path
-    is checked on; key: the decision's cache key (None: not cached)."""
+    is checked on; key: the decision's cache key (None: not cached). The paths are compared above the
+    score floor the model itself keeps (``model.box_score_thresh``, as it was built)."""
     import copy
 
     from .fast import prepare_for_inference
@@ -180,6 +181,7 @@ def prepare_model(model, precision: str, device: torch.device, calibration: Sequ
     model.eval()
     samples = samples or (lambda: Samples(origin="no images were given to check on"))
     num_classes = num_classes or model.roi_heads.box_predictor.cls_score.out_features - 1
+    score_threshold = float(model.roi_heads.score_thresh)
     if precision == "auto":
         prepare_for_inference(model, "folded")     # auto's exact path: the same detections, faster
 

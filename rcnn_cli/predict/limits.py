@@ -12,7 +12,7 @@ class PredictDefaults:
     """What predict, serve, eval --tile and the Python API use unless told otherwise; the one place
     each is written (the command line shows them without importing torch)."""
 
-    conf: float = 0.25          # score threshold of the detections shown (the model keeps down to 0.05)
+    conf: float = 0.25          # score threshold of the detections shown (the model keeps down to box_score_thresh)
     batch_size: int = 4         # images per forward pass
     tile_overlap: float = 0.2   # --tile: neighbouring tiles overlap by this share of a tile
 
