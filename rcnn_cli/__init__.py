@@ -1,6 +1,6 @@
 """rcnn-cli: train, evaluate, run and export Faster R-CNN detectors."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Detector", "__version__"]
 

@@ -15,6 +15,7 @@ from torch import Tensor
 from .data.images import read_chw, to_rgb_array
 from .data.samples import CHECK_IMAGES
 from .errors import UsageError
+from .export.compiled import HINTS, load_fastest
 from .inference.ensemble import ensemble_members
 from .inference.predictor import Predictor, check_samples, load_predictor, prepare_model
 from .predict.ensemble import load_ensemble
@@ -66,7 +67,7 @@ class Detector:
             self.notes = [note for settings in loaded for note in settings.notes] + self.notes
             return self
         settings = resolve("predict", presets, values, weights=weights)
-        self._setup(load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights))
+        self._setup(load_fastest(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights))
         self.notes = settings.notes + self.notes
         return self
 
@@ -96,6 +97,9 @@ class Detector:
 
         if self._predictor.members:
             raise UsageError("an ensemble's precision is chosen when it is loaded: load it again with "
+                             f"Detector.load(weights, precision={precision!r})")
+        if self.model is None and self._predictor.decision is not None and self._predictor.decision.runs in HINTS:
+            raise UsageError(f"this detector runs {self.runs_as} (compiled from the checkpoint); load it again with "
                              f"Detector.load(weights, precision={precision!r})")
         if self.model is None:
             raise UsageError("an exported file runs as it was exported; load it again with "

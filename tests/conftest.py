@@ -19,6 +19,10 @@ os.environ.setdefault("RCNN_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"rcnn
 # it themselves (hardware.override("amx"); RCNN_HARDWARE in subprocesses).
 os.environ.setdefault("RCNN_HARDWARE", "avx2")
 
+# `model.precision=auto` may compile an OpenVINO model from a checkpoint on first use (export/compiled.py), which
+# costs tens of seconds per checkpoint and settings: off for the suite, on in the tests of that path.
+os.environ.setdefault("RCNN_AUTO_OPENVINO", "off")
+
 # Tests run two to a 2-core machine (pytest -n 2): one torch thread each avoids oversubscription.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rcnn_cli"
 
 # Lowest first. Rooms on one line are peers: they may not import each other.
 LAYERS: list[set[str]] = [
-    {"errors", "timing", "formats"},
+    {"errors", "timing", "formats", "version"},
     {"files"},
     {"hardware"},
     {"ops"},

@@ -102,7 +102,7 @@ def claimed(out: Path) -> Iterator[None]:
 def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats,
              members: list[str] | None = None) -> int:
     from ..data.samples import CHECK_IMAGES, calibration_images
-    from ..inference.predictor import load_predictor
+    from ..export.compiled import load_fastest
 
     calibration = (calibration_images([str(p) for p in images]).images if settings.cfg.model.precision == "int8"
                    else [])
@@ -113,8 +113,9 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
                                   score_floor=lowest_threshold(threshold), calibration=calibration,
                                   sources=sources)[1]
     else:
-        predictor = load_predictor(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
-                                   sources=sources, source=settings.weights)
+        predictor = load_fastest(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
+                                 sources=sources, source=settings.weights, say=say,
+                                 status=lambda text: console.status(plain(text)))
     wanted = [c.strip() for c in options.classes.split(",")] if options.classes else None
     if wanted and (missing := [c for c in wanted if c not in predictor.class_names]):
         raise UsageError(f"--classes {', '.join(missing)}: not classes of this model "

@@ -6,13 +6,13 @@ from ..errors import UsageError
 from ..inference.ensemble import ensemble_members
 from ..predict.limits import ServeLimits
 from ..settings.resolve import resolve
-from . import say, weights_or_default
+from . import console, plain, say, weights_or_default
 from .options import ServeOptions
 
 
 def build(options: ServeOptions):
     """(FastAPI app, what it serves): settings through the one rule, as rcnn predict loads them."""
-    from ..inference.predictor import load_predictor
+    from ..export.compiled import load_fastest
     from ..predict.ensemble import load_ensemble
     from ..predict.server import build_app
 
@@ -27,7 +27,8 @@ def build(options: ServeOptions):
         predictor = load_ensemble("predict", members, overrides, config_dir=options.config_dir,
                                   score_floor=options.conf)[1]
     else:
-        predictor = load_predictor(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights)
+        predictor = load_fastest(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights,
+                                 say=say, status=lambda text: console.status(plain(text)))
     if predictor.decision is not None:
         say(predictor.decision.line())
     return build_app(predictor, options.conf, options.limits, name=str(options.weights if members else weights)), \

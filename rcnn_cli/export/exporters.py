@@ -34,7 +34,7 @@ DYNAMIC_AXES = {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
 
 def export_metadata(detector, input_dtype: str) -> dict[str, str]:
     """String key/values stored in the exported file, enough to label its outputs alone."""
-    from .. import __version__
+    from ..version import __version__
 
     cfg = detector.config
     return {

@@ -116,7 +116,7 @@ def decide(requested: str, device_type: str, samples: Callable[[], Samples], tri
         why = "an int8 file keeps its float parts exact" if candidate is None else \
             f"{hardware.current().describe()}: no native bf16, which would be emulated and slower"
         return Decision("auto", exact, why)
-    if cache_key and (cached := _read_cache(cache_key)):
+    if cache_key and (cached := read_cached(cache_key)):
         return cached
     if not samples() or trial is None:
         return Decision("auto", exact, f"bf16 was not checked against the exact model: {samples().origin}; "
@@ -125,7 +125,7 @@ def decide(requested: str, device_type: str, samples: Callable[[], Samples], tri
     takes, reason = verdict(measured)
     decision = Decision("auto", candidate if takes else exact, reason, measured)
     if cache_key:
-        _write_cache(cache_key, decision)
+        write_cached(cache_key, decision)
     return decision
 
 
@@ -159,7 +159,7 @@ def cache_dir() -> Path:
     return Path(base) / "precision"
 
 
-def _read_cache(key: str) -> Decision | None:
+def read_cached(key: str) -> Decision | None:
     try:
         stored = json.loads((cache_dir() / f"{key}.json").read_text())
         trial = Trial(**stored.pop("trial")) if stored.get("trial") else None
@@ -168,7 +168,7 @@ def _read_cache(key: str) -> Decision | None:
         return None
 
 
-def _write_cache(key: str, decision: Decision) -> None:
+def write_cached(key: str, decision: Decision) -> None:
     from ..files import write_json
 
     try:

@@ -68,16 +68,23 @@ def load_predictor(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     loaded = create_detector(model_cfg, class_names, checkpoint=checkpoint)
     model = loaded.model.to(device).eval()
-    decision = None
+    predictor = Predictor(_detect_with(model, device), loaded.class_names, "fp32", device, model, loaded.config,
+                          loaded.metadata, loaded.notes, None, dataset)
     if prepare:
-        key = cache_key(weights, model_cfg, device.type)
-        decision = prepare_model(model, precision, device, calibration, samples, key, len(loaded.class_names))
-    runs_as = "fp32" if decision is None else decision.runs_as
-    predictor = Predictor(_detect_with(model, device), loaded.class_names, runs_as, device, model, loaded.config,
-                          loaded.metadata, loaded.notes, decision, dataset)
+        prepare_predictor(predictor, model_cfg, precision, calibration, samples)
     if cfg.model.tta:
         with_tta(predictor, cfg.model)
     return predictor
+
+
+def prepare_predictor(predictor: Predictor, model_cfg: dict, precision: str,
+                      calibration: Sequence[torch.Tensor] = (), samples: Callable[[], Samples] | None = None) -> None:
+    """A torch predictor's model set to what ``precision`` runs (``prepare_model``), its decision cached per
+    weights file and model settings; model_cfg: the resolved ``model`` settings."""
+    key = cache_key(model_cfg["weights"], model_cfg, predictor.device.type)
+    predictor.decision = prepare_model(predictor.model, precision, predictor.device, calibration, samples, key,
+                                       len(predictor.class_names))
+    predictor.runs_as = predictor.decision.runs_as
 
 
 def model_dataset(cfg: DictConfig, checkpoint: tuple[dict, dict] | None) -> dict[str, Any] | None:
