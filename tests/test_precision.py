@@ -96,6 +96,19 @@ def test_a_decision_is_cached_per_weights_and_machine(cache, tmp_path):
         assert precision.cache_key(weights, {"min_size": 800}, "cpu") != key
 
 
+def test_a_decision_made_by_another_rcnn_cli_version_is_measured_again(cache, tmp_path, monkeypatch):
+    """The paths themselves change between versions (which parts the bf16 path keeps in fp32, say): a
+    decision measured on an old version's path must not be read by a new one."""
+    from rcnn_cli import version
+
+    weights = tmp_path / "w.ckpt"
+    weights.write_bytes(b"weights")
+    with hardware.override(NATIVE):
+        key = precision.cache_key(weights, {"min_size": 800}, "cpu")
+        monkeypatch.setattr(version, "__version__", version.__version__ + ".post1")
+        assert precision.cache_key(weights, {"min_size": 800}, "cpu") != key
+
+
 def test_asked_for_bf16_runs_bf16_with_its_agreement_printed(cache):
     with hardware.override(AVX2):     # torch bf16 executes on any x86 CPU, only slower
         decision = decide("bf16", "cpu", lambda: SOME_IMAGES, lambda: Trial(0.5, 0.97, 12, 1, "val images"))

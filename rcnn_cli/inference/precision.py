@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import hardware
+from .. import hardware, version
 from ..data.samples import Samples
 from ..timing import timed_each
 
@@ -142,15 +142,17 @@ def verdict(trial: Trial) -> tuple[bool, str]:
 
 
 def cache_key(weights: str | Path | None, model_cfg: dict, device_type: str, runner: str = "torch") -> str | None:
-    """Per weights file (path, size, modification time), model settings, machine and runner;
+    """Per weights file (path, size, modification time), model settings, machine, runner and versions;
     None for weights that are not a file (nothing to key a cache on)."""
     if not weights or not Path(str(weights)).is_file():
         return None
     path = Path(str(weights)).resolve()
     stat = path.stat()
     found = hardware.current()
+    # our version too: the paths measured change between versions (the bf16 path's fp32 parts)
     parts = [str(path), stat.st_size, stat.st_mtime_ns, {k: str(v) for k, v in sorted(model_cfg.items())},
-             found.profile, found.cpu_model, sorted(found.cpu_flags), torch.__version__, device_type, runner]
+             found.profile, found.cpu_model, sorted(found.cpu_flags), torch.__version__, device_type, runner,
+             version.__version__]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
 
 
