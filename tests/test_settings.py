@@ -357,3 +357,15 @@ def test_the_score_floor_predict_and_serve_need_is_decided_by_resolve(tiny_run):
     assert floor(score_floor=None) == 0.05                               # conf/'s, as the checkpoint stored it
     assert floor(score_floor=0.01) == 0.01 and floor(score_floor=0.25) == 0.05
     assert floor("model.box_score_thresh=0.3", score_floor=0.01) == 0.3
+
+
+@pytest.mark.parametrize("command", ["export", "benchmark", "check"])
+def test_an_ensemble_is_one_line_for_a_command_that_takes_one_weights_file(tmp_path, command):
+    """Not its first member taken silently: the commands that run ensembles are named."""
+    members = [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
+    for member in members:
+        member.write_bytes(b"not read")
+    given = ",".join(map(str, members))
+    with pytest.raises(ConfigError, match=rf"^--weights {given}: an ensemble runs in rcnn predict, eval and serve, "
+                                          rf"not in {command}; name one of its files$"):
+        resolve(command, weights=given)

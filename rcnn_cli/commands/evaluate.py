@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..files import write_json
-from ..inference.ensemble import ENSEMBLE_SUFFIXES, ensemble_members
+from ..model.source import ENSEMBLE_SUFFIXES, WeightsSource
 from ..predict.ensemble import load_ensemble
 from ..predict.limits import PREDICT
 from ..settings.resolve import Settings, resolve
@@ -41,25 +41,22 @@ class EvalResult:
 
 
 def run(options: EvalOptions) -> EvalResult:
-
-    members = ensemble_members(options.weights)
-    weights = members[0] if members else weights_or_default(options.weights)
-    out = options.out or default_eval_dir(Path(weights), ensemble=options.weights if members else None)
+    overrides = options.overrides + (["model.tta=true"] if options.tta else [])
+    settings = resolve("eval", overrides, weights=weights_or_default(options.weights), config_dir=options.config_dir)
+    out = options.out or default_eval_dir(settings.weights)
     writable(f"--out {out}", out)
     for option, path in (("--json", options.json_path), ("--predictions", options.predictions)):
         if path:
             writable(f"{option} {path}", path.parent)
-    overrides = options.overrides + (["model.tta=true"] if options.tta else [])
-    settings = resolve("eval", overrides, weights=weights, config_dir=options.config_dir)
     eval_device(settings.cfg)
     for note in settings.notes:
         say(f"note: {note}")
-    predictor = load_ensemble("eval", members, overrides, config_dir=options.config_dir)[1] if members else None
+    predictor = load_ensemble(settings) if settings.members else None
     result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap, predictor,
                       options.label_issues)
     if result.report is not None:
         print_report(result)
-        if settings.cfg.model.precision != "fp32" and members:
+        if settings.cfg.model.precision != "fp32" and settings.members:
             say("note: the ensemble was scored at model.precision=" + str(settings.cfg.model.precision) +
                 "; score it at fp32 (the default) for its exact figures")
         elif settings.cfg.model.precision != "fp32":
@@ -79,12 +76,12 @@ def eval_device(cfg: DictConfig):
                          "trainer.accelerator=cpu or auto") from None
 
 
-def default_eval_dir(weights: Path, ensemble=None) -> Path:
+def default_eval_dir(source: WeightsSource) -> Path:
     """runs/x/checkpoints/best.ckpt -> runs/x/eval; anything else -> runs/eval-<stem>. An ensemble:
     folds/ensemble.yaml -> folds/eval-ensemble; a,b,c -> runs/eval-ensemble."""
-    if ensemble is not None:
-        named = Path(str(ensemble))
-        return (named.parent if named.suffix.lower() in ENSEMBLE_SUFFIXES else Path("runs")) / "eval-ensemble"
+    weights = Path(source.given)
+    if source.kind == "ensemble":
+        return (weights.parent if weights.suffix.lower() in ENSEMBLE_SUFFIXES else Path("runs")) / "eval-ensemble"
     if weights.parent.name == "checkpoints":
         return weights.parent.parent / "eval"
     return Path("runs") / f"eval-{weights.stem}"
