@@ -14,7 +14,7 @@ from ..files import write_json
 from ..model.source import ENSEMBLE_SUFFIXES, WeightsSource
 from ..predict.ensemble import load_ensemble
 from ..predict.limits import PREDICT
-from ..settings.resolve import Settings, resolve
+from ..settings.resolve import Settings, exact_variant, resolve
 from . import say, stdout, tiling_note, weights_or_default, writable
 
 
@@ -123,12 +123,7 @@ def score(settings: Settings, tile: int | None = None, overlap: float = PREDICT.
 def compare_with_exact(settings: Settings, result: EvalResult, tile: int | None, overlap: float) -> dict[str, float]:
     """A fast path's figures beside the exact model's, so that eval's number of record stays the
     model's: the same data scored again at model.precision=fp32. -> {metric: exact value}."""
-    import copy
-
-    exact = copy.copy(settings)
-    exact.cfg = settings.cfg.copy()
-    exact.cfg.model.precision = "fp32"
-    report = score(exact, tile, overlap)[0]
+    report = score(exact_variant(settings), tile, overlap)[0]
     fast, truth = result.report.summary(), report.summary()
     for key, title in EVAL_ROWS[:3]:
         say(f"{title}: exact model {truth[key]:.4f}, at {settings.cfg.model.precision} {fast[key]:.4f} "

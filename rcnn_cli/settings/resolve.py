@@ -126,6 +126,18 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     return Settings(cfg, checkpoint, notes, typed, source)
 
 
+def exact_variant(settings: Settings) -> Settings:
+    """``settings`` as ``resolve`` gives them with ``model.precision=fp32`` typed: the exact model that
+    ``rcnn eval`` scores a fast path beside. Precision acts at inference only (RUNTIME_MODEL_KEYS), so
+    nothing else the rule decided changes; the weights decided and read are handed on, not read again."""
+    exact = {"model.precision": "fp32"}
+    cfg = settings.cfg.copy()
+    _apply(cfg, exact)
+    check(cfg, settings.cfg)
+    return Settings(cfg, settings.checkpoint, [], {**settings.typed, **exact}, settings.weights,
+                    [exact_variant(member) for member in settings.members])
+
+
 def _decided(weights: str | Path | Sequence[str | Path] | WeightsSource) -> WeightsSource:
     """An ensemble's members come decided (``WeightsSource.members``); anything else is decided here."""
     return weights if isinstance(weights, WeightsSource) else weights_source(weights)
