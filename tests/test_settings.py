@@ -343,6 +343,10 @@ def test_commands_never_edit_the_settings_resolve_returned():
                     base = base.value
                 if isinstance(base, ast.Name) and base.id == "settings" and base is not target:
                     edits.append(f"{path.name}:{node.lineno} {ast.unparse(target)}")
+            # a copy to edit is an edit too (rcnn eval's exact model was copy.copy(settings), then fp32)
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in ("copy", "deepcopy", "replace") \
+                    and any(isinstance(arg, ast.Name) and arg.id == "settings" for arg in node.args):
+                edits.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
     assert not edits, edits
 
 
