@@ -16,7 +16,7 @@ from helpers import TINY_TRAIN, run_rcnn, tiny_images
 from rcnn_cli import Detector, hardware
 from rcnn_cli.errors import UsageError
 from rcnn_cli.eval.agreement import agreement_map50
-from rcnn_cli.inference.fast import Bfloat16, prepare_for_inference
+from rcnn_cli.inference.fast import Bfloat16, Float32, prepare_for_inference
 
 
 def shapes_images(tiny_run, count):
@@ -34,6 +34,11 @@ def test_bf16_runs_backbone_rpn_and_box_head_in_bf16_and_returns_fp32_boxes(tiny
         assert isinstance(part, Bfloat16)
         assert {p.dtype for p in part.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in model.roi_heads.box_predictor.parameters()} == {torch.float32}
+    # the RPN's box deltas stay fp32: their bf16 rounding broke agreement on weakly trained models (issue 28 item 4)
+    deltas = model.rpn.head.bbox_pred
+    assert isinstance(deltas, Float32) and {p.dtype for p in deltas.parameters()} == {torch.float32}
+    features = torch.rand(1, deltas.module.in_channels, 5, 6).bfloat16()
+    assert torch.equal(deltas(features), deltas.module(features.float()))
     found = detector.predict(images)
     assert all(d["boxes"].dtype == torch.float32 and d["scores"].dtype == torch.float32 for d in found)
     assert sum(len(d["boxes"]) for d in found) > 0

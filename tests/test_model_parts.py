@@ -162,3 +162,73 @@ def test_pairwise_iou_batched():
     iou = pairwise_iou(a, b)
     assert iou.shape == (2, 1, 2)
     assert torch.allclose(iou, torch.tensor([[[0.5, 0.0]], [[16 / 50, 0.0]]]))
+
+
+def _crowded_regions(count: int = 600):
+    """FPN maps of an 800x1088 picture and ``count`` regions, enough that each busy level is cut into chunks."""
+    g = torch.Generator().manual_seed(1)
+    features = {str(i): torch.rand(1, 8, 200 // 2**i, 272 // 2**i, generator=g) for i in range(4)}
+    xy = torch.rand(count, 2, generator=g) * torch.tensor([900.0, 650.0])
+    boxes = torch.cat([xy, xy + 8 + torch.rand(count, 2, generator=g) * 180], 1)
+    return features, boxes, [(800, 1088)]
+
+
+def test_roialign_cut_across_threads_equals_torchvision_bit_for_bit(monkeypatch):
+    """Issue 28: RoI align ran on one thread; the regions are now pooled in chunks on a thread pool."""
+    import rcnn_cli.model.roi_pool as roi_pool_module
+
+    features, boxes, sizes = _crowded_regions()
+    theirs = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)(features, [boxes], sizes)
+    calls = []
+    real = roi_pool_module._pool_all
+    monkeypatch.setattr(roi_pool_module, "_pool_all", lambda *a: calls.append(len(a[1])) or real(*a))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pool = MultiScaleRoIPool(["0", "1", "2", "3"], 7, 2, "roialign")
+        ours = pool(features, torch.cat([torch.zeros(len(boxes), 1), boxes], 1), torch.tensor(sizes))
+    finally:
+        torch.set_num_threads(threads)
+    assert calls and calls[0] > 4, "the regions were not cut into more jobs than levels"
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("state", ["no_grad", "inference_mode", "autocast_bf16", "grad"])
+def test_roialign_threads_run_in_the_callers_grad_inference_and_autocast_state(state, monkeypatch):
+    """torch keeps grad mode, inference mode and autocast per thread: a worker must take the caller's
+    (an inference tensor in a grad-recording thread is an error; autocast changes the kernel's dtype),
+    and give the same values and gradients as one thread."""
+    import contextlib
+    import threading
+
+    features, boxes, sizes = _crowded_regions()
+    rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
+    if state == "autocast_bf16":
+        features, rois = {name: f.bfloat16() for name, f in features.items()}, rois.bfloat16()
+    contexts = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode, "grad": contextlib.nullcontext,
+                "autocast_bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
+    seen = []
+    real_pool = MultiScaleRoIPool._pool
+    monkeypatch.setattr(MultiScaleRoIPool, "_pool", lambda self, *a: seen.append(
+        (threading.get_ident(), torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+         torch.is_autocast_enabled("cpu"))) or real_pool(self, *a))
+    pool = MultiScaleRoIPool(["0", "1", "2", "3"], 7, 2, "roialign")
+    results = {}
+    threads = torch.get_num_threads()
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        try:
+            leaf = {n: f.clone().requires_grad_() for n, f in features.items()}
+            with contexts[state]():
+                callers = (torch.is_grad_enabled(), torch.is_inference_mode_enabled(), torch.is_autocast_enabled("cpu"))
+                out = pool(leaf, rois, torch.tensor(sizes))
+            grads = torch.autograd.grad(out.float().square().sum(), list(leaf.values())) if state == "grad" else ()
+            results[count] = (out, grads)
+        finally:
+            torch.set_num_threads(threads)
+    assert {ident for ident, *_ in seen} - {threading.get_ident()}, "no region was pooled on a worker thread"
+    assert {tuple(states) for _, *states in seen} == {callers}
+    (one, one_grads), (two, two_grads) = results[1], results[2]
+    assert one.dtype == two.dtype and torch.equal(one, two)
+    assert len(one_grads) == (4 if state == "grad" else 0)
+    assert all(torch.allclose(a, b) for a, b in zip(one_grads, two_grads))

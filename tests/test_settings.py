@@ -263,7 +263,6 @@ def test_library_packages_never_import_commands_or_the_api():
     assert not [p for p in (root / "export").rglob("*.py") if "..predict" in p.read_text()]
 
 
-@pytest.mark.xfail(reason="fails after the session-9 merges; see closing note", strict=False)
 def test_settings_conf_always_ships_are_read_directly():
     """A key every preset of its group ships is read as ``cfg.key``, never ``cfg.get("key", default)``:
     the default lives in conf/ alone, and a key renamed there fails loudly instead of running on a

@@ -115,14 +115,13 @@ def test_rcnn_predict_tiles_a_huge_picture_end_to_end(mosaic, tiny_run, tmp_path
                for d in result["detections"])
 
 
-@pytest.mark.xfail(reason="fails after the session-9 merges; see closing note", strict=False)
 def test_eval_tile_scores_like_predict_tile_and_equals_plain_eval_when_one_tile_covers(tiny_run, tmp_path):
     import json
 
     from rcnn_cli.commands import evaluate
 
     weights = tiny_run / "checkpoints" / "best.ckpt"
-    common = ["trainer.accelerator=cpu", "device=cpu", "model.precision=fp32"]
+    common = ["trainer.accelerator=cpu", "model.precision=fp32"]
     for name, tile in (("plain", None), ("tiled", 128)):          # the tiny set's pictures are 128 px: one tile
         evaluate.run(evaluate.EvalOptions(weights, common, out=tmp_path / name, json_path=tmp_path / f"{name}.json",
                                           tile=tile))

@@ -484,7 +484,7 @@ def stage_profile(cfg: Any, images: list[torch.Tensor], calibration: list[torch.
     if int8_available():
         models["ours_int8"] = quantize_int8(copy.deepcopy(models["ours"]), calibration)
     estimate = peak()
-    result = {"machine": machine_info(), "peak": estimate, "model": model_cfg.get("name", model_cfg["backbone"]),
+    result = {"machine": machine_info(), "peak": estimate, "model": model_cfg["name"],
               "min_size": model_cfg["min_size"], "max_size": model_cfg["max_size"], "images": len(images),
               "repeats": repeats, "warmup": warmup}
     result["inference"] = profile_inference(models, images, repeats, warmup, estimate["gflop_per_s"], say)

@@ -4,7 +4,6 @@ weights, timed side by side on the same images; table and JSON."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from ..files import write_json
 from ..settings.resolve import resolve
 from . import console as stderr_console
 from . import stdout
+from .options import BenchmarkOptions
 
 
 def load_images(cfg, source: str | None, count: int, split: str = "val") -> tuple[list[torch.Tensor], list[dict]]:
@@ -142,25 +142,6 @@ def print_scaling(console, rows: list[dict]) -> None:
     for size in sizes:
         table.add_row(str(size), *[f"{cells[size, count]:.0f}" for count in proposals])
     console.print(table)
-
-
-@dataclass
-class BenchmarkOptions:
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    weights: Path | None = None
-    images: str | None = None
-    count: int = 4
-    batch: int = 4
-    repeats: int = 3
-    warmup: int = 1
-    train: bool = True
-    scaling: bool = False
-    json_path: Path | None = None
-    data_scale: str | None = None          # "1000,10000": the data-side benchmark instead
-    load_scale: str | None = None          # "118287": annotation loading alone at these sizes (with data_scale or not)
-    formats: str = ""                      # "onnx,openvino": also time exported files (benchmark/exported.py)
-    profile: bool = False                  # instead: the stage profile (benchmark/profile.py)
 
 
 def run(options: BenchmarkOptions) -> dict:

@@ -3,8 +3,6 @@ well the anchors fit the boxes, printed and as JSON."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -19,17 +17,7 @@ from ..data.readers.load import load_dataset
 from ..files import write_json
 from ..settings.resolve import resolve
 from . import console, plain, printable, stdout
-
-
-@dataclass
-class CheckOptions:
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    json_path: Path | None = None
-    show: int = 0
-    out: Path = Path("runs/data-check")
-    augmented: bool = False          # --show draws what the model sees after augmentation and resize
-    weights: str | None = None       # rank likely label errors with this checkpoint (commands/label_issues.py)
+from .options import CheckOptions
 
 
 def run(options: CheckOptions) -> int:

@@ -58,7 +58,7 @@ def run(options) -> CrossValResult | list:
     overrides = list(options.overrides) + ([f"dataset.folds={options.folds}"] if options.folds is not None else [])
     if not options.multirun and wants_folds(resolve("train", overrides, config_dir=options.config_dir).cfg):
         return cross_validate(overrides, options.config_dir)
-    return train.run(train.TrainOptions(overrides, options.config_dir, options.multirun))
+    return train.run(train.TrainOptions(overrides=overrides, config_dir=options.config_dir, multirun=options.multirun))
 
 
 def wants_folds(cfg: DictConfig) -> bool:

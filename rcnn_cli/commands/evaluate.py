@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +16,7 @@ from ..predict.ensemble import load_ensemble
 from ..predict.limits import PREDICT
 from ..settings.resolve import Settings, exact_variant, resolve
 from . import say, stdout, tiling_note, weights_or_default, writable
-
-
-@dataclass
-class EvalOptions:
-    weights: Path
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    json_path: Path | None = None
-    predictions: Path | None = None
-    out: Path | None = None
-    tile: int | None = None          # score huge pictures in overlapping tiles, as rcnn predict --tile
-    overlap: float = PREDICT.tile_overlap
-    tta: bool = False                # shorthand for model.tta=true
-    label_issues: bool = False       # rank likely label errors too (commands/label_issues.py)
+from .options import EvalOptions, shorthand
 
 
 @dataclass
@@ -41,7 +28,7 @@ class EvalResult:
 
 
 def run(options: EvalOptions) -> EvalResult:
-    overrides = options.overrides + (["model.tta=true"] if options.tta else [])
+    overrides = shorthand(options.overrides, precision=options.precision, tta="true" if options.tta else None)
     settings = resolve("eval", overrides, weights=weights_or_default(options.weights), config_dir=options.config_dir)
     out = options.out or default_eval_dir(settings.weights)
     writable(f"--out {out}", out)

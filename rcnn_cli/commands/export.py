@@ -3,7 +3,6 @@ export pipeline (export/pipeline.py: write, verify, keep only what passed); then
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import JobFailed, UsageError
@@ -14,20 +13,7 @@ from ..files import write_json
 from ..formats import BY_NAME
 from ..settings.resolve import resolve
 from . import console, say, weights_or_default, writable
-
-
-@dataclass
-class ExportOptions:
-    weights: Path | str | None = None     # None: the default COCO-pretrained weights, as rcnn predict
-    suffixes: list[str] = field(default_factory=lambda: [".onnx"])
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    out: Path | None = None
-    images: list[str] | None = None
-    input_dtype: str = "uint8"
-    int8: bool = False      # also best.int8.onnx / best.int8.xml: the verified graphs quantized (export/int8.py)
-    half: bool = False      # also best.fp16.torchscript: traced on the GPU with an fp16 backbone
-    json_path: Path | None = None   # the report: each file written or refused, with its check's figures
+from .options import ExportOptions
 
 
 def suffixes_for(formats: list[str]) -> list[str]:

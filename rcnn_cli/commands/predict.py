@@ -6,7 +6,6 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,44 +15,17 @@ from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
 from ..files import numbered_folder, write_text, writes_into
 from ..predict.ensemble import load_ensemble
-from ..predict.limits import PREDICT
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import check_thresholds, lowest_threshold, read_conf
 from ..predict.runner import run as run_detector
 from ..predict.writers import write_outputs
 from ..settings.resolve import resolve
 from . import cannot_write_there, console, plain, say, tiling_note, weights_or_default
+from .options import PredictOptions, shorthand
 
 FORMATS = ("json", "csv", "coco", "voc", "yolo")
 # Each result as it is produced, one JSON line: what a run killed outright (SIGKILL, power loss) leaves.
 JOURNAL = "predictions.jsonl"
-
-
-@dataclass
-class PredictOptions:
-    sources: list[str]
-    weights: Path | str | None = None     # None: the default COCO-pretrained weights; a,b,c or ensemble.yaml: fused
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    out: Path | None = None
-    formats: list[str] = field(default_factory=lambda: ["json"])
-    conf: str = str(PREDICT.conf)
-    classes: str | None = None
-    batch_size: int = PREDICT.batch_size
-    every: int = 1
-    draw: bool = True
-    save_video: bool = False
-    tile: int | None = None          # overlapping tiles of this many px for huge pictures
-    overlap: float = PREDICT.tile_overlap
-    device: str | None = None        # shorthand for device=...
-    precision: str | None = None     # shorthand for model.precision=...
-    tta: bool = False                # shorthand for model.tta=true
-
-
-def shorthand(overrides: list[str], **options: str | None) -> list[str]:
-    """``--device cuda`` is ``device=cuda`` typed last: options go through the same rule."""
-    keys = {"device": "device", "precision": "model.precision", "tta": "model.tta"}
-    return list(overrides) + [f"{keys[name]}={value}" for name, value in options.items() if value is not None]
 
 
 def typed_overrides(options: PredictOptions) -> list[str]:

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from ..errors import UsageError
-from ..predict.limits import PREDICT, ServeLimits
+from ..predict.limits import ServeLimits
 from ..settings.resolve import resolve
 from . import say, weights_or_default
-
-
-@dataclass
-class ServeOptions:
-    weights: Path | str | None = None
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    conf: float = PREDICT.conf
-    limits: ServeLimits = field(default_factory=ServeLimits)
-    tta: bool = False                # shorthand for model.tta=true
+from .options import ServeOptions
 
 
 def build(options: ServeOptions):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
@@ -18,14 +18,7 @@ from ..files import numbered_folder, write_text, writes_into
 from ..settings.resolve import Settings, resolve
 from ..settings.schema import ConfigError
 from . import console, say, stdout, writable
-
-
-@dataclass
-class TrainOptions:
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
-    multirun: bool = False
-    folds: int | None = None         # --folds K (dataset.folds=K): cross-validation, run by commands/crossval.py
+from .options import TrainOptions
 
 
 @dataclass

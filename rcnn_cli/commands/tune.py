@@ -4,7 +4,6 @@ trials are pruned after a validation (optuna-integration's Lightning callback); 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,8 @@ from ..errors import UsageError
 from ..files import numbered_folder, write_json
 from ..settings.resolve import resolve
 from . import console, say, stdout
+from .options import TuneOptions
 from .train import train
-
-
-@dataclass
-class TuneOptions:
-    overrides: list[str] = field(default_factory=list)
-    config_dir: Path | None = None
 
 
 def run(options: TuneOptions):
