@@ -16,7 +16,6 @@ from .data.images import read_chw, to_rgb_array
 from .data.samples import CHECK_IMAGES
 from .errors import UsageError
 from .export.compiled import HINTS, load_fastest
-from .inference.ensemble import ensemble_members
 from .inference.predictor import Predictor, check_samples, load_predictor, prepare_model
 from .predict.ensemble import load_ensemble
 from .predict.limits import PREDICT
@@ -61,12 +60,11 @@ class Detector:
         """
         presets, values = [f"model={model}"] if model else [], _values(overrides, device, precision)
         self = cls.__new__(cls)
-        if members := ensemble_members(weights):
-            loaded, predictor = load_ensemble("predict", members, presets, values)
-            self._setup(predictor)
-            self.notes = [note for settings in loaded for note in settings.notes] + self.notes
-            return self
         settings = resolve("predict", presets, values, weights=weights)
+        if settings.members:
+            self._setup(load_ensemble(settings))
+            self.notes = [note for member in settings.members for note in member.notes] + self.notes
+            return self
         self._setup(load_fastest(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights))
         self.notes = settings.notes + self.notes
         return self

@@ -140,13 +140,53 @@ def test_openvino_bf16_is_timed_only_where_bf16_is_native(monkeypatch, tmp_path,
     is the benchmark's."""
     from rcnn_cli import hardware as hw
     from rcnn_cli.benchmark import exported
-    from rcnn_cli.export import exporters
 
-    monkeypatch.setattr(exporters, "write_openvino", lambda detector, path, *args, **kwargs: path)
-    monkeypatch.setattr(exported, "quantize_openvino", lambda source, path, images: path)
+    monkeypatch.setattr(exported, "write_file", lambda detector, path, *args, **kwargs: path)
+    monkeypatch.setattr(exported, "quantize_file", lambda source, path, images: path)
     with hw.override(hardware):
         rows = exported._openvino_rows(None, tmp_path, tmp_path / "m.onnx", None, [],
                                        lambda path, precision="fp32": {"timed": f"{path.name} {precision}"})
     assert rows["openvino_f32"] == {"timed": "model.xml fp32"}
     assert rows["openvino_int8"] == {"timed": "model.int8.xml fp32"}
     assert rows["openvino_bf16"] == ({"timed": "model.xml bf16"} if timed else {"skipped": exported.NOT_NATIVE})
+
+
+def test_exported_rows_are_written_by_the_export_pipeline(monkeypatch):
+    """The benchmark's files come from export/pipeline.py's writers, handed a real Predictor: every
+    format asked is written (and quantized) by the pipeline, and the timed file is the one it wrote.
+    Writers and timing are stand-ins; the routing is the benchmark's."""
+    from pathlib import Path
+
+    from rcnn_cli.benchmark import exported
+    from rcnn_cli.export import pipeline
+    from rcnn_cli.inference.predictor import Predictor
+
+    written, detectors = [], []
+
+    def write(detector, path, sample, input_dtype="uint8", **options):
+        detectors.append(detector)
+        written.append((path.name, sorted(options)))
+        Path(path).write_bytes(b"graph")
+        return path
+
+    def quantize(source, path, images):
+        written.append((path.name, [source.name]))
+        return path
+
+    monkeypatch.setattr(pipeline, "WRITERS", {name: write for name in pipeline.WRITERS})
+    monkeypatch.setattr(pipeline, "QUANTIZERS", {name: quantize for name in pipeline.QUANTIZERS})
+    monkeypatch.setattr(exported, "_measurer", lambda *args: lambda path, precision="fp32": {"timed": path.name})
+    model = Detector(model="resnet18_fpn", num_classes=3, min_size=64, max_size=64, fpn_channels=64).model.eval()
+    image = torch.randint(0, 255, (3, 48, 64), dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # the fp16 row too, on any machine
+    rows = exported.exported_figures(model, {"box_score_thresh": 0.05}, [image], [image], [{}],
+                                     ["onnx", "openvino", "torchscript"], repeats=1, warmup=0)
+    assert written == [("model.onnx", []), ("model.int8.onnx", ["model.onnx"]), ("model.xml", ["onnx_path"]),
+                       ("model.int8.xml", ["model.xml"]), ("model.torchscript", []),
+                       ("model.fp16.torchscript", ["half"])]
+    assert all(isinstance(d, Predictor) and d.model is model for d in detectors)
+    assert detectors[0].class_names == ["class1", "class2"]     # num_classes counts the background
+    assert {name: row.get("timed") for name, row in rows.items() if "timed" in row} == {
+        "onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx", "openvino_f32": "model.xml",
+        "openvino_int8": "model.int8.xml", "torchscript_fp32": "model.torchscript",
+        "torchscript_fp16": "model.fp16.torchscript"}

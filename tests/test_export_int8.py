@@ -14,6 +14,7 @@ import pytest
 from helpers import export_int8, export_report, reported, run_rcnn
 
 from rcnn_cli.commands import export as command
+from rcnn_cli.export import pipeline
 from rcnn_cli.export.int8 import MIN_INT8_AGREEMENT_MAP50
 
 
@@ -46,11 +47,11 @@ def test_int8_that_passes_is_kept_and_predict_runs_it(exported, tiny_run, monkey
 
     weights, out, _ = exported
     agreement = _agreement(exported)
-    monkeypatch.setattr(command, "MIN_INT8_AGREEMENT_MAP50", agreement - 0.05)
+    monkeypatch.setattr(pipeline, "MIN_INT8_AGREEMENT_MAP50", agreement - 0.05)
     settings = resolve("export", [], weights=weights)
     detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False)
     checked = check_images(None, detector.dataset)
-    assert command._write_int8(detector, out, checked, None)
+    assert pipeline.write_int8(detector, out, checked, None)
     path = out.with_name("tiny.int8.onnx")
     graph = onnx.load(str(path)).graph
     ops = [node.op_type for node in graph.node]

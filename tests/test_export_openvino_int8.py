@@ -17,7 +17,7 @@ import pytest
 from helpers import export_int8, export_report, reported, run_rcnn, tiny_images
 
 from rcnn_cli.api import Detector
-from rcnn_cli.commands import export as command
+from rcnn_cli.export import pipeline
 from rcnn_cli.export.int8 import MIN_INT8_AGREEMENT_MAP50
 
 
@@ -68,9 +68,9 @@ def test_int8_ir_under_the_threshold_is_refused_and_leaves_nothing(exported, loa
     _, out, _ = exported
     for name in ("tiny.xml", "tiny.bin"):
         shutil.copy(out.with_name(name), tmp_path / name)
-    monkeypatch.setattr(command, "MIN_INT8_AGREEMENT_MAP50", _agreement(exported) + 0.05)
+    monkeypatch.setattr(pipeline, "MIN_INT8_AGREEMENT_MAP50", _agreement(exported) + 0.05)
     files = []
-    assert not command._write_int8(loaded[0], tmp_path / "tiny.xml", loaded[1], None, files)
+    assert not pipeline.write_int8(loaded[0], tmp_path / "tiny.xml", loaded[1], None, files)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.bin", "tiny.xml"]
     assert [(f["kind"], f["kept"], f["size_bytes"]) for f in files] == [("int8", False, None)]
     assert files[0]["verification"]["compared"] > 0
@@ -78,9 +78,9 @@ def test_int8_ir_under_the_threshold_is_refused_and_leaves_nothing(exported, loa
 
 def test_int8_ir_that_passes_is_kept_and_predict_and_the_api_run_it(exported, loaded, monkeypatch, tmp_path):
     weights, out, _ = exported
-    monkeypatch.setattr(command, "MIN_INT8_AGREEMENT_MAP50", _agreement(exported) - 0.05)
+    monkeypatch.setattr(pipeline, "MIN_INT8_AGREEMENT_MAP50", _agreement(exported) - 0.05)
     files = []
-    assert command._write_int8(loaded[0], out, loaded[1], None, files)
+    assert pipeline.write_int8(loaded[0], out, loaded[1], None, files)
     path = out.with_name("tiny.int8.xml")
     assert [(f["path"], f["kind"], f["kept"]) for f in files] == [(str(path), "int8", True)]
     ops = ov.Core().read_model(str(path)).get_ops()

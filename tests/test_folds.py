@@ -217,7 +217,7 @@ def test_a_half_finished_cross_validation_continues_where_it_stopped(tmp_path):
     assert done["epoch"] == 1 and done["global_step"] == 2 * first["global_step"]
     assert done["rcnn_cli"]["dataset"]["fold"] == 2 and done["rcnn_cli"]["dataset"]["folds"] == 2
     # ensemble.yaml as --weights reads it: the two best checkpoints, listed relative to the file
-    from rcnn_cli.inference.ensemble import read_ensemble
+    from rcnn_cli.model.source import read_ensemble
 
     assert "fold-1/checkpoints/best.ckpt" in (parent / "ensemble.yaml").read_text()      # relative, not absolute
     assert read_ensemble(parent / "ensemble.yaml") == [str(parent / f"fold-{k}" / "checkpoints" / "best.ckpt")

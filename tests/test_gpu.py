@@ -82,7 +82,7 @@ def test_half_export_is_kept_or_refused_by_its_agreement_and_predict_runs_a_kept
     """Both ways of the decision on every GPU: any agreement passes 0.0, none passes 1.01."""
     import shutil
 
-    from rcnn_cli.commands import export as command
+    from rcnn_cli.export import pipeline
     from rcnn_cli.export.verify import check_images
     from rcnn_cli.inference.exported import load_exported
     from rcnn_cli.inference.predictor import load_predictor
@@ -92,9 +92,9 @@ def test_half_export_is_kept_or_refused_by_its_agreement_and_predict_runs_a_kept
     detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False)
     script = tmp_path / "tiny.torchscript"
     shutil.copy(half_export[0], script)
-    monkeypatch.setattr(command, "MIN_REDUCED_AGREEMENT_MAP50", threshold)
+    monkeypatch.setattr(pipeline, "MIN_REDUCED_AGREEMENT_MAP50", threshold)
     files = []
-    assert command._write_half(detector, script, check_images(None, detector.dataset), "uint8", files) == kept
+    assert pipeline.write_half(detector, script, check_images(None, detector.dataset), "uint8", files) == kept
     half = tmp_path / "tiny.fp16.torchscript"
     assert [(f["path"], f["kind"], f["kept"]) for f in files] == [(str(half), "fp16", kept)]
     assert files[0]["verification"]["compared"] > 0

@@ -342,6 +342,10 @@ def test_commands_never_edit_the_settings_resolve_returned():
                     base = base.value
                 if isinstance(base, ast.Name) and base.id == "settings" and base is not target:
                     edits.append(f"{path.name}:{node.lineno} {ast.unparse(target)}")
+            # a copy to edit is an edit too (rcnn eval's exact model was copy.copy(settings), then fp32)
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in ("copy", "deepcopy", "replace") \
+                    and any(isinstance(arg, ast.Name) and arg.id == "settings" for arg in node.args):
+                edits.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
     assert not edits, edits
 
 
@@ -356,3 +360,54 @@ def test_the_score_floor_predict_and_serve_need_is_decided_by_resolve(tiny_run):
     assert floor(score_floor=None) == 0.05                               # conf/'s, as the checkpoint stored it
     assert floor(score_floor=0.01) == 0.01 and floor(score_floor=0.25) == 0.05
     assert floor("model.box_score_thresh=0.3", score_floor=0.01) == 0.3
+
+
+def test_the_exact_variant_is_what_resolve_gives_with_fp32_typed(tiny_run):
+    """rcnn eval at a fast precision scores the exact model beside it; those settings come from the rule
+    (settings.resolve.exact_variant), equal to resolving with model.precision=fp32 typed, the resolved
+    ones left as they were and the checkpoint not read again."""
+    from rcnn_cli.settings.resolve import exact_variant
+
+    weights = tiny_run / "checkpoints" / "best.ckpt"
+    fast = resolve("eval", ["model.precision=bf16", "model.box_score_thresh=0.3", "dataset.tile=64"], weights=weights)
+    exact = exact_variant(fast)
+    typed = resolve("eval", ["model.box_score_thresh=0.3", "dataset.tile=64", "model.precision=fp32"], weights=weights)
+    assert fast.cfg.model.precision == "bf16" and exact.cfg.model.precision == "fp32"
+    assert OmegaConf.to_container(exact.cfg) == OmegaConf.to_container(typed.cfg)
+    assert exact.typed == typed.typed and exact.checkpoint is fast.checkpoint and exact.weights is fast.weights
+
+
+def test_eval_scores_a_fast_path_beside_the_exact_variant(tiny_run, monkeypatch):
+    """compare_with_exact scores the settings exact_variant derives, and leaves eval's own untouched."""
+    from types import SimpleNamespace
+
+    from rcnn_cli.commands import evaluate
+
+    settings = resolve("eval", ["model.precision=bf16"], weights=tiny_run / "checkpoints" / "best.ckpt")
+    before = OmegaConf.to_container(settings.cfg)
+    scored = []
+    figures = {"map": 0.5, "map_50": 0.75, "map_75": 0.5}
+
+    def score(chosen, tile=None, overlap=None, predictor=None):
+        scored.append(chosen)
+        return SimpleNamespace(summary=lambda: figures), [], None
+
+    monkeypatch.setattr(evaluate, "score", score)
+    result = SimpleNamespace(report=SimpleNamespace(summary=lambda: figures))
+    assert evaluate.compare_with_exact(settings, result, None, 0.2) == figures
+    (exact,) = scored
+    assert exact is not settings and exact.cfg.model.precision == "fp32"
+    assert OmegaConf.to_container(exact.cfg) == {**before, "model": {**before["model"], "precision": "fp32"}}
+    assert OmegaConf.to_container(settings.cfg) == before
+
+
+@pytest.mark.parametrize("command", ["export", "benchmark", "check"])
+def test_an_ensemble_is_one_line_for_a_command_that_takes_one_weights_file(tmp_path, command):
+    """Not its first member taken silently: the commands that run ensembles are named."""
+    members = [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
+    for member in members:
+        member.write_bytes(b"not read")
+    given = ",".join(map(str, members))
+    with pytest.raises(ConfigError, match=rf"^--weights {given}: an ensemble runs in rcnn predict, eval and serve, "
+                                          rf"not in {command}; name one of its files$"):
+        resolve(command, weights=given)

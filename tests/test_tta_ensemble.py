@@ -19,11 +19,12 @@ from torch import nn
 
 from rcnn_cli.api import Detector, to_chw_tensor
 from rcnn_cli.errors import UsageError
-from rcnn_cli.inference.ensemble import ensemble_members, ensemble_predictor, write_ensemble
+from rcnn_cli.inference.ensemble import ensemble_predictor, write_ensemble
 from rcnn_cli.inference.predictor import Predictor
 from rcnn_cli.inference.tiling import detect_tiled
 from rcnn_cli.inference.tta import FusionRule, tta_detect
 from rcnn_cli.model.roi_heads import RoIHeads
+from rcnn_cli.model.source import weights_source
 from rcnn_cli.model.structures import Proposals
 from rcnn_cli.settings.resolve import resolve
 from rcnn_cli.settings.schema import ConfigError
@@ -154,27 +155,34 @@ def test_an_ensemble_of_other_classes_is_refused_in_one_line():
         ensemble_predictor([member(empty), member(empty, ["cat", "dog"])], ["a.ckpt", "b.ckpt"], KEEP_ALL)
 
 
+def members_of(weights) -> list[str] | None:
+    """The member files when ``weights`` names an ensemble, by the one decision, else None."""
+    source = weights_source(weights)
+    return [member.given for member in source.members] if source.kind == "ensemble" else None
+
+
 def test_an_ensemble_is_named_by_a_list_or_an_ensemble_yaml(tmp_path):
     folds = tmp_path / "folds"
     for fold in ("fold-1", "fold-2"):
         (folds / fold).mkdir(parents=True)
         (folds / fold / "best.ckpt").write_bytes(b"x")
     listed = [str(folds / "fold-1" / "best.ckpt"), str(folds / "fold-2" / "best.ckpt")]
-    assert ensemble_members(",".join(listed)) == listed
-    assert ensemble_members(listed) == listed
-    assert ensemble_members(listed[0]) is None                # one file is no ensemble
+    assert members_of(",".join(listed)) == listed
+    assert members_of(listed) == listed
+    assert members_of(listed[0]) is None                # one file is no ensemble
+    assert [m.kind for m in weights_source(listed).members] == ["file", "file"]     # each member decided too
     written = write_ensemble(folds / "ensemble.yaml", listed)
     assert written.read_text() == "weights:\n- fold-1/best.ckpt\n- fold-2/best.ckpt\n"   # relative: the folder may move
     moved = folds.rename(tmp_path / "moved")
-    assert ensemble_members(moved / "ensemble.yaml") == [str(moved / "fold-1" / "best.ckpt"),
-                                                        str(moved / "fold-2" / "best.ckpt")]
+    assert members_of(moved / "ensemble.yaml") == [str(moved / "fold-1" / "best.ckpt"),
+                                                  str(moved / "fold-2" / "best.ckpt")]
     with pytest.raises(UsageError, match=r"best.ckpt,missing.ckpt: missing.ckpt: no such file$"):
-        ensemble_members(f"{moved / 'fold-1' / 'best.ckpt'},missing.ckpt")
+        members_of(f"{moved / 'fold-1' / 'best.ckpt'},missing.ckpt")
     (tmp_path / "bad.yaml").write_text("- a.ckpt\n")
     with pytest.raises(UsageError, match=r"holds `weights:`, a list of weights files"):
-        ensemble_members(tmp_path / "bad.yaml")
+        members_of(tmp_path / "bad.yaml")
     with pytest.raises(UsageError, match=r"e.g. a.ckpt,b.ckpt"):
-        ensemble_members(f"{listed[0]},")
+        members_of(f"{listed[0]},")
 
 
 # --- settings ---------------------------------------------------------------------------------------

@@ -60,6 +60,19 @@ def test_a_checkpoint_is_decided_and_read_once(command, tiny_run, tmp_path, coun
     assert counted == {"decisions": 1, "torch.load": 1}
 
 
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_an_ensemble_is_decided_once_and_each_member_read_once(command, tiny_run, tmp_path, counted):
+    """Ensemble, and each member's kind, in the one decision; then each member's file read once."""
+    members = ",".join(str(tiny_run / "checkpoints" / name) for name in ("best.ckpt", "last.ckpt"))
+    image = str(tiny_images(1)[0])
+    args = {
+        "predict": ["predict", image, "--weights", members, "--out", str(tmp_path / "out"), "--precision", "fp32"],
+        "eval": ["eval", "--weights", members, "--out", str(tmp_path / "eval")],
+    }[command]
+    invoke(*args)
+    assert counted == {"decisions": 1, "torch.load": 2}     # two members: each file read once, by torch
+
+
 def test_an_exported_file_is_decided_once_and_never_read_by_torch(tiny_run, tmp_path, counted):
     onnx = tmp_path / "model.onnx"
     image = str(tiny_images(1)[0])

@@ -1,23 +1,26 @@
-"""``rcnn benchmark --formats onnx,openvino``: the benchmarked weights written as exported files (as
-``rcnn export`` writes them, int8 twins included) and run by their runtimes on the same images as the
-torch columns; per file: ms/img at batch 1, size on disk, and agreement with fp32 torch (mAP50 of its
-detections scored against fp32 torch's, as the other columns)."""
+"""``rcnn benchmark --formats onnx,openvino``: the benchmarked weights written as exported files by the
+export pipeline's writers (export/pipeline.py: the files ``rcnn export`` writes, int8 twins included)
+and run by their runtimes on the same images as the torch columns; per file: ms/img at batch 1, size
+on disk, and agreement with fp32 torch (mAP50 of its detections scored against fp32 torch's, as the
+other columns). Every file is timed, kept or not: the agreement column shows what export's check
+would decide, so the pipeline's keep-or-refuse step is not run here."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from ..errors import UsageError
 from ..eval.agreement import agreement_map50
-from ..export.int8 import quantize_onnx, quantize_openvino
+from ..export.int8 import int8_path
+from ..export.pipeline import half_path, quantize_file, trace_half, write_file
 from ..formats import BY_NAME
 from ..hardware import current
 from ..inference.exported import exported_size, load_exported
+from ..inference.predictor import eager_predictor
 from ..timing import timed
 
 NOT_NATIVE = "not native here"      # bf16 emulated: slower than f32, so not worth a row of timings
@@ -40,47 +43,39 @@ def exported_figures(model: torch.nn.Module, cfg: dict[str, Any], images: list[t
     "throughput", "agreement_map50"}`` or ``{"skipped": why}``.
     model: ours in exact fp32; exact: its outputs on ``images``, the reference."""
     classes = model.roi_heads.box_predictor.cls_score.out_features - 1
-    detector = SimpleNamespace(model=model, config=cfg, metadata={},
-                               class_names=[f"class{i}" for i in range(1, classes + 1)])
+    detector = eager_predictor(model, cfg, [f"class{i}" for i in range(1, classes + 1)])
     measure = _measurer(images, exact, classes, repeats, warmup)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as folder:
-        onnx_path = _write_onnx(detector, Path(folder), images[0])
+        folder = Path(folder)
+        # OpenVINO converts the ONNX graph: written once for both
+        onnx_path = write_file(detector, folder / "model.onnx", images[0]) if {"onnx", "openvino"} & set(formats) \
+            else None
         if "onnx" in formats:
             rows["onnx_fp32"] = measure(onnx_path)
-            rows["onnx_int8"] = measure(quantize_onnx(onnx_path, Path(folder) / "model.int8.onnx", calibration))
+            rows["onnx_int8"] = measure(quantize_file(onnx_path, int8_path(onnx_path), calibration))
         if "openvino" in formats:
-            rows.update(_openvino_rows(detector, Path(folder), onnx_path, images[0], calibration, measure))
+            rows.update(_openvino_rows(detector, folder, onnx_path, images[0], calibration, measure))
         if "torchscript" in formats:
-            rows.update(_torchscript_rows(detector, Path(folder), images[0], measure))
+            rows.update(_torchscript_rows(detector, folder, images[0], measure))
     return rows
 
 
 def _torchscript_rows(detector, folder: Path, sample: torch.Tensor, measure) -> dict:
-    from ..export.exporters import write_torchscript
-
-    rows = {"torchscript_fp32": measure(write_torchscript(detector, folder / "model.torchscript", sample))}
+    script = write_file(detector, folder / "model.torchscript", sample)
+    rows = {"torchscript_fp32": measure(script)}
     if not torch.cuda.is_available():
         rows["torchscript_fp16"] = {"skipped": "needs a GPU (export --half)"}
         return rows
-    half = write_torchscript(detector, folder / "model.fp16.torchscript", sample, half=True)
-    rows["torchscript_fp16"] = measure(half)
+    rows["torchscript_fp16"] = measure(trace_half(detector, half_path(script), sample))
     return rows
 
 
-def _write_onnx(detector, folder: Path, sample: torch.Tensor) -> Path:
-    from ..export.exporters import write_onnx
-
-    return write_onnx(detector, folder / "model.onnx", sample)
-
-
 def _openvino_rows(detector, folder: Path, onnx_path: Path, sample: torch.Tensor, calibration, measure) -> dict:
-    from ..export.exporters import write_openvino
-
-    xml = write_openvino(detector, folder / "model.xml", sample, onnx_path=onnx_path)
+    xml = write_file(detector, folder / "model.xml", sample, onnx_path=onnx_path)
     rows = {"openvino_f32": measure(xml, "fp32")}
     rows["openvino_bf16"] = measure(xml, "bf16") if current().native_bf16 else {"skipped": NOT_NATIVE}
-    rows["openvino_int8"] = measure(quantize_openvino(xml, folder / "model.int8.xml", calibration), "fp32")
+    rows["openvino_int8"] = measure(quantize_file(xml, int8_path(xml), calibration), "fp32")
     return rows
 
 

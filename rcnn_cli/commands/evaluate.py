@@ -11,10 +11,10 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..files import write_json
-from ..inference.ensemble import ENSEMBLE_SUFFIXES, ensemble_members
+from ..model.source import ENSEMBLE_SUFFIXES, WeightsSource
 from ..predict.ensemble import load_ensemble
 from ..predict.limits import PREDICT
-from ..settings.resolve import Settings, resolve
+from ..settings.resolve import Settings, exact_variant, resolve
 from . import default_output, say, stdout, tiling_note, weights_or_default, writable
 from .options import EvalOptions, shorthand
 
@@ -28,28 +28,25 @@ class EvalResult:
 
 
 def run(options: EvalOptions) -> EvalResult:
-
-    members = ensemble_members(options.weights)
-    weights = members[0] if members else weights_or_default(options.weights)
     if options.out:       # a folder that cannot be written is one line before the weights are read
         writable(f"--out {options.out}", options.out)
     for option, path in (("--json", options.json_path), ("--predictions", options.predictions)):
         if path:
             writable(f"{option} {path}", path.parent)
     overrides = shorthand(options.overrides, precision=options.precision, tta="true" if options.tta else None)
-    settings = resolve("eval", overrides, weights=weights, config_dir=options.config_dir)
-    out = options.out or default_eval_dir(Path(weights), settings.cfg, ensemble=options.weights if members else None)
+    settings = resolve("eval", overrides, weights=weights_or_default(options.weights), config_dir=options.config_dir)
+    out = options.out or default_eval_dir(settings.weights, settings.cfg)
     if not options.out:
         writable(f"{out} (eval's default folder; or name another --out)", out)
     eval_device(settings.cfg)
     for note in settings.notes:
         say(f"note: {note}")
-    predictor = load_ensemble("eval", members, overrides, config_dir=options.config_dir)[1] if members else None
+    predictor = load_ensemble(settings) if settings.members else None
     result = evaluate(settings, out, options.json_path, options.predictions, options.tile, options.overlap, predictor,
                       options.label_issues)
     if result.report is not None:
         print_report(result)
-        if settings.cfg.model.precision != "fp32" and members:
+        if settings.cfg.model.precision != "fp32" and settings.members:
             say("note: the ensemble was scored at model.precision=" + str(settings.cfg.model.precision) +
                 "; score it at fp32 (the default) for its exact figures")
         elif settings.cfg.model.precision != "fp32":
@@ -69,14 +66,14 @@ def eval_device(cfg: DictConfig):
                          "trainer.accelerator=cpu or auto") from None
 
 
-def default_eval_dir(weights: Path, cfg: DictConfig, ensemble=None) -> Path:
+def default_eval_dir(source: WeightsSource, cfg: DictConfig) -> Path:
     """Beside the run the weights belong to: runs/x/checkpoints/best.ckpt -> runs/x/eval, and
     folds/ensemble.yaml -> folds/eval-ensemble; anything else under runs_root (commands.default_output):
     eval-<stem>, and a,b,c -> eval-ensemble."""
-    if ensemble is not None:
-        named = Path(str(ensemble))
-        if named.suffix.lower() in ENSEMBLE_SUFFIXES:
-            return named.parent / "eval-ensemble"
+    weights = Path(str(source.given))
+    if source.kind == "ensemble":
+        if weights.suffix.lower() in ENSEMBLE_SUFFIXES:
+            return weights.parent / "eval-ensemble"
         return default_output(cfg, "eval-ensemble")
     if weights.parent.name == "checkpoints":
         return weights.parent.parent / "eval"
@@ -119,12 +116,7 @@ def score(settings: Settings, tile: int | None = None, overlap: float = PREDICT.
 def compare_with_exact(settings: Settings, result: EvalResult, tile: int | None, overlap: float) -> dict[str, float]:
     """A fast path's figures beside the exact model's, so that eval's number of record stays the
     model's: the same data scored again at model.precision=fp32. -> {metric: exact value}."""
-    import copy
-
-    exact = copy.copy(settings)
-    exact.cfg = settings.cfg.copy()
-    exact.cfg.model.precision = "fp32"
-    report = score(exact, tile, overlap)[0]
+    report = score(exact_variant(settings), tile, overlap)[0]
     fast, truth = result.report.summary(), report.summary()
     for key, title in EVAL_ROWS[:3]:
         say(f"{title}: exact model {truth[key]:.4f}, at {settings.cfg.model.precision} {fast[key]:.4f} "

@@ -14,7 +14,6 @@ from rich.text import Text
 from ..data.sources import OUTPUT_MARKER, expand_sources
 from ..errors import JobFailed, UsageError
 from ..files import numbered_folder, write_text, writes_into
-from ..inference.ensemble import ensemble_members
 from ..predict.ensemble import load_ensemble
 from ..predict.runner import PredictOptions as RunnerOptions
 from ..predict.runner import check_thresholds, lowest_threshold, read_conf
@@ -39,8 +38,7 @@ def run(options: PredictOptions) -> int:
     formats = [f.strip().lower() for value in options.formats for f in value.split(",") if f.strip()]
     if unknown := [f for f in formats if f not in FORMATS]:
         raise UsageError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
-    members = ensemble_members(options.weights)
-    weights = members[0] if members else weights_or_default(options.weights)
+    weights = weights_or_default(options.weights)
     try:
         threshold = read_conf(options.conf)
     except ValueError as err:
@@ -61,7 +59,7 @@ def run(options: PredictOptions) -> int:
     for note in settings.notes:
         say(f"note: {note}")
     with claimed(out), writes_into(out):
-        return _predict(options, settings, images, videos, problems, out, threshold, formats, members)
+        return _predict(options, settings, images, videos, problems, out, threshold, formats)
 
 
 def check_out(out: Path, inputs: list[Path]) -> None:
@@ -99,8 +97,7 @@ def claimed(out: Path) -> Iterator[None]:
         raise
 
 
-def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats,
-             members: list[str] | None = None) -> int:
+def _predict(options: PredictOptions, settings, images, videos, problems, out: Path, threshold, formats) -> int:
     from ..data.samples import CHECK_IMAGES, calibration_images
     from ..export.compiled import load_fastest
 
@@ -108,10 +105,8 @@ def _predict(options: PredictOptions, settings, images, videos, problems, out: P
                    else [])
     # a reduced precision is checked on the model's validation images, else on the first inputs
     sources = [str(p) for p in images[:CHECK_IMAGES]]
-    if members:
-        predictor = load_ensemble("predict", members, typed_overrides(options), config_dir=options.config_dir,
-                                  score_floor=lowest_threshold(threshold), calibration=calibration,
-                                  sources=sources)[1]
+    if settings.members:
+        predictor = load_ensemble(settings, calibration=calibration, sources=sources)
     else:
         predictor = load_fastest(settings.cfg, settings.checkpoint, calibration, typed=settings.typed,
                                  sources=sources, source=settings.weights, say=say,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..errors import UsageError
-from ..inference.ensemble import ensemble_members
 from ..predict.limits import ServeLimits
 from ..settings.resolve import resolve
 from . import console, plain, say, weights_or_default
@@ -16,22 +15,20 @@ def build(options: ServeOptions):
     from ..predict.ensemble import load_ensemble
     from ..predict.server import build_app
 
-    members = ensemble_members(options.weights)
-    weights = members[0] if members else weights_or_default(options.weights)
+    weights = weights_or_default(options.weights)
     overrides = options.overrides + (["model.tta=true"] if options.tta else [])
     settings = resolve("predict", overrides, weights=weights, config_dir=options.config_dir,
                        score_floor=options.conf)
     for note in settings.notes:
         say(f"note: {note}")
-    if members:
-        predictor = load_ensemble("predict", members, overrides, config_dir=options.config_dir,
-                                  score_floor=options.conf)[1]
+    if settings.members:
+        predictor = load_ensemble(settings)
     else:
         predictor = load_fastest(settings.cfg, settings.checkpoint, typed=settings.typed, source=settings.weights,
                                  say=say, status=lambda text: console.status(plain(text)))
     if predictor.decision is not None:
         say(predictor.decision.line())
-    return build_app(predictor, options.conf, options.limits, name=str(options.weights if members else weights)), \
+    return build_app(predictor, options.conf, options.limits, name=settings.weights.given), \
         predictor
 
 

@@ -1,6 +1,6 @@
 """Int8 files: the verified fp32 ONNX graph quantized by onnxruntime, the verified OpenVINO IR by NNCF,
 both calibrated on the user's own images and kept only where their detections agree with fp32 torch's
-(see commands/export.py).
+(see export/pipeline.py).
 
 ONNX, what is quantized, and why (measured, docs/speed.md "Int8 ONNX choices"): the convolutions
 of the backbone and FPN only, QDQ format, per-channel weights, activation ranges by min/max over

@@ -87,6 +87,13 @@ def prepare_predictor(predictor: Predictor, model_cfg: dict, precision: str,
     predictor.runs_as = predictor.decision.runs_as
 
 
+def eager_predictor(model, config: Mapping[str, Any], class_names: list[str]) -> Predictor:
+    """A Predictor over a model already built and loaded (``rcnn benchmark``'s), run exact on its own
+    device: what the export writers take."""
+    device = next(model.parameters()).device
+    return Predictor(_detect_with(model, device), list(class_names), "fp32", device, model, dict(config))
+
+
 def model_dataset(cfg: DictConfig, checkpoint: tuple[dict, dict] | None) -> dict[str, Any] | None:
     """The data a checkpoint was trained on, as the resolved settings describe it (conf/'s defaults <
     the stored config < what was typed), or None when the weights name no data (torchvision files,

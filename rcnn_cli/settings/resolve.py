@@ -33,6 +33,8 @@ RUNTIME_MODEL_KEYS = ("precision", "box_score_thresh", "box_nms_thresh", "box_de
                       "box_nms_agnostic", "tta", "tta_scales")
 # Commands that detect with model.tta=true (serve and the Python API resolve as predict); the others would ignore it.
 TTA_COMMANDS = ("eval", "predict", "config")
+# Commands that run an ensemble (serve and the Python API resolve as predict); the others take one weights file.
+ENSEMBLE_COMMANDS = ("eval", "predict")
 # Keys that, changed on resume, would not continue the run but start another one.
 FIXED_ON_RESUME = ("optim.name", "dataset.format", "dataset.class_names", "dataset.name")
 # rcnn eval scores as validation in training does, on trainer.accelerator: ``device`` follows it, so that
@@ -49,17 +51,21 @@ class Settings:
     notes: list[str] = field(default_factory=list)    # what the rule decided that the user should see
     typed: dict[str, Any] = field(default_factory=dict)   # what was typed (key=value, API keywords), dotted keys
     weights: WeightsSource | None = None              # what the weights argument names, decided once
+    # an ensemble (weights.kind "ensemble"): each member's settings, by this same rule; the fields above
+    # are then the first member's (the data, device and limits the ensemble runs with)
+    members: list[Settings] = field(default_factory=list)
 
 
 def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, Any] | None = None,
-            weights: str | Path | None = None, config_dir: str | Path | None = None,
-            score_floor: float | None = None) -> Settings:
+            weights: str | Path | Sequence[str | Path] | WeightsSource | None = None,
+            config_dir: str | Path | None = None, score_floor: float | None = None) -> Settings:
     """The settings ``command`` runs with.
 
     overrides: Hydra-style strings (``model=resnet50_fpn``, ``model.min_size=640``, ``+key=v``).
     values: the same as already-typed values (``{"model.min_size": [480, 512]}``, the Python API).
-    weights: the checkpoint or weights file the command runs (eval, predict, export, the API); for
-        ``train`` the stored config comes from ``resume=`` instead.
+    weights: the checkpoint or weights file the command runs (eval, predict, export, the API), or an
+        ensemble of them (``Settings.members``); for ``train`` the stored config comes from ``resume=``
+        instead.
     score_floor: the lowest score the command shows (predict's and serve's --conf): the model keeps
         detections down to it (``_lower_score_floor``).
     """
@@ -68,7 +74,16 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     notes: list[str] = []
     resume = typed.get("resume") if command == "train" else None
     # What the weights argument names is decided here, once, and handed on as Settings.weights.
-    source = weights_source(resume or weights) if (resume or weights) else None
+    source = _decided(resume or weights) if (resume or weights) else None
+    if source is not None and source.kind == "ensemble":
+        if resume:
+            raise ConfigError(f"resume={resume}: names several weights files; resume one run's last.ckpt")
+        if command not in ENSEMBLE_COMMANDS:
+            raise ConfigError(f"--weights {source.given}: an ensemble runs in rcnn predict, eval and serve, not in "
+                              f"{command}; name one of its files")
+        return _resolve_ensemble(command, overrides, values, source, config_dir, score_floor)
+    if isinstance(weights, WeightsSource):      # an ensemble's member, decided with the ensemble
+        weights = weights.given
     typed_weights = typed.get("model.weights")
     for named in (source, weights_source(typed_weights) if typed_weights and not source else None):
         if named is not None and named.preset and "model" not in groups:
@@ -109,6 +124,33 @@ def resolve(command: str, overrides: Sequence[str] = (), values: Mapping[str, An
     if score_floor is not None:
         _lower_score_floor(cfg, typed, score_floor, source)
     return Settings(cfg, checkpoint, notes, typed, source)
+
+
+def exact_variant(settings: Settings) -> Settings:
+    """``settings`` as ``resolve`` gives them with ``model.precision=fp32`` typed: the exact model that
+    ``rcnn eval`` scores a fast path beside. Precision acts at inference only (RUNTIME_MODEL_KEYS), so
+    nothing else the rule decided changes; the weights decided and read are handed on, not read again."""
+    exact = {"model.precision": "fp32"}
+    cfg = settings.cfg.copy()
+    _apply(cfg, exact)
+    check(cfg, settings.cfg)
+    return Settings(cfg, settings.checkpoint, [], {**settings.typed, **exact}, settings.weights,
+                    [exact_variant(member) for member in settings.members])
+
+
+def _decided(weights: str | Path | Sequence[str | Path] | WeightsSource) -> WeightsSource:
+    """An ensemble's members come decided (``WeightsSource.members``); anything else is decided here."""
+    return weights if isinstance(weights, WeightsSource) else weights_source(weights)
+
+
+def _resolve_ensemble(command: str, overrides: Sequence[str], values: Mapping[str, Any] | None,
+                      source: WeightsSource, config_dir, score_floor: float | None) -> Settings:
+    """Each member by this same rule with its own stored config (members may be different models), the
+    same typed values for all; the ensemble runs on its first member's data, device and limits."""
+    members = [resolve(command, overrides, values, weights=member, config_dir=config_dir, score_floor=score_floor)
+               for member in source.members]
+    first = members[0]
+    return Settings(first.cfg, first.checkpoint, first.notes, first.typed, source, members)
 
 
 def _eval_device(cfg: DictConfig, typed: Mapping[str, Any]) -> None:
