@@ -16,8 +16,8 @@ def row(label: str, files: str) -> str:
     metrics_file, _, predictions_file = files.partition(":")
     metrics = json.loads(Path(metrics_file).read_text())
     cells = [label, f"{metrics['map']:.3f}", f"{metrics['map_50']:.3f}"]
-    if predictions_file:
-        cells.append(f"{len(json.loads(Path(predictions_file).read_text()))} detections")
+    count = len(json.loads(Path(predictions_file).read_text())) if predictions_file else None
+    cells.append(f"{count} detections" if count is not None else "")
     return "| " + " | ".join(cells) + " |"
 
 
