@@ -87,7 +87,7 @@ def compile_key(model_cfg: dict) -> str | None:
         except PackageNotFoundError:
             return "none"
 
-    return cache_key(model_cfg.get("weights"), model_cfg, "cpu",
+    return cache_key(model_cfg["weights"], model_cfg, "cpu",
                      f"openvino {installed('openvino')}, nncf {installed('nncf')}")
 
 
