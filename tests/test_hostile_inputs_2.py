@@ -189,3 +189,22 @@ def test_the_next_write_removes_temp_files_of_dead_processes(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_export_shows_a_weights_name_with_markup_as_text(tiny_run, tmp_path, monkeypatch):
+    """The spinner's line (the file being written and checked) was handed to Rich as markup: a weights file
+    named ``[red]run.ckpt`` showed as ``run.torchscript``. What the spinner shows is checked as Rich renders it."""
+    import contextlib
+
+    from rich.text import Text
+
+    from rcnn_cli.commands import export
+
+    shown = []
+    monkeypatch.setattr(export.console, "status", lambda line, **_: shown.append(line) or contextlib.nullcontext())
+    weights = tmp_path / "[red]run.ckpt"
+    shutil.copy(tiny_run / "checkpoints" / "best.ckpt", weights)
+    assert export.run(export.ExportOptions(weights, [".torchscript"])) == 0
+    assert (tmp_path / "[red]run.torchscript").is_file()
+    rendered = [line.plain if isinstance(line, Text) else Text.from_markup(line).plain for line in shown]
+    assert rendered and all("[red]run.torchscript" in line for line in rendered), rendered

@@ -12,7 +12,7 @@ from ..export.verify import BOX_TOLERANCE, SCORE_TOLERANCE, check_images
 from ..files import write_json
 from ..formats import BY_NAME
 from ..settings.resolve import resolve
-from . import console, say, weights_or_default, writable
+from . import console, plain, say, weights_or_default, writable
 from .options import ExportOptions
 
 
@@ -55,7 +55,7 @@ def run(options: ExportOptions) -> int:
     detector = load_predictor(settings.cfg, settings.checkpoint, prepare=False, source=settings.weights)
     checked = check_images(options.images, detector.dataset)
     done = export_files(detector, paths, checked, options.input_dtype, options.int8, options.half, options.images,
-                        Voice(say, console.status))
+                        Voice(say, lambda line: console.status(plain(line))))
     if options.json_path:
         write_json(options.json_path, {
             "weights": str(weights), "input_dtype": options.input_dtype,
