@@ -85,7 +85,7 @@ def choose_errors(pictures: list[Picture], per_kind: int, seed: int, classes: tu
     return planned
 
 
-def _boxes(obj) -> list[float]:
+def voc_box(obj) -> list[float]:
     box = obj.find("bndbox")
     return [float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
 
@@ -94,7 +94,7 @@ def _voc_picture(tree) -> Picture:
     root, size = tree.getroot(), tree.getroot().find("size")
     objects = list(root.iter("object"))
     return Picture(root.find("filename").text, float(size.find("width").text), float(size.find("height").text),
-                   [_boxes(o) for o in objects], [o.find("name").text for o in objects])
+                   [voc_box(o) for o in objects], [o.find("name").text for o in objects])
 
 
 def plant_errors(root: Path, per_kind: int, seed: int, classes: tuple[str, ...] = CLASSES) -> list[Planted]:
@@ -134,7 +134,7 @@ def plant_coco_errors(source_json: Path, dest_json: Path, per_kind: int, seed: i
             by_image[annotation["image_id"]].append(annotation)
     images = sorted(data["images"], key=lambda image: image["file_name"])
     pictures = [Picture(image["file_name"], float(image["width"]), float(image["height"]),
-                        [_xyxy(a["bbox"]) for a in by_image[image["id"]]],
+                        [coco_xyxy(a["bbox"]) for a in by_image[image["id"]]],
                         [names[a["category_id"]] for a in by_image[image["id"]]]) for image in images]
     planned = choose_errors(pictures, per_kind, seed, classes or all_classes, all_classes)
     ids = {name: cid for cid, name in names.items()}
@@ -156,7 +156,7 @@ def plant_coco_errors(source_json: Path, dest_json: Path, per_kind: int, seed: i
     return [error for _, _, error in planned]
 
 
-def _xyxy(bbox: list[float]) -> list[float]:
+def coco_xyxy(bbox: list[float]) -> list[float]:
     return [float(bbox[0]), float(bbox[1]), float(bbox[0]) + float(bbox[2]), float(bbox[1]) + float(bbox[3])]
 
 
@@ -173,7 +173,7 @@ def _shifted(box: list[float], width: float, height: float, rng: random.Random) 
     return [x0, y0, x0 + w, y0 + h]
 
 
-def _iou(a: list[float], b: list[float]) -> float:
+def iou(a: list[float], b: list[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -188,7 +188,7 @@ def found_in_top(planted: list[Planted], issues: list[dict], top: int) -> list[P
     found = []
     for error in planted:
         places = [b for b in (error.labelled_box, error.true_box) if b is not None]
-        if any(Path(issue["image"]).name == error.image and any(_iou(issue["box"], b) >= 0.5 for b in places)
+        if any(Path(issue["image"]).name == error.image and any(iou(issue["box"], b) >= 0.5 for b in places)
                for issue in shown):
             found.append(error)
     return found
