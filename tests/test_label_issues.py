@@ -88,6 +88,73 @@ def test_the_gallery_draws_each_issue_and_escapes_the_data_strings(tmp_path):
     assert "cells &amp; &lt;b&gt;bold.png" in page and "<b>" not in page
 
 
+# -- the planting itself, in a COCO file (the face-mask measurement's corruption) -----------------------------------
+
+CATEGORY_IDS = {"mask_weared_incorrect": 0, "with_mask": 1, "without_mask": 2}     # ids from 0, as face-mask's
+HAND_COCO = {
+    "categories": [{"id": cid, "name": name} for name, cid in CATEGORY_IDS.items()],
+    "images": [{"id": 10, "file_name": "a.jpg", "width": 100, "height": 80},      # boxes far enough from the
+               {"id": 11, "file_name": "b.jpg", "width": 150, "height": 150},     # edges that no shift is cut
+               {"id": 12, "file_name": "c.jpg", "width": 200, "height": 200},
+               {"id": 13, "file_name": "d.jpg", "width": 50, "height": 50}],
+    "annotations": [{"id": 1, "image_id": 10, "category_id": 1, "bbox": [40, 30, 20, 20], "iscrowd": 0},
+                    {"id": 2, "image_id": 10, "category_id": 2, "bbox": [40, 30, 30, 30], "iscrowd": 1},
+                    {"id": 3, "image_id": 11, "category_id": 2, "bbox": [50, 40, 30, 30], "iscrowd": 0},
+                    {"id": 4, "image_id": 12, "category_id": 0, "bbox": [60, 60, 40, 40], "iscrowd": 0},
+                    {"id": 5, "image_id": 12, "category_id": 1, "bbox": [5, 5, 0, 10], "iscrowd": 0},   # 0 wide
+                    {"id": 6, "image_id": 13, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 1}],
+}
+
+
+def _after_planting(planted) -> list[dict]:
+    """HAND_COCO's annotations as the planted records say they now are, worked out here: each record must
+    name exactly one usable (not crowd, not zero-size) box of its picture, by its box and class."""
+    files = {image["id"]: image for image in HAND_COCO["images"]}
+    names = {cid: name for name, cid in CATEGORY_IDS.items()}
+    kept, used = [], []
+    for annotation in HAND_COCO["annotations"]:
+        image, (x, y, w, h) = files[annotation["image_id"]], annotation["bbox"]
+        errors = [p for p in planted if p.image == image["file_name"] and p.true_box == [x, y, x + w, y + h]
+                  and p.label == names[annotation["category_id"]]]
+        if not errors:
+            kept.append(annotation)
+            continue
+        (error,) = errors
+        assert not annotation["iscrowd"] and w > 0 and h > 0
+        used.append(error)
+        if error.kind == "relabelled":
+            assert error.new_label != error.label and error.labelled_box == error.true_box
+            kept.append({**annotation, "category_id": CATEGORY_IDS[error.new_label]})
+        elif error.kind == "shifted":
+            x0, y0, x1, y1 = error.labelled_box
+            assert (x1, y1) == (x0 + w, y0 + h) and 0 <= x0 <= x1 <= image["width"] and 0 <= y0 <= y1 <= image["height"]
+            overlap = max(0, min(x1, x + w) - max(x0, x)) * max(0, min(y1, y + h) - max(y0, y))
+            assert overlap <= 0.4 * w * 0.4 * h + 1e-6                     # moved 60% or more each way
+            kept.append({**annotation, "bbox": [x0, y0, w, h]})
+        else:
+            assert error.kind == "deleted" and error.labelled_box is None
+    assert len(used) == len(planted)
+    return kept
+
+
+def test_coco_planting_changes_exactly_the_boxes_it_records(tmp_path):
+    """Three pictures with one usable box each, so one error of each kind lands on each (at most one a
+    picture); the crowd and zero-size boxes and the crowd-only picture are never chosen."""
+    from helpers.label_noise import plant_coco_errors
+
+    source = tmp_path / "instances.json"
+    source.write_text(json.dumps(HAND_COCO))
+    before = source.read_bytes()
+    for seed in range(4):
+        dest = tmp_path / f"corrupted-{seed}.json"
+        planted = plant_coco_errors(source, dest, per_kind=1, seed=seed)
+        assert source.read_bytes() == before                                # the input is never written
+        assert sorted(p.kind for p in planted) == ["deleted", "relabelled", "shifted"]
+        assert sorted(p.image for p in planted) == ["a.jpg", "b.jpg", "c.jpg"]
+        written = json.loads(dest.read_text())
+        assert written == {**HAND_COCO, "annotations": _after_planting(planted)}
+
+
 # -- planted errors in a copy of BCCD, found by a model trained here ---------------------------------------------
 
 TOP, FOUND_AT_LEAST = 20, 6

@@ -1,8 +1,10 @@
-"""A copy of (part of) the shared BCCD set with label errors planted on purpose, and how many of them
-a ranked list of label issues finds. The shared files are only read; the copy lives in tmp_path."""
+"""A copy of (part of) a shared set (BCCD in VOC, face-mask in COCO) with label errors planted on purpose,
+and how many of them a ranked list of label issues finds. The shared files are only read; the copy lives
+in a temporary folder."""
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import xml.etree.ElementTree as ET
@@ -42,9 +44,57 @@ def copy_bccd(source: Path, dest: Path, split: str, count: int | None = None) ->
     return stems
 
 
-def _boxes(obj) -> list[float]:
+@dataclass
+class Picture:
+    """One picture's labels as the planting sees them, whatever the file format: boxes xyxy in pixels."""
+
+    image: str
+    width: float
+    height: float
+    boxes: list[list[float]]
+    labels: list[str]
+
+
+def choose_errors(pictures: list[Picture], per_kind: int, seed: int, classes: tuple[str, ...],
+                  all_classes: tuple[str, ...]) -> list[tuple[int, int, Planted]]:
+    """Which boxes to delete, relabel and shift (``per_kind`` each, at most one per picture, among the boxes
+    of ``classes``; a relabel picks another of ``all_classes``): (picture index, box index, Planted) each.
+    The format's own code writes them; both formats draw the same random numbers for the same pictures."""
+    rng = random.Random(seed)
+
+    def candidates(picture: Picture) -> list[int]:
+        return [i for i, (box, label) in enumerate(zip(picture.boxes, picture.labels))
+                if _positive(box) and label in classes]
+
+    eligible = [index for index, picture in enumerate(pictures) if candidates(picture)]
+    chosen = rng.sample(eligible, 3 * per_kind)
+    planned = []
+    for kind, index in zip([k for k in KINDS for _ in range(per_kind)], chosen):
+        picture = pictures[index]
+        box_index = rng.choice(candidates(picture))
+        box, label = picture.boxes[box_index], picture.labels[box_index]
+        if kind == "deleted":
+            error = Planted(kind, picture.image, box, None, label, "")
+        elif kind == "relabelled":
+            new = rng.choice([c for c in all_classes if c != label])
+            error = Planted(kind, picture.image, box, box, label, new)
+        else:
+            moved = _shifted(box, picture.width, picture.height, rng)
+            error = Planted(kind, picture.image, box, moved, label, label)
+        planned.append((index, box_index, error))
+    return planned
+
+
+def voc_box(obj) -> list[float]:
     box = obj.find("bndbox")
     return [float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
+
+
+def _voc_picture(tree) -> Picture:
+    root, size = tree.getroot(), tree.getroot().find("size")
+    objects = list(root.iter("object"))
+    return Picture(root.find("filename").text, float(size.find("width").text), float(size.find("height").text),
+                   [voc_box(o) for o in objects], [o.find("name").text for o in objects])
 
 
 def plant_errors(root: Path, per_kind: int, seed: int, classes: tuple[str, ...] = CLASSES) -> list[Planted]:
@@ -52,42 +102,69 @@ def plant_errors(root: Path, per_kind: int, seed: int, classes: tuple[str, ...] 
     among the boxes of ``classes``, at most one planted error per image; a shift moves the box by 60-100%
     of its width and height (IoU with where the object is: 0 to 0.14). Zero-size boxes (BCCD has two)
     are never chosen."""
-    rng = random.Random(seed)
-
-    def candidates(tree) -> list:
-        return [o for o in tree.getroot().iter("object") if _positive(_boxes(o)) and o.find("name").text in classes]
-
-    files = [x for x in sorted((root / "Annotations").glob("*.xml")) if candidates(ET.parse(x))]
-    chosen = rng.sample(files, 3 * per_kind)
-    planted = []
-    for kind, xml in zip([k for k in KINDS for _ in range(per_kind)], chosen):
-        tree = ET.parse(xml)
-        obj = rng.choice(candidates(tree))
-        box, label = _boxes(obj), obj.find("name").text
-        image = tree.getroot().find("filename").text
-        if kind == "deleted":
+    files = sorted((root / "Annotations").glob("*.xml"))
+    trees = [ET.parse(xml) for xml in files]
+    planned = choose_errors([_voc_picture(tree) for tree in trees], per_kind, seed, classes, CLASSES)
+    for index, box_index, error in planned:
+        tree = trees[index]
+        obj = list(tree.getroot().iter("object"))[box_index]
+        if error.kind == "deleted":
             tree.getroot().remove(obj)
-            planted.append(Planted(kind, image, box, None, label, ""))
-        elif kind == "relabelled":
-            new = rng.choice([c for c in CLASSES if c != label])
-            obj.find("name").text = new
-            planted.append(Planted(kind, image, box, box, label, new))
+        elif error.kind == "relabelled":
+            obj.find("name").text = error.new_label
         else:
-            moved = _shifted(box, tree, rng)
-            for key, value in zip(("xmin", "ymin", "xmax", "ymax"), moved):
+            for key, value in zip(("xmin", "ymin", "xmax", "ymax"), error.labelled_box):
                 obj.find("bndbox").find(key).text = str(int(round(value)))
-            planted.append(Planted(kind, image, box, moved, label, label))
-        tree.write(xml)
-    return planted
+        tree.write(files[index])
+    return [error for _, _, error in planned]
+
+
+def plant_coco_errors(source_json: Path, dest_json: Path, per_kind: int, seed: int,
+                      classes: tuple[str, ...] | None = None) -> list[Planted]:
+    """The same planting in a COCO instances file: reads ``source_json`` (never written), writes the
+    corrupted copy to ``dest_json``. A deleted box's annotation is removed, a relabelled one gets another
+    category's id, a shifted one a new bbox of the same size (floats, as COCO allows). ``classes``
+    (category names) defaults to every category; crowd boxes (ignored by evaluation) are never chosen."""
+    data = json.loads(source_json.read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    all_classes = tuple(names[i] for i in sorted(names))
+    by_image = {image["id"]: [] for image in data["images"]}
+    for annotation in data["annotations"]:
+        if not annotation.get("iscrowd"):
+            by_image[annotation["image_id"]].append(annotation)
+    images = sorted(data["images"], key=lambda image: image["file_name"])
+    pictures = [Picture(image["file_name"], float(image["width"]), float(image["height"]),
+                        [coco_xyxy(a["bbox"]) for a in by_image[image["id"]]],
+                        [names[a["category_id"]] for a in by_image[image["id"]]]) for image in images]
+    planned = choose_errors(pictures, per_kind, seed, classes or all_classes, all_classes)
+    ids = {name: cid for cid, name in names.items()}
+    deleted = set()
+    for index, box_index, error in planned:
+        annotation = by_image[images[index]["id"]][box_index]
+        if error.kind == "deleted":
+            deleted.add(id(annotation))
+        elif error.kind == "relabelled":
+            annotation["category_id"] = ids[error.new_label]
+        else:
+            x0, y0, x1, y1 = error.labelled_box
+            annotation["bbox"] = [x0, y0, annotation["bbox"][2], annotation["bbox"][3]]
+            error.labelled_box = [x0, y0, x0 + annotation["bbox"][2], y0 + annotation["bbox"][3]]
+    data["annotations"] = [a for a in data["annotations"] if id(a) not in deleted]
+    temp = dest_json.with_name(f".{dest_json.name}.tmp")
+    temp.write_text(json.dumps(data))
+    temp.replace(dest_json)
+    return [error for _, _, error in planned]
+
+
+def coco_xyxy(bbox: list[float]) -> list[float]:
+    return [float(bbox[0]), float(bbox[1]), float(bbox[0]) + float(bbox[2]), float(bbox[1]) + float(bbox[3])]
 
 
 def _positive(box: list[float]) -> bool:
     return box[2] > box[0] and box[3] > box[1]
 
 
-def _shifted(box: list[float], tree, rng: random.Random) -> list[float]:
-    size = tree.getroot().find("size")
-    width, height = float(size.find("width").text), float(size.find("height").text)
+def _shifted(box: list[float], width: float, height: float, rng: random.Random) -> list[float]:
     w, h = box[2] - box[0], box[3] - box[1]
     dx = w * rng.uniform(0.6, 1.0) * rng.choice((-1, 1))
     dy = h * rng.uniform(0.6, 1.0) * rng.choice((-1, 1))
@@ -96,7 +173,7 @@ def _shifted(box: list[float], tree, rng: random.Random) -> list[float]:
     return [x0, y0, x0 + w, y0 + h]
 
 
-def _iou(a: list[float], b: list[float]) -> float:
+def iou(a: list[float], b: list[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -111,7 +188,7 @@ def found_in_top(planted: list[Planted], issues: list[dict], top: int) -> list[P
     found = []
     for error in planted:
         places = [b for b in (error.labelled_box, error.true_box) if b is not None]
-        if any(Path(issue["image"]).name == error.image and any(_iou(issue["box"], b) >= 0.5 for b in places)
+        if any(Path(issue["image"]).name == error.image and any(iou(issue["box"], b) >= 0.5 for b in places)
                for issue in shown):
             found.append(error)
     return found
