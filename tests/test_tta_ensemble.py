@@ -320,7 +320,7 @@ def bccd_checkpoint(tmp_path_factory, small_bccd) -> Path:
 
 def nudged(checkpoint: Path, out: Path) -> Path:
     """A copy of ``checkpoint`` whose box predictor is moved a little: another member for an ensemble."""
-    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = data["state_dict"]
     state["model.roi_heads.box_predictor.bbox_pred.bias"] += 0.3
     state["model.roi_heads.box_predictor.cls_score.bias"][1] += 1.0

@@ -43,11 +43,11 @@ from ..inference.precision import (
     cache_dir,
     cache_key,
     read_cached,
+    timed_detections,
     write_cached,
 )
 from ..inference.predictor import Predictor, check_samples, load_predictor, prepare_predictor
 from ..model.source import WeightsSource
-from ..timing import timed_each
 
 DetectFn = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 # OpenVINO paths auto may compare, with the inference precision hint each runs at: an int8 IR keeps its
@@ -166,7 +166,7 @@ class Measured:
 def time_path(name: str, detect: DetectFn, images: Sequence[Tensor]) -> tuple[list[dict], float]:
     """(detections, median seconds per image) of one path, one image at a time after one warm-up run;
     name: which path, for tests that replace the clock."""
-    return timed_each(lambda image: {k: v.cpu() for k, v in detect([image])[0].items()}, images, warmup=1)
+    return timed_detections(detect, images)
 
 
 def compile_and_choose(predictor: Predictor, model_cfg: dict, paths: list[str], samples: Samples,

@@ -80,13 +80,16 @@ def measure(exact: DetectFn, reduced: DetectFn, images: Sequence[Tensor], num_cl
     """Both paths on the same images, one image at a time, after one untimed warm-up run each."""
     from ..eval.agreement import compare_detections
 
-    def run(detect: DetectFn) -> tuple[list[dict], float]:
-        return timed_each(lambda image: {k: v.cpu() for k, v in detect([image])[0].items()}, images, warmup=1)
-
-    reference, exact_s = run(exact)
-    candidate, reduced_s = run(reduced)
+    reference, exact_s = timed_detections(exact, images)
+    candidate, reduced_s = timed_detections(reduced, images)
     agreement = compare_detections(reference, candidate, num_classes, score_threshold)
     return Trial(exact_s / max(reduced_s, 1e-9), agreement.map50, agreement.compared, len(images), origin)
+
+
+def timed_detections(detect: DetectFn, images: Sequence[Tensor]) -> tuple[list[dict], float]:
+    """(detections on the CPU, median seconds per image) of one path, one image at a time after one
+    untimed warm-up run: how every path the rules compare is timed."""
+    return timed_each(lambda image: {k: v.cpu() for k, v in detect([image])[0].items()}, images, warmup=1)
 
 
 def native_reduced_path(device_type: str) -> str | None:

@@ -116,7 +116,7 @@ def _chunks(regions: Tensor, device: torch.device) -> list[Tensor]:
 
 
 _POOL_LOCK = threading.Lock()
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None     # (threads it was made for, the pool)
 
 
 def _pool_all(pool_one, jobs: list[tuple], device: torch.device) -> list[Tensor]:
@@ -128,9 +128,10 @@ def _pool_all(pool_one, jobs: list[tuple], device: torch.device) -> list[Tensor]
     if len(jobs) <= 1 or torch.get_num_threads() <= 1 or device.type != "cpu":
         return [pool_one(feature, rois, scale) for feature, rois, scale, _ in jobs]
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers != torch.get_num_threads():
-            _POOL = ThreadPoolExecutor(torch.get_num_threads(), thread_name_prefix="roi-align")
-        pool = _POOL
+        threads = torch.get_num_threads()
+        if _POOL is None or _POOL[0] != threads:
+            _POOL = (threads, ThreadPoolExecutor(threads, thread_name_prefix="roi-align"))
+        pool = _POOL[1]
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
     autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
 
