@@ -53,7 +53,7 @@ BENCH_DEVICE ?= cpu
 BENCH_FORMATS ?= onnx,openvino
 bench: setup
 	mkdir -p measurements
-	$(RCNN) benchmark model=resnet50_fpn dataset=bccd --count 4 --batch 2 --json measurements/results-$(BENCH_DEVICE)-resnet50_fpn.json
+	$(RCNN) benchmark model=resnet50_fpn dataset=bccd --count 4 --batch 2 --formats $(BENCH_FORMATS) --json measurements/results-$(BENCH_DEVICE)-resnet50_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 4 --batch 4 --formats $(BENCH_FORMATS) --json measurements/results-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark model=resnet18_fpn dataset=bccd --count 2 --batch 2 --repeats 3 --scaling --json measurements/scaling-$(BENCH_DEVICE)-resnet18_fpn.json
 	$(RCNN) benchmark --data-scale 1000,10000 --load-scale 118287 --json measurements/scale-$(BENCH_DEVICE).json

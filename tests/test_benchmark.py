@@ -190,3 +190,56 @@ def test_exported_rows_are_written_by_the_export_pipeline(monkeypatch):
         "onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx", "openvino_f32": "model.xml",
         "openvino_int8": "model.int8.xml", "torchscript_fp32": "model.torchscript",
         "torchscript_fp16": "model.fp16.torchscript"}
+
+
+def _figures(ms: float) -> dict:
+    return {"latency_batch1": {"median_s": ms / 1000}}
+
+
+def _benchmarked(exported: dict | None = None) -> dict:
+    """A benchmark result as benchmark/run.py fills it, with hand-picked figures: torchvision 1000 ms,
+    ours fp32 950, folded 800, int8 400 (agreement 0.90: not taken), bf16 absent (an AVX2 CPU)."""
+    result = {"images": 4, "baseline": "torchvision", "auto": "ours_fast", "auto_reason": "folded",
+              "inference": {"torchvision": _figures(1000), "ours": _figures(950), "ours_fast": _figures(800),
+                            "ours_int8": _figures(400)},
+              "agreement_map50": {"ours_vs_torchvision": 1.0, "fast_vs_fp32": 1.0, "int8_vs_fp32": 0.90},
+              "speedup": {}}
+    if exported is not None:
+        result["exported"] = exported
+    return result
+
+
+def test_benchmark_auto_is_what_predict_would_run_under_the_compiled_rule(monkeypatch):
+    """The benchmark's auto applies export/compiled.py's rule to its own rows: the fastest OpenVINO path
+    that agrees and beats the torch choice by MIN_SPEEDUP; a faster one that does not agree is passed over,
+    and without OpenVINO paths (or where RCNN_AUTO_OPENVINO=off) auto stays on torch."""
+    from rcnn_cli.benchmark.run import auto_with_compiled
+    from rcnn_cli.export import compiled
+
+    exported = {"openvino_f32": {**_figures(500), "agreement_map50": 1.0},
+                "openvino_int8": {**_figures(250), "agreement_map50": 0.95},
+                "onnx_fp32": {**_figures(100), "agreement_map50": 1.0}}      # not a path auto compiles
+    monkeypatch.setattr(compiled, "openvino_paths_here", lambda: ["openvino f32", "openvino int8"])
+    result = _benchmarked(exported)
+    assert auto_with_compiled(result, "ours_fast") == "openvino_f32"
+    assert "the fastest path that agrees" in result["auto_reason"]
+    exported["openvino_f32"] = {**_figures(760), "agreement_map50": 1.0}      # 1.05x folded: under 1.1x
+    assert auto_with_compiled(_benchmarked(exported), "ours_fast") == "ours_fast"
+    monkeypatch.setattr(compiled, "openvino_paths_here", lambda: [])
+    assert auto_with_compiled(_benchmarked(exported), "ours_fast") == "ours_fast"
+
+
+def test_goal_ratios_take_the_default_path_and_the_fastest_that_agrees():
+    """Default: auto's path against torchvision; best: the fastest path agreeing >= 0.98, torch or exported
+    (int8 at 0.90 and an exported path without detections to compare are passed over)."""
+    from rcnn_cli.benchmark.run import goal_ratios
+
+    result = _benchmarked({"openvino_f32": {**_figures(500), "agreement_map50": 0.99},
+                           "openvino_int8": {**_figures(200), "agreement_map50": None}})
+    result["speedup"]["train_step_auto"] = 1.6
+    goals = goal_ratios(result)
+    assert goals["default_path"] == "ours_fast" and goals["default_speedup"] == pytest.approx(1000 / 800)
+    assert goals["best_agreeing_path"] == "openvino_f32" and goals["best_agreeing_speedup"] == pytest.approx(2.0)
+    assert goals["best_agreeing_agreement"] == 0.99 and goals["train_step_speedup"] == 1.6
+    result["auto"] = "openvino_f32"
+    assert goal_ratios(result)["default_speedup"] == pytest.approx(2.0)

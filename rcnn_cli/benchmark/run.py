@@ -90,6 +90,57 @@ def auto_column(result: dict, images: int) -> str:
     return "ours_bf16" if takes else "ours_fast"
 
 
+def auto_with_compiled(result: dict, torch_auto: str) -> str:
+    """What ``rcnn predict`` and ``serve`` run under auto where they may choose a compiled OpenVINO model:
+    export/compiled.py's rule (``choose``) applied to this benchmark's own rows, the torch choice
+    ``torch_auto`` against the OpenVINO paths that rule would compile here. -> a key of
+    result["inference"] or of result["exported"]."""
+    from ..export.compiled import Measured, choose, openvino_paths_here
+
+    rows = result.get("exported", {})
+    keys = [key for key in (path.replace(" ", "_") for path in openvino_paths_here())
+            if key in rows and "skipped" not in rows[key]]
+    if not keys:
+        return torch_auto
+    measured = [Measured(f"torch {torch_auto}", _seconds(result["inference"][torch_auto]))]
+    for key in keys:
+        agreement = rows[key]["agreement_map50"]
+        measured.append(Measured(key.replace("_", " "), _seconds(rows[key]), agreement, int(agreement is not None)))
+    decision = choose(measured, _seconds(result["inference"]["ours"]), result["images"], "timed images")
+    result["auto_reason"] = f"{result.get('auto_reason', torch_auto)}; {decision.reason}"
+    return decision.runs.replace(" ", "_") if decision.runs.replace(" ", "_") in keys else torch_auto
+
+
+def goal_ratios(result: dict) -> dict[str, Any]:
+    """Issue 28's goal figures, each against the baseline (torchvision fp32 eager where it has a twin):
+    the default path (what auto runs, ``result["auto"]``) and the fastest path, torch or exported,
+    that agrees with exact fp32 at mAP50 >= MIN_AGREEMENT_MAP50 (exact fp32 itself agrees); with the
+    agreement each was measured at (random weights agree only by chance: see ``weights``)."""
+    from ..inference.precision import MIN_AGREEMENT_MAP50
+
+    base = _seconds(result["inference"][result["baseline"]])
+    labels = {"ours_fast": "fast_vs_fp32", "ours_bf16": "bf16_vs_fp32", "ours_int8": "int8_vs_fp32"}
+    paths = {"ours": (_seconds(result["inference"]["ours"]), 1.0)}
+    paths |= {name: (_seconds(figures), result["agreement_map50"].get(labels[name]))
+              for name, figures in result["inference"].items() if name in labels}
+    paths |= {name: (_seconds(row), row["agreement_map50"])
+              for name, row in result.get("exported", {}).items() if "skipped" not in row}
+    agreeing = {name: seconds for name, (seconds, agreement) in paths.items()
+                if agreement is not None and agreement >= MIN_AGREEMENT_MAP50}
+    best = min(agreeing, key=agreeing.get)
+    goals = {"baseline": result["baseline"], "default_path": result["auto"],
+             "default_speedup": base / paths[result["auto"]][0], "default_agreement": paths[result["auto"]][1],
+             "best_agreeing_path": best, "best_agreeing_speedup": base / agreeing[best],
+             "best_agreeing_agreement": paths[best][1]}
+    if "train_step_auto" in result["speedup"]:
+        goals["train_step_speedup"] = result["speedup"]["train_step_auto"]
+    return goals
+
+
+def _seconds(figures: dict) -> float:
+    return figures["latency_batch1"]["median_s"]
+
+
 def build_models(cfg: dict[str, Any], num_classes: int = 91, seed: int = 0,
                  device: torch.device | str = "cpu", checkpoint: tuple[dict, dict] | None = None
                  ) -> dict[str, nn.Module]:
@@ -224,8 +275,8 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
     cpu_images, images = images, [image.to(device) for image in images]
     targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
     result: dict[str, Any] = {"machine": machine_info(), "model": cfg["name"],
-                              "min_size": cfg["min_size"], "max_size": cfg["max_size"], "images": len(images),
-                              "device": str(device)}
+                              "weights": cfg["weights"] or "seeded random", "min_size": cfg["min_size"],
+                              "max_size": cfg["max_size"], "images": len(images), "device": str(device)}
     result["inference"] = inference_figures(models, images, batch, repeats, warmup)
     with torch.inference_mode():
         outputs = {name: [{k: v.cpu() for k, v in model([image])[0].items()} for image in as_float(images)]
@@ -254,7 +305,7 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
         name: base / figures["latency_batch1"]["median_s"] for name, figures in result["inference"].items()}
     result["bf16_probe_speedup"] = bf16_speedup(device_type(models["ours"]))
     auto = auto_column(result, len(images))
-    result["auto"] = auto
+    result["auto"] = auto_with_compiled(result, auto)
     if scaling:
         result["scaling"] = scaling_figures(models[auto], images, repeats, warmup)
     if train and targets and "torchvision" in models:
@@ -264,4 +315,5 @@ def benchmark(cfg: dict[str, Any], images: list[torch.Tensor], targets: list[dic
                                            / t["ours"]["train_step"]["median_s"])
         result["speedup"]["train_step_auto"] = (t["torchvision"]["train_step"]["median_s"]
                                                 / t["ours_auto"]["train_step"]["median_s"])
+    result["goals"] = goal_ratios(result)
     return result

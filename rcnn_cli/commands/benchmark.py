@@ -16,6 +16,7 @@ from ..benchmark.run import benchmark
 from ..data.samples import calibration_images
 from ..errors import UsageError
 from ..files import write_json
+from ..inference.precision import MIN_AGREEMENT_MAP50
 from ..settings.resolve import resolve
 from . import console as stderr_console
 from . import stdout
@@ -47,7 +48,8 @@ def print_result(console, result: dict) -> None:
     names = [n for n in ("torchvision", "ours", "ours_fast", "ours_bf16", "ours_int8") if n in inference]
     headers = {"torchvision": "torchvision", "ours": "ours (fp32)", "ours_fast": "ours (folded)",
                "ours_bf16": "ours (bf16)", "ours_int8": "ours (int8)"}
-    headers[result["auto"]] += " = auto"
+    if result["auto"] in headers:      # else auto runs an exported row (print_runtimes marks it)
+        headers[result["auto"]] += " = auto"
     table.add_column("", justify="right")
     for name in names:
         table.add_column(headers[name], justify="right")
@@ -81,6 +83,21 @@ def print_result(console, result: dict) -> None:
                       f"({speedup['train_step_auto']:.2f}x)", highlight=False)
     console.print(f"agreement mAP50: {twin}folded vs fp32 {shown(agreement['fast_vs_fp32'])}{bf16}{int8}",
                   highlight=False)
+    print_goals(console, result)
+
+
+def print_goals(console, result: dict) -> None:
+    """The goal figures (benchmark/run.goal_ratios): default path and the fastest agreeing path against the
+    baseline, and the training step as rcnn train runs it."""
+    goals = result["goals"]
+    base = "torchvision fp32" if goals["baseline"] == "torchvision" else "ours fp32"
+    agreement = ("n/a" if goals["default_agreement"] is None else f"{goals['default_agreement']:.3f}")
+    line = (f"vs {base} ({result['weights']} weights): default path ({goals['default_path']}, agreement "
+            f"{agreement}) {goals['default_speedup']:.2f}x; fastest path that agrees >= {MIN_AGREEMENT_MAP50} "
+            f"({goals['best_agreeing_path']}) {goals['best_agreeing_speedup']:.2f}x")
+    if "train_step_speedup" in goals:
+        line += f"; training step as rcnn train runs it {goals['train_step_speedup']:.2f}x"
+    console.print(line, highlight=False, markup=False)
 
 
 RUNTIME_TITLES = {"onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8", "openvino_f32": "OpenVINO f32",
@@ -109,7 +126,8 @@ def print_runtimes(console, result: dict) -> None:
             table.add_row(RUNTIME_TITLES[name], row["skipped"], "", "", "", "", "")
             continue
         flight = row["throughput"]
-        table.add_row(RUNTIME_TITLES[name], row["runs_as"], f"{row['size_bytes'] / 1e6:.1f}", _ms(row),
+        title = RUNTIME_TITLES[name] + (" = auto" if name == result["auto"] else "")
+        table.add_row(title, row["runs_as"], f"{row['size_bytes'] / 1e6:.1f}", _ms(row),
                       _ratio(base, row), f"{flight['images_per_s']:.1f} ({flight['in_flight']} at once)",
                       _shown(row["agreement_map50"]))
     console.print(table)
