@@ -165,6 +165,10 @@ def test_every_entry_point_defaults_to_auto_device_and_precision(tiny_run, monke
     ("augment=strong augment.crop.size=big", "augment.crop.size='big': must be an integer"),
     ("seed=abc", "seed='abc': must be an integer"),
     ("trainer.devices=several", "trainer.devices='several'"),
+    # a learning rate of 0 trains nothing for the whole run (was accepted)
+    ("optim.lr=0", "optim.lr=0: must be above 0 (a learning rate of 0 trains nothing)"),
+    ("optim.base_lr=0.0", "optim.base_lr=0.0: must be above 0 (a learning rate of 0 trains nothing)"),
+    ("optim.base_lr=-0.1", "optim.base_lr=-0.1: must be above 0"),
 ])
 def test_a_wrong_value_is_one_line_naming_the_valid_choices(override, message):
     with pytest.raises(ConfigError) as caught:

@@ -26,6 +26,9 @@ from ..errors import UsageError
 INT64 = 2**63
 
 
+NO_LEARNING = "a learning rate of 0 trains nothing"
+
+
 class ConfigError(UsageError, ValueError):
     """A user's override or config that cannot be used; the message is one line for the user."""
 
@@ -40,6 +43,7 @@ class Rule:
     why: str = ""                            # said after a value out of bounds, when the bound is not obvious
     item_types: tuple[type, ...] = ()        # a list's items, when they must be of these types
     min_items: int = 0                       # a list's shortest length
+    above: float | None = None               # exclusive lower bound (a rate that must not be 0)
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed, or None. NaN and infinity never are: every number here is
@@ -69,6 +73,8 @@ class Rule:
             if not _holds(number, float in self.types):
                 return "must be a finite number" if float in self.types else (
                     f"must be at most {INT64 - 1}" if number > 0 else f"must be at least {-INT64}")
+            if self.above is not None and number <= self.above:
+                return f"must be above {self.above:g}" + (f" ({self.why})" if self.why else "")
             if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
                 return self._bounds() + (f" ({self.why})" if self.why else "")
         return None
@@ -150,7 +156,8 @@ RULES: dict[str, Rule] = {
     # the rest of the config
     "optim.name": Rule(TEXT, ("sgd", "adamw")),
     "optim.schedule": Rule(TEXT, ("multistep", "cosine", "constant")),
-    "optim.lr": Rule(FLOAT, nullable=True, low=0),
+    "optim.lr": Rule(FLOAT, nullable=True, above=0, why=NO_LEARNING),      # null: base_lr scaled by the batch
+    "optim.base_lr": Rule(FLOAT, above=0, why=NO_LEARNING),
     "trainer.max_epochs": Rule(INT, low=1, why="the learning-rate schedule is spread over the whole run, so it needs "
                                "an end: Lightning's -1, no limit, cannot be used"),
     "trainer.precision": Rule(TEXT, ("auto", "32-true", "bf16-mixed", "16-mixed", "32", "bf16", "16")),
