@@ -54,13 +54,14 @@ ENSEMBLE_HELP = "; several, fused by weighted box fusion: a.ckpt,b.ckpt or an en
 def config_show(overrides: Overrides = None, config_dir: ConfigDir = None,
                 weights: Annotated[Path | None, typer.Option("--weights", "-w", help="as eval/predict would load "
                                                              "this checkpoint")] = None) -> None:
-    """Print the config a command would run with (checkpoint < presets < your overrides) as YAML."""
+    """Print the config a command would run with (checkpoint < presets < your overrides) as YAML; for an
+    ensemble, one YAML document per member."""
     from omegaconf import OmegaConf
 
     from .settings.resolve import resolve
 
     settings = resolve("predict" if weights else "config", overrides or [], weights=weights, config_dir=config_dir)
-    typer.echo(OmegaConf.to_yaml(settings.cfg))
+    typer.echo("---\n".join(OmegaConf.to_yaml(member.cfg) for member in settings.members or [settings]))
 
 
 @weights_app.command("list")

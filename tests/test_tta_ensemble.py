@@ -412,3 +412,15 @@ def test_serve_builds_an_ensemble_with_tta(bccd_checkpoint):
     assert predictor.runs_as.startswith("ensemble of 2 (") and predictor.runs_as.count("TTA (6 views)") == 2
     picture = to_chw_tensor(bccd_images(1)[0])
     assert predictor.detect([picture])[0]["boxes"].shape[1] == 4
+
+
+def test_config_show_prints_every_ensemble_members_config(tiny_run, capsys):
+    """`rcnn config show --weights a,b` shows what each member runs with (it showed the first member only)."""
+    import yaml
+
+    from rcnn_cli.cli import config_show
+
+    best, last = (tiny_run / "checkpoints" / name for name in ("best.ckpt", "last.ckpt"))
+    config_show(None, None, Path(f"{best},{last}"))
+    documents = [yaml.safe_load(text) for text in capsys.readouterr().out.split("\n---\n") if text.strip()]
+    assert [document["model"]["weights"] for document in documents] == [str(best), str(last)]
