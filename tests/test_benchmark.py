@@ -107,10 +107,11 @@ def test_exported_runtimes_are_timed_beside_torch_with_size_and_agreement(tiny_r
     result = json.loads((tmp_path / "b.json").read_text())
     rows = result["exported"]
     assert list(rows) == ["onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8",
-                          "torchscript_fp32", "torchscript_fp16"]
-    skipped = {"openvino_bf16"} | ({"torchscript_fp16"} if not torch.cuda.is_available() else set())
+                          "openvino_int8_bf16", "torchscript_fp32", "torchscript_fp16"]
+    skipped = {"openvino_bf16", "openvino_int8_bf16"} | ({"torchscript_fp16"} if not torch.cuda.is_available()
+                                                         else set())
     measured = [name for name in rows if name not in skipped]
-    assert rows["openvino_bf16"] == {"skipped": NOT_NATIVE}
+    assert rows["openvino_bf16"] == rows["openvino_int8_bf16"] == {"skipped": NOT_NATIVE}
     for name in measured:
         row = rows[name]
         assert row["size_bytes"] > 0 and row["latency_batch1"]["median_s"] > 0, name
@@ -149,6 +150,10 @@ def test_openvino_bf16_is_timed_only_where_bf16_is_native(monkeypatch, tmp_path,
     assert rows["openvino_f32"] == {"timed": "model.xml fp32"}
     assert rows["openvino_int8"] == {"timed": "model.int8.xml fp32"}
     assert rows["openvino_bf16"] == ({"timed": "model.xml bf16"} if timed else {"skipped": exported.NOT_NATIVE})
+    # the int8 IR's float tail at bf16: the same int8 file, the bf16 hint
+    assert rows["openvino_int8_bf16"] == ({"timed": "model.int8.xml bf16"} if timed
+                                          else {"skipped": exported.NOT_NATIVE})
+    assert list(rows) == ["openvino_f32", "openvino_bf16", "openvino_int8", "openvino_int8_bf16"]
 
 
 def test_exported_rows_are_written_by_the_export_pipeline(monkeypatch):

@@ -15,10 +15,10 @@ import torch
 
 from ..errors import UsageError
 from ..eval.agreement import agreement_map50
+from ..export.compiled import PATHS, runs_here
 from ..export.int8 import int8_path
 from ..export.pipeline import half_path, quantize_file, trace_half, write_file
 from ..formats import BY_NAME
-from ..hardware import current
 from ..inference.exported import exported_size, load_exported
 from ..inference.predictor import eager_predictor
 from ..timing import timed
@@ -38,8 +38,8 @@ def parse_formats(text: str | None) -> list[str]:
 def exported_figures(model: torch.nn.Module, cfg: dict[str, Any], images: list[torch.Tensor],
                      calibration: list[torch.Tensor], exact: list[dict], formats: list[str], repeats: int,
                      warmup: int) -> dict[str, dict]:
-    """{"onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8", "torchscript_fp32",
-    "torchscript_fp16"} for the formats asked: each ``{"runs_as", "size_bytes", "latency_batch1",
+    """{"onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8", "openvino_int8_bf16",
+    "torchscript_fp32", "torchscript_fp16"} for the formats asked: each ``{"runs_as", "size_bytes", "latency_batch1",
     "throughput", "agreement_map50"}`` or ``{"skipped": why}``.
     model: ours in exact fp32; exact: its outputs on ``images``, the reference."""
     classes = model.roi_heads.box_predictor.cls_score.out_features - 1
@@ -72,11 +72,12 @@ def _torchscript_rows(detector, folder: Path, sample: torch.Tensor, measure) -> 
 
 
 def _openvino_rows(detector, folder: Path, onnx_path: Path, sample: torch.Tensor, calibration, measure) -> dict:
-    xml = write_file(detector, folder / "model.xml", sample, onnx_path=onnx_path)
-    rows = {"openvino_f32": measure(xml, "fp32")}
-    rows["openvino_bf16"] = measure(xml, "bf16") if current().native_bf16 else {"skipped": NOT_NATIVE}
-    rows["openvino_int8"] = measure(quantize_file(xml, int8_path(xml), calibration), "fp32")
-    return rows
+    """One row per OpenVINO path auto may compare (export/compiled.py ``PATHS``: the IR and the hint each
+    runs at), "openvino int8 bf16" -> "openvino_int8_bf16"; a bf16 hint is skipped where not native."""
+    irs = {"f32": write_file(detector, folder / "model.xml", sample, onnx_path=onnx_path)}
+    irs["int8"] = quantize_file(irs["f32"], int8_path(irs["f32"]), calibration)
+    return {name.replace(" ", "_"): measure(irs[ir], hint) if runs_here(name) else {"skipped": NOT_NATIVE}
+            for name, (ir, hint) in PATHS.items()}
 
 
 def _measurer(images: list[torch.Tensor], exact: list[dict], classes: int, repeats: int, warmup: int):

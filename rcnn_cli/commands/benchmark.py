@@ -102,6 +102,7 @@ def print_goals(console, result: dict) -> None:
 
 RUNTIME_TITLES = {"onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8", "openvino_f32": "OpenVINO f32",
                   "openvino_bf16": "OpenVINO bf16 hint", "openvino_int8": "OpenVINO int8",
+                  "openvino_int8_bf16": "OpenVINO int8, bf16 hint",
                   "torchscript_fp32": "TorchScript fp32", "torchscript_fp16": "TorchScript fp16 (--half)"}
 
 

@@ -1,9 +1,10 @@
 """``model.precision=auto`` on the CPU may also run an OpenVINO model compiled from the checkpoint, under the
 one rule of inference/precision.py: OpenVINO f32, bf16 (where the hardware runs bf16 natively) or int8
-(NNCF, export/int8.py), whichever is fastest here while agreeing with the exact model at mAP50 >=
-MIN_AGREEMENT_MAP50 on the model's own images, and at least MIN_SPEEDUP times faster than the torch path
-auto would run otherwise (folded, or torch bf16). ``rcnn predict``, ``rcnn serve`` and ``Detector.load``
-load through ``load_fastest``; ``fp32``, ``bf16`` and ``int8`` never touch OpenVINO.
+(NNCF, export/int8.py; its float tail at f32, or at bf16 where native: ``PATHS``), whichever is fastest
+here while agreeing with the exact model at mAP50 >= MIN_AGREEMENT_MAP50 on the model's own images, and
+at least MIN_SPEEDUP times faster than the torch path auto would run otherwise (folded, or torch bf16).
+``rcnn predict``, ``rcnn serve`` and ``Detector.load`` load through ``load_fastest``; ``fp32``, ``bf16`` and
+``int8`` never touch OpenVINO.
 
 Compiled and measured once, then cached beside the precision decisions (``precision.cache_dir()``) under a
 key of the checkpoint (path, size, modification time), the model settings, this CPU, torch's and
@@ -50,30 +51,36 @@ from ..inference.predictor import Predictor, check_samples, load_predictor, prep
 from ..model.source import WeightsSource
 
 DetectFn = Callable[[list[Tensor]], list[dict[str, Tensor]]]
-# OpenVINO paths auto may compare, with the inference precision hint each runs at: an int8 IR keeps its
-# float parts (box decoding, NMS, box head) at f32, as `rcnn export --int8` verifies it.
-HINTS = {"openvino f32": "fp32", "openvino bf16": "bf16", "openvino int8": "fp32"}
+# OpenVINO paths auto may compare -> (the IR each compiles: f32, or int8 quantized from it by NNCF; the
+# inference precision hint it runs at). An int8 IR's float parts (box decoding, NMS, the box head) run at
+# the hint: f32 as `rcnn export --int8` verifies it, or bf16 where bf16 is native, so that the float tail
+# of an int8 model does not run at f32 on a CPU built for int8 and bf16.
+PATHS = {"openvino f32": ("f32", "fp32"), "openvino bf16": ("f32", "bf16"),
+         "openvino int8": ("int8", "fp32"), "openvino int8 bf16": ("int8", "bf16")}
+HINTS = {name: hint for name, (_ir, hint) in PATHS.items()}
 IR_NAME = "model.xml"       # the chosen IR in the cache entry's folder (its weights: model.bin)
 SWITCH_ENV = "RCNN_AUTO_OPENVINO"
 SWITCH = ("on", "off")
 
 
 def openvino_paths_here() -> list[str]:
-    """The OpenVINO paths this install and CPU can compile and run: none without OpenVINO (or the ONNX
-    exporter its IR is converted from); bf16 only where the hardware runs it natively (else emulated,
-    slower); int8 where NNCF is installed. None where ``RCNN_AUTO_OPENVINO=off``."""
+    """The OpenVINO paths (``PATHS``) this install and CPU can compile and run: none without OpenVINO (or the
+    ONNX exporter its IR is converted from); a bf16 hint only where the hardware runs bf16 natively (else
+    emulated, slower); an int8 IR where NNCF is installed. None where ``RCNN_AUTO_OPENVINO=off``."""
     if (switch := os.environ.get(SWITCH_ENV) or "on") not in SWITCH:
         from ..errors import UsageError, nearest_hint
 
         raise UsageError(f"{SWITCH_ENV}={switch}: {nearest_hint(switch, list(SWITCH))}")
     if switch == "off" or any(importlib.util.find_spec(name) is None for name in ("openvino", "onnx")):
         return []
-    paths = ["openvino f32"]
-    if hardware.current().native_bf16:
-        paths.append("openvino bf16")
-    if importlib.util.find_spec("nncf") is not None:
-        paths.append("openvino int8")
-    return paths
+    return [name for name in PATHS if runs_here(name, nncf=importlib.util.find_spec("nncf") is not None)]
+
+
+def runs_here(name: str, nncf: bool = True) -> bool:
+    """Whether the OpenVINO path ``name`` is worth running on this CPU (its bf16 hint native where it has
+    one) with NNCF installed or not (``nncf``: its int8 IR can be made)."""
+    ir, hint = PATHS[name]
+    return (hint != "bf16" or hardware.current().native_bf16) and (ir != "int8" or nncf)
 
 
 def compile_key(model_cfg: dict) -> str | None:
@@ -239,16 +246,15 @@ def calibration_for(predictor: Predictor, check: list[Tensor]) -> list[Tensor]:
 
 def compile_openvino(predictor: Predictor, paths: list[str], folder: Path, images: list[Tensor],
                      calibration: list[Tensor]) -> dict[str, Path]:
-    """The IRs ``paths`` need, written into ``folder`` from the predictor's exact model: f32 (which bf16 runs
-    too, at another hint), and int8 quantized from it -> path name -> .xml."""
+    """The IRs ``paths`` need (``PATHS``), written into ``folder`` from the predictor's exact model: f32, and
+    int8 quantized from it once where a path runs it (at either hint) -> path name -> .xml."""
     from .exporters import write_openvino
     from .int8 import quantize_openvino
 
-    f32 = write_openvino(predictor, folder / "f32.xml", images[0])
-    files = {name: f32 for name in paths if name != "openvino int8"}
-    if "openvino int8" in paths:
-        files["openvino int8"] = quantize_openvino(f32, folder / "int8.xml", calibration)
-    return files
+    irs = {"f32": write_openvino(predictor, folder / "f32.xml", images[0])}
+    if any(PATHS[name][0] == "int8" for name in paths):
+        irs["int8"] = quantize_openvino(irs["f32"], folder / "int8.xml", calibration)
+    return {name: irs[PATHS[name][0]] for name in paths}
 
 
 def _keep(ir: Path, folder: Path) -> None:
