@@ -95,6 +95,7 @@ def detections(predictor, images) -> list[dict]:
 
 
 FASTER = {"exact": 1.0, "torch folded": 1.0, F32: 0.5}
+FASTER_BF16 = {**FASTER, "openvino bf16": 0.9}
 
 
 def test_auto_runs_openvino_where_it_agrees_and_is_faster(checkpoint, compiles, monkeypatch):
@@ -122,7 +123,8 @@ def test_auto_stays_on_torch_where_openvino_is_not_faster_or_disagrees(checkpoin
     predictor = load(checkpoint)
     assert predictor.runs_as == "auto: folded" and predictor.model is not None
     assert "no OpenVINO path agrees" in predictor.decision.reason and why in predictor.decision.reason
-    assert not (Path(precision.cache_dir()) / compiled.compile_key(dict(predictor.config))).exists()  # no IR kept
+    no_ir_kept = not (Path(precision.cache_dir()) / compiled.compile_key(dict(predictor.config), [F32])).exists()
+    assert no_ir_kept
 
 
 def test_without_openvino_auto_chooses_among_torch_paths_and_says_nothing(checkpoint, compiles, monkeypatch):
@@ -169,6 +171,12 @@ def test_the_second_run_reuses_the_compiled_model_and_a_change_compiles_again(ch
     checkpoint.write_bytes(checkpoint.read_bytes())      # the same path, written again (a retrained model)
     load(checkpoint)
     assert len(compiles) == 3
+    # another set of candidates (an install that gained NNCF, a release that added a path): decided again
+    monkeypatch.setattr(compiled, "openvino_paths_here", lambda: [F32, "openvino bf16"])
+    monkeypatch.setitem(FASTER_BF16, "openvino bf16", 0.9)
+    clock(monkeypatch, FASTER_BF16)
+    load(checkpoint)
+    assert len(compiles) == 4
 
 
 def test_fp32_never_touches_openvino(checkpoint, compiles, monkeypatch):

@@ -83,9 +83,10 @@ def runs_here(name: str, nncf: bool = True) -> bool:
     return (hint != "bf16" or hardware.current().native_bf16) and (ir != "int8" or nncf)
 
 
-def compile_key(model_cfg: dict) -> str | None:
+def compile_key(model_cfg: dict, paths: list[str]) -> str | None:
     """The cache key of auto's OpenVINO decision: ``precision.cache_key`` (weights file, settings, CPU, torch)
-    with OpenVINO's and NNCF's versions; None for weights that are not a file."""
+    with OpenVINO's and NNCF's versions and the candidate ``paths`` (a decision among fewer is not reused
+    where more can run); None for weights that are not a file."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(name: str) -> str:
@@ -95,7 +96,7 @@ def compile_key(model_cfg: dict) -> str | None:
             return "none"
 
     return cache_key(model_cfg["weights"], model_cfg, "cpu",
-                     f"openvino {installed('openvino')}, nncf {installed('nncf')}")
+                     f"openvino {installed('openvino')}, nncf {installed('nncf')}, paths {', '.join(paths)}")
 
 
 def load_fastest(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
@@ -107,7 +108,7 @@ def load_fastest(cfg: DictConfig, checkpoint: tuple[dict, dict] | None = None,
     shown while that runs."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     paths = openvino_paths_here() if _may_compile(cfg, source) else []
-    key = compile_key(model_cfg) if paths else None
+    key = compile_key(model_cfg, paths) if paths else None
     if key is None:
         return load_predictor(cfg, checkpoint, calibration, typed=typed, sources=sources, source=source)
     predictor = load_predictor(cfg, checkpoint, calibration, typed=typed, sources=sources, source=source,
