@@ -104,6 +104,21 @@ def test_validation_detections_equal_batch_1(model, images):
     assert all(torch.isfinite(value) for value in losses.values())
 
 
+def test_validation_loss_weighs_each_image_as_one_batch_would(model, images):
+    """The groups' losses average by their numbers of images: the three input sizes (in order of first
+    appearance: images 0, 1, 3; 2, 5, 6; 4) run one by one give the batch's val/loss."""
+    targets = [{"boxes": torch.tensor([[5.0, 5.0, 40.0, 50.0]]), "labels": torch.tensor([1])} for _ in images]
+    groups = [[0, 1, 3], [2, 5, 6], [4]]
+    with torch.inference_mode():
+        torch.manual_seed(2)        # the samplers draw at random: the same draws in both runs
+        losses = model.forward_with_losses(images, targets)[0]
+        torch.manual_seed(2)
+        parts = [model.forward_with_losses([images[i] for i in g], [targets[i] for i in g])[0] for g in groups]
+    for name, value in losses.items():
+        expected = sum(part[name] * len(g) for part, g in zip(parts, groups)) / len(images)
+        torch.testing.assert_close(value, expected, msg=name)
+
+
 def test_images_of_one_input_size_still_run_together(model, images):
     """Batching stays worth it where sizes match (a folder of camera frames): one backbone pass per size."""
     passes = []
