@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rcnn_cli.model import create_detector
+from rcnn_cli.model.transform import ImageTransform
 from rcnn_cli.settings.resolve import model_config
 
 # (height, width): resized to a short side of 128 (long side at most 192), then padded to a multiple of 32:
@@ -85,10 +86,13 @@ def test_with_onednn_the_detections_differ_from_batch_1_by_float_rounding_only(m
         torch.testing.assert_close(a["scores"], b["scores"], rtol=0, atol=1e-5, msg=f"image {index} scores")
 
 
-def test_input_size_is_the_size_an_image_runs_at(model):
-    for shape in SHAPES + [(33, 47), (301, 77), (128, 128), (97, 200), (3, 500)]:
-        ran = model.transform([torch.zeros((3, *shape), dtype=torch.uint8)]).tensor.shape[-2:]
-        assert model.transform.input_size(shape) == tuple(ran), shape
+@pytest.mark.parametrize("min_size", [128, [96, 128]])     # multi-scale training evaluates at the last
+def test_input_size_is_the_size_an_image_runs_at(min_size):
+    transform = ImageTransform(min_size, 192, [0.5] * 3, [0.25] * 3).eval()
+    # (49, 97) resizes to 96.99 x 192 and (43, 54) to 128 x 160.7: sizes that truncate onto a multiple of 32
+    for shape in SHAPES + [(33, 47), (301, 77), (128, 128), (97, 200), (3, 500), (49, 97), (43, 54)]:
+        ran = transform([torch.zeros((3, *shape), dtype=torch.uint8)]).tensor.shape[-2:]
+        assert transform.input_size(shape) == tuple(ran), shape
 
 
 def test_validation_detections_equal_batch_1(model, images):
