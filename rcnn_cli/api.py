@@ -132,7 +132,9 @@ class Detector:
         CxHxW tensors (uint8, or float in [0, 1]).
 
         Returns per image ``{"boxes": (N, 4) xyxy float in original pixels, "scores": (N,),
-        "labels": (N,) int64, "names": list of N class names}``.
+        "labels": (N,) int64, "names": list of N class names}``. batch_size: images per call; an image
+        gets the same detections at any batch size (images of other input sizes run apart, as in
+        ``rcnn predict``; docs/predict-and-serve.md#batch-size-and-results).
         """
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)

@@ -99,7 +99,8 @@ def test_onnx_file_carries_class_names_and_takes_any_size(exported):
 def test_predict_with_the_onnx_file_gives_the_checkpoints_json(exported, real_images, tmp_path):
     weights, out, _ = exported
     results = {}
-    # batch size 1: in a batch, images are padded to the largest one, which moves weak detections;
+    # batch size 1, as the exported graph runs: in a batch, pictures of one input size share oneDNN kernels
+    # chosen for that batch size, a last-bit difference (docs/predict-and-serve.md#batch-size-and-results);
     # the checkpoint in exact fp32, as exported (auto may pick bf16 on this machine)
     for name, source in (("ckpt", weights), ("onnx", out), ("torchscript", out.with_suffix(".torchscript"))):
         precision = ["--precision", "fp32"] if name == "ckpt" else []

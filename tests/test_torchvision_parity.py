@@ -88,8 +88,15 @@ def test_same_detections_as_torchvision(name, tmp_path):
     for theirs, mine in zip(expected, singles):
         assert len(theirs["scores"]) > 100
         assert_same_detections(theirs, mine)
-    if name == "resnet50_fpn":  # one batched call over differently sized images (padded alike)
+    if name == "resnet50_fpn":
+        # one batched call over images of different input sizes: ours runs each size apart, so every image gets
+        # exactly its single-image detections (torchvision pads the batch to its largest image, which changes
+        # them). One image per size: two of one size share a batch, whose oneDNN kernels differ in the last bits.
+        sizes = [ours.model.transform.input_size(tuple(img.shape[-2:])) for img in images]
+        apart = [i for i, size in enumerate(sizes) if sizes.index(size) == i]
+        assert len(apart) == 3
         with torch.inference_mode():
-            expected, batched = reference(images), ours.model(images)
-        for theirs, mine in zip(expected, batched):
-            assert_same_detections(theirs, mine)
+            batched = ours.model([images[i] for i in apart])
+        for i, mine in zip(apart, batched):
+            for key in ("boxes", "scores", "labels"):
+                assert torch.equal(mine[key], singles[i][key]), (paths[i].name, key)

@@ -56,6 +56,34 @@ class FasterRCNN(nn.Module):
 
     def _run(self, images: list[Tensor], targets: list[Detection] | None, detect: bool
              ) -> tuple[dict[str, Tensor], list[Detection]]:
+        """In eval mode, images of different input sizes run apart (``same_input_size``): a batch padded to
+        its largest picture would change the others' detections (features near the padded borders, anchors
+        over the padding), so an image gets the same boxes at any batch size, in predict, eval and training's
+        validation. Training keeps one padded batch, as torchvision trains."""
+        groups = [list(range(len(images)))] if self.training else self.same_input_size(images)
+        if len(groups) == 1:
+            return self._run_batch(images, targets, detect)
+        losses: dict[str, Tensor] = {}
+        detections: list[Detection] = [{} for _ in images]
+        for group in groups:
+            part_losses, found = self._run_batch([images[i] for i in group],
+                                                 None if targets is None else [targets[i] for i in group], detect)
+            for i, detection in zip(group, found):
+                detections[i] = detection
+            for name, value in part_losses.items():      # each image's losses weigh as in one batch
+                losses[name] = losses.get(name, 0) + value * (len(group) / len(images))
+        return losses, detections if detect else []
+
+    def same_input_size(self, images: list[Tensor]) -> list[list[int]]:
+        """Indices of ``images`` grouped by the padded size each enters the network at, in order of first
+        appearance (the callers put the detections back in input order)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(self.transform.input_size(tuple(image.shape[-2:])), []).append(i)
+        return list(groups.values())
+
+    def _run_batch(self, images: list[Tensor], targets: list[Detection] | None, detect: bool
+                   ) -> tuple[dict[str, Tensor], list[Detection]]:
         padded = None
         if targets is not None:
             device = images[0].device

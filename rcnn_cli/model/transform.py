@@ -82,16 +82,28 @@ class ImageTransform(nn.Module):
 
     def _resize(self, images: Tensor, shape: tuple[int, int], min_size: float) -> Tensor:
         """(N, 3, H, W) -> (N, 3, h, w), bilinear, same rounding as torchvision's transform."""
-        short, long = float(min(shape)), float(max(shape))
-        # Python-float division, as torchvision's eager path, so sizes round identically.
-        scale = min(min_size / short, self.max_size / long)
-        return F.interpolate(images, scale_factor=scale, mode="bilinear",
+        return F.interpolate(images, scale_factor=self._scale(shape, min_size), mode="bilinear",
                              recompute_scale_factor=True, align_corners=False)
 
+    def _scale(self, shape: tuple[int, int], min_size: float) -> float:
+        short, long = float(min(shape)), float(max(shape))
+        # Python-float division, as torchvision's eager path, so sizes round identically.
+        return min(min_size / short, self.max_size / long)
+
+    def input_size(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """The padded (H, W) an image of ``shape`` (height, width) enters the network at when it runs
+        alone in eval mode: images of one input size batch together exactly as each runs alone
+        (FasterRCNN runs other sizes apart, so that padding never changes an image's detections)."""
+        scale = self._scale(shape, float(self.min_size[-1]))
+        # F.interpolate's eager rounding of the output size (recompute_scale_factor=True): int(size * scale)
+        return tuple(self._padded(int(side * scale)) for side in shape)
+
+    def _padded(self, side: int) -> int:
+        return int(math.ceil(side / self.size_divisible) * self.size_divisible)
+
     def _pad(self, images: list[Tensor]) -> Tensor:
-        stride = self.size_divisible
-        height = int(math.ceil(max(img.shape[-2] for img in images) / stride) * stride)
-        width = int(math.ceil(max(img.shape[-1] for img in images) / stride) * stride)
+        height = self._padded(max(img.shape[-2] for img in images))
+        width = self._padded(max(img.shape[-1] for img in images))
         batch = images[0].new_zeros((len(images), 3, height, width))
         for slot, image in zip(batch, images):
             slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
