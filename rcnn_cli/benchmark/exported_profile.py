@@ -135,10 +135,13 @@ def stage_measurer(images: list, _exact: Any, _classes: int, repeats: int, warmu
 PROFILED_FORMATS = ("onnx", "openvino")      # the runtimes with a profiler of their own
 
 
-def profile_exported(model: Any, model_cfg: dict, images: list, calibration: list, formats: list[str], repeats: int,
-                     warmup: int) -> dict[str, dict]:
+def profile_exported(model_cfg: dict, images: list, calibration: list, formats: list[str], repeats: int,
+                     warmup: int, checkpoint: tuple | None = None) -> dict[str, dict]:
     """The stage tables of the files ``rcnn benchmark --formats`` times (the same writers and int8 twins;
-    OpenVINO bf16 where native), for ``formats`` among ``PROFILED_FORMATS``. model: ours, exact fp32."""
+    OpenVINO bf16 where native), for ``formats`` among ``PROFILED_FORMATS``, exported from the exact model
+    that ``profile.stage_profile`` times (``run.build_models``: the same seeded or loaded weights)."""
     from .exported import exported_figures
+    from .run import build_models
 
+    model = build_models(model_cfg, device="cpu", checkpoint=checkpoint)["ours"]
     return exported_figures(model, model_cfg, images, calibration, [], formats, repeats, warmup, stage_measurer)

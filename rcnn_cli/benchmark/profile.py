@@ -473,11 +473,11 @@ def profile_training_paths(cfg: Any, model: nn.Module, batch: int, repeats: int,
 
 def stage_profile(cfg: Any, images: list[torch.Tensor], calibration: list[torch.Tensor], repeats: int = 3,
                   warmup: int = 1, train: bool = True, batch: int = 2, checkpoint: tuple | None = None,
-                  say: Callable[[str], None] = lambda _line: None, formats: list[str] = ()) -> dict[str, Any]:
+                  say: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
     """The stage profile of every torch path ``rcnn benchmark`` builds (torchvision's twin, ours fp32,
-    folded, bf16 where native, int8) on ``images`` (uint8 (3, H, W)), of the exported files of ``formats``
-    (onnx, openvino: benchmark/exported_profile.py), and with ``train`` of a training step on batches of
-    ``cfg``'s training data. On the CPU, whatever ``device`` says. ``say``: progress."""
+    folded, bf16 where native, int8) on ``images`` (uint8 (3, H, W)), and with ``train`` of a training
+    step on batches of ``cfg``'s training data. On the CPU, whatever ``device`` says. ``say``: progress.
+    The exported files' stages: benchmark/exported_profile.py."""
     from omegaconf import OmegaConf
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -489,12 +489,6 @@ def stage_profile(cfg: Any, images: list[torch.Tensor], calibration: list[torch.
               "min_size": model_cfg["min_size"], "max_size": model_cfg["max_size"], "images": len(images),
               "repeats": repeats, "warmup": warmup}
     result["inference"] = profile_inference(models, images, repeats, warmup, estimate["gflop_per_s"], say)
-    if formats:
-        from .exported_profile import profile_exported
-
-        say(f"profile: exported files ({', '.join(formats)}), by their runtimes' profilers")
-        result["exported"] = profile_exported(models["ours"], model_cfg, images, calibration, list(formats), repeats,
-                                              warmup)
     if train:
         result["training"] = profile_training_paths(cfg, models["ours"], batch, repeats, warmup,
                                                     estimate["gflop_per_s"], say)

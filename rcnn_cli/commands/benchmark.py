@@ -226,8 +226,14 @@ def profile_command(cfg, options: BenchmarkOptions, console, checkpoint: tuple |
     calibration = calibration_images([options.images] if options.images else None,
                                      OmegaConf.to_container(cfg.dataset, resolve=True)).images or images
     result = stage_profile(cfg, images, calibration, options.repeats, options.warmup, options.train, options.batch,
-                           checkpoint, say=lambda line: stderr_console.print(line, highlight=False, markup=False),
-                           formats=formats)
+                           checkpoint, say=lambda line: stderr_console.print(line, highlight=False, markup=False))
+    if formats:
+        from ..benchmark.exported_profile import profile_exported
+
+        stderr_console.print(f"profile: exported files ({', '.join(formats)}), by their runtimes' profilers",
+                             highlight=False, markup=False)
+        result["exported"] = profile_exported(OmegaConf.to_container(cfg.model, resolve=True), images, calibration,
+                                              formats, options.repeats, options.warmup, checkpoint)
     print_profile(console, result)
     if options.json_path:
         write_json(Path(options.json_path), result)
