@@ -3,7 +3,8 @@ stages (benchmark/profile.py), by the runtimes' own profilers.
 
 - ONNX Runtime: ``SessionOptions.enable_profiling`` writes a JSON trace; each node run is an event
   "<node>_kernel_time" (category "Node", microseconds), each ``session.run`` a "model_run" event. The
-  nodes of the timed runs (those after the warmup runs, by their start time) are summed per node.
+  nodes of the timed runs (those after the warmup runs, by their start time) are summed per node. An
+  If's event spans its body, whose nodes have events of their own: only the body's are counted.
 - OpenVINO: ``PERF_COUNT`` on the compiled model; ``request.get_profiling_info()`` gives each executed
   layer's real time in the last run, read after every timed run.
 
@@ -61,15 +62,21 @@ def by_stage(node_seconds: dict[str, float]) -> dict[str, float]:
     return charged
 
 
+# onnxruntime's control-flow nodes: a trace event spans the run of the node's body, whose nodes have
+# events of their own (batched_nms's If and its NonMaxSuppression), so it would count them twice.
+CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
+
+
 def onnx_trace_times(trace: list[dict], warmup_runs: int) -> tuple[dict[str, float], list[float]]:
     """An onnxruntime profile trace -> (seconds per node over the runs after the first ``warmup_runs``,
-    each of those runs' own duration in seconds)."""
+    control-flow nodes left to their bodies' nodes; each of those runs' own duration in seconds)."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace
                   if e.get("cat") == "Session" and e["name"] == "model_run")
     timed = runs[warmup_runs:]
     nodes: dict[str, float] = defaultdict(float)
     for event in trace:
-        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+        if (event.get("cat") != "Node" or not event["name"].endswith("_kernel_time")
+                or event["args"].get("op_name") in CONTROL_FLOW_OPS):
             continue
         if any(start <= event["ts"] <= end for start, end in timed):
             nodes[event["name"].removesuffix("_kernel_time")] += event["dur"] / 1e6
