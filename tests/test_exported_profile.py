@@ -112,11 +112,12 @@ def test_each_runtimes_stages_add_up_to_its_own_node_times(tmp_path, monkeypatch
     monkeypatch.setattr(OpenVinoDetector, "last_profile", noted)
     options = BenchmarkOptions([*TINY_TRAIN], count=1, repeats=1, warmup=0, train=False, profile=True,
                                formats="onnx,openvino", json_path=tmp_path / "profile.json")
-    result = run(options)       # RCNN_HARDWARE=avx2 (conftest): OpenVINO bf16 is not native, so skipped
+    result = run(options)       # RCNN_HARDWARE=avx2 (conftest): OpenVINO's bf16 hint is not native, so skipped
     profiles = result["exported"]
     assert json.loads(Path(tmp_path / "profile.json").read_text())["exported"] == profiles
-    assert list(profiles) == ["onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8"]
-    assert "skipped" in profiles["openvino_bf16"]
+    assert list(profiles) == ["onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8",
+                              "openvino_int8_bf16"]
+    assert "skipped" in profiles["openvino_bf16"] and "skipped" in profiles["openvino_int8_bf16"]
     # every node once: the If of the RPN's NMS spans its body's nodes, which the trace lists themselves
     onnx_ms = [sum(e["dur"] for e in trace if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
                    and e["args"]["op_name"] != "If") / 1e3 for trace in traces]
