@@ -1,12 +1,15 @@
 """The stage profile JSON of `rcnn benchmark --profile --json F` as the compact markdown tables of docs/speed.md
-("Where the time goes"): per stage, ms/img and share for every path side by side, then GFLOP and the share of
+("Where the time goes"): per stage, ms/img and share for every path side by side (the exported files of
+--formats onnx,openvino after the torch paths, by their runtimes' profilers), then GFLOP and the share of
 the nominal peak, then the training step. Run: .venv/bin/python measurements/profile_tables.py F"""
 
 import json
 import sys
 
+from rcnn_cli.commands.benchmark import RUNTIME_TITLES
+
 TITLES = {"torchvision": "torchvision fp32", "ours": "ours fp32", "ours_fast": "ours folded", "ours_bf16": "ours bf16",
-          "ours_int8": "ours int8", "ours_train": "as `rcnn train` runs it"}
+          "ours_int8": "ours int8", "ours_train": "as `rcnn train` runs it", **RUNTIME_TITLES}
 
 
 def markdown(headers: list[str], rows: list[list[str]]) -> str:
@@ -16,17 +19,27 @@ def markdown(headers: list[str], rows: list[list[str]]) -> str:
 
 def inference_tables(result: dict) -> str:
     paths = result["inference"]
+    exported = {name: path for name, path in result.get("exported", {}).items() if "skipped" not in path}
+    timed = {**paths, **exported}
     stages = [row["stage"] for row in next(iter(paths.values()))["rows"]]
-    rows_of = {name: {row["stage"]: row for row in path["rows"]} for name, path in paths.items()}
-    times = [[stage, *(f"{rows_of[n][stage]['ms']:.0f} ({rows_of[n][stage]['share']:.0%})" for n in paths)]
+    rows_of = {name: {row["stage"]: row for row in path["rows"]} for name, path in timed.items()}
+    times = [[stage, *(f"{_ms(rows_of[n][stage]['ms'])} ({rows_of[n][stage]['share']:.0%})" for n in timed)]
              for stage in stages]
-    times.append(["**sum of stages**", *(f"**{p['total_ms']:.0f}**" for p in paths.values())])
-    times.append(["whole forward, no hooks", *(f"{p['plain_forward_ms']:.0f}" for p in paths.values())])
+    times.append(["**sum of stages**", *(f"**{_ms(p['total_ms'])}**" for p in timed.values())])
+    times.append(["whole forward, no hooks", *(_ms(p["plain_forward_ms"]) for p in paths.values()),
+                  *([""] * len(exported))])
+    if exported:
+        times.append(["the runtime's own time per run", *([""] * len(paths)),
+                      *(_ms(p["runtime_run_ms"]) for p in exported.values())])
     heavy = [s for s in stages if rows_of["ours"][s]["gflop"]]
     rates = [[stage, f"{rows_of['ours'][stage]['gflop']:.1f}",
               *(_peak(rows_of[n][stage]) for n in paths)] for stage in heavy]
-    return (markdown(["stage, ms/img (share)", *(TITLES[n] for n in paths)], times) + "\n\n"
+    return (markdown(["stage, ms/img (share)", *(TITLES[n] for n in timed)], times) + "\n\n"
             + markdown(["stage", "GFLOP/img", *(f"{TITLES[n]}: % of peak" for n in paths)], rates))
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}"
 
 
 def _peak(row: dict) -> str:

@@ -314,7 +314,8 @@ def benchmark_cmd(
                                          "TorchScript on a GPU); default none")] = BENCHMARK.formats,
     profile: Annotated[bool, typer.Option("--profile", help="instead: ms per image of each inference stage for "
                                           "every torch path, and of a training step, with FLOP rates against "
-                                          "this CPU's peak (on the CPU)")] = BENCHMARK.profile,
+                                          "this CPU's peak (on the CPU); with --formats onnx,openvino also of "
+                                          "the exported files, by their runtimes' profilers")] = BENCHMARK.profile,
 ) -> None:
     """Time our detector and torchvision's with the same weights on the same images, side by side."""
     from .commands import benchmark as command

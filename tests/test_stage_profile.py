@@ -66,7 +66,7 @@ def test_the_profile_runs_on_its_own():
     from rcnn_cli.errors import UsageError
 
     with pytest.raises(UsageError, match="--profile runs on its own"):
-        run(BenchmarkOptions([*TINY_TRAIN], profile=True, formats="onnx"))
+        run(BenchmarkOptions([*TINY_TRAIN], profile=True, scaling=True))
 
 
 def test_stages_add_up_to_the_whole_forward_timed_without_hooks():

@@ -37,14 +37,15 @@ def parse_formats(text: str | None) -> list[str]:
 
 def exported_figures(model: torch.nn.Module, cfg: dict[str, Any], images: list[torch.Tensor],
                      calibration: list[torch.Tensor], exact: list[dict], formats: list[str], repeats: int,
-                     warmup: int) -> dict[str, dict]:
+                     warmup: int, measurer=None) -> dict[str, dict]:
     """{"onnx_fp32", "onnx_int8", "openvino_f32", "openvino_bf16", "openvino_int8", "openvino_int8_bf16",
     "torchscript_fp32", "torchscript_fp16"} for the formats asked: each ``{"runs_as", "size_bytes", "latency_batch1",
     "throughput", "agreement_map50"}`` or ``{"skipped": why}``.
-    model: ours in exact fp32; exact: its outputs on ``images``, the reference."""
+    model: ours in exact fp32; exact: its outputs on ``images``, the reference. measurer: what measures
+    each file instead of ``_measurer`` (the stage profile's, exported_profile.stage_measurer)."""
     classes = model.roi_heads.box_predictor.cls_score.out_features - 1
     detector = eager_predictor(model, cfg, [f"class{i}" for i in range(1, classes + 1)])
-    measure = _measurer(images, exact, classes, repeats, warmup)
+    measure = (measurer or _measurer)(images, exact, classes, repeats, warmup)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as folder:
         folder = Path(folder)

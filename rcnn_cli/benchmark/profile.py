@@ -476,7 +476,8 @@ def stage_profile(cfg: Any, images: list[torch.Tensor], calibration: list[torch.
                   say: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
     """The stage profile of every torch path ``rcnn benchmark`` builds (torchvision's twin, ours fp32,
     folded, bf16 where native, int8) on ``images`` (uint8 (3, H, W)), and with ``train`` of a training
-    step on batches of ``cfg``'s training data. On the CPU, whatever ``device`` says. ``say``: progress."""
+    step on batches of ``cfg``'s training data. On the CPU, whatever ``device`` says. ``say``: progress.
+    The exported files' stages: benchmark/exported_profile.py."""
     from omegaconf import OmegaConf
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from rich.table import Table
 
 from ..benchmark.exported import NOT_NATIVE, parse_formats
+from ..benchmark.exported_profile import PROFILED_FORMATS
 from ..benchmark.machine import precision_advice
 from ..benchmark.run import benchmark
 from ..data.samples import calibration_images
@@ -164,17 +165,20 @@ def print_scaling(console, rows: list[dict]) -> None:
 
 
 def run(options: BenchmarkOptions) -> dict:
-    if options.profile and (options.formats or options.scaling or options.data_scale or options.load_scale):
-        raise UsageError("--profile runs on its own: drop --formats, --scaling, --data-scale and --load-scale "
-                         "(exported runtimes are not in the stage profile yet)")
+    if options.profile and (options.scaling or options.data_scale or options.load_scale):
+        raise UsageError("--profile runs on its own: drop --scaling, --data-scale and --load-scale")
     if options.data_scale or options.load_scale:
         return data_scale_command(options.data_scale, options.json_path, stdout, options.load_scale)
     formats = parse_formats(options.formats)
+    if options.profile and (unprofiled := [name for name in formats if name not in PROFILED_FORMATS]):
+        raise UsageError(f"--profile --formats {unprofiled[0]}: the stage profile reads the runtimes' own profilers, "
+                         f"which {' and '.join(PROFILED_FORMATS)} have; use --formats "
+                         f"{','.join(PROFILED_FORMATS)}")
     settings = resolve("benchmark", options.overrides, weights=options.weights, config_dir=options.config_dir)
     for note in settings.notes:
         stderr_console.print(f"note: {note}", highlight=False, markup=False)
     if options.profile:
-        return profile_command(settings.cfg, options, stdout, settings.checkpoint)
+        return profile_command(settings.cfg, options, stdout, settings.checkpoint, formats)
     try:
         return benchmark_command(settings.cfg, options.images, options.count, options.batch, options.repeats,
                                  options.warmup, options.train, options.json_path, stdout, options.scaling,
@@ -210,8 +214,10 @@ def benchmark_command(cfg, images_source, count, batch, repeats, warmup, train, 
     return result
 
 
-def profile_command(cfg, options: BenchmarkOptions, console, checkpoint: tuple | None = None) -> dict:
-    """``--profile``: ms per image of each inference stage for every torch path, and of a training step."""
+def profile_command(cfg, options: BenchmarkOptions, console, checkpoint: tuple | None = None,
+                    formats: list[str] = ()) -> dict:
+    """``--profile``: ms per image of each inference stage for every torch path, the exported files of
+    ``formats``, and a training step."""
     from ..benchmark.profile import stage_profile
 
     images, _ = load_images(cfg, options.images, options.count)
@@ -221,6 +227,13 @@ def profile_command(cfg, options: BenchmarkOptions, console, checkpoint: tuple |
                                      OmegaConf.to_container(cfg.dataset, resolve=True)).images or images
     result = stage_profile(cfg, images, calibration, options.repeats, options.warmup, options.train, options.batch,
                            checkpoint, say=lambda line: stderr_console.print(line, highlight=False, markup=False))
+    if formats:
+        from ..benchmark.exported_profile import profile_exported
+
+        stderr_console.print(f"profile: exported files ({', '.join(formats)}), by their runtimes' profilers",
+                             highlight=False, markup=False)
+        result["exported"] = profile_exported(OmegaConf.to_container(cfg.model, resolve=True), images, calibration,
+                                              formats, options.repeats, options.warmup, checkpoint)
     print_profile(console, result)
     if options.json_path:
         write_json(Path(options.json_path), result)
@@ -259,6 +272,26 @@ def print_profile(console, result: dict) -> None:
             console.print(table)
     console.print("FLOPs count convolutions and matrix products; int8 shows the folded model's counts "
                   "(FlopCounterMode cannot run quantized tensors).", highlight=False, markup=False)
+    for name, profile in result.get("exported", {}).items():
+        print_exported_profile(console, name, profile)
+
+
+def print_exported_profile(console, name: str, profile: dict) -> None:
+    """One exported file's stages, as its runtime's profiler timed them (benchmark/exported_profile.py)."""
+    if "skipped" in profile:
+        console.print(f"exported, {RUNTIME_TITLES[name]}: {profile['skipped']}", highlight=False, markup=False)
+        return
+    table = Table(title=f"exported, {RUNTIME_TITLES[name]} ({profile['runs_as']}, its profiler): "
+                        f"{profile['total_ms']:.0f} ms/img in {profile['nodes']} nodes (the runtime's own time per "
+                        f"run: {profile['runtime_run_ms']:.0f})", title_justify="left")
+    for header in ("stage", "ms/img", "share"):
+        table.add_column(header, justify="left" if header == "stage" else "right")
+    for row in profile["rows"]:
+        table.add_row(row["stage"], f"{row['ms']:.1f}", f"{row['share']:.1%}")
+    console.print(table)
+    if unplaced := profile["unplaced_nodes"]:
+        console.print("  in other, most costly: " + ", ".join(f"{n['node']} {n['ms']:.1f} ms" for n in unplaced),
+                      highlight=False, markup=False)
 
 
 def dumps(result: dict) -> str:

@@ -87,11 +87,32 @@ def write_onnx(detector, path: Path, sample: torch.Tensor, input_dtype: str = IN
         torch.onnx.export(graph, (sample,), str(path), dynamo=False, opset_version=opset,
                           input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamic_axes=DYNAMIC_AXES)
     proto = onnx.load(str(path))
+    scope_unnamed_nodes(proto.graph)
     for key, value in export_metadata(detector, input_dtype).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
     return path
+
+
+def scope_unnamed_nodes(graph, scope: str | None = None) -> None:
+    """Nodes the exporter names without a scope ("If_1947", its subgraph's "NonMaxSuppression_1974": the
+    ops of scripted functions such as torchvision's batched_nms) get the scope of the node whose output
+    they read (inside a subgraph: the scope of the node holding it), so that every node that computes
+    something says its stage (export/graph.py's scopes; benchmark/exported_profile.py reads them).
+    Names only: the graph computes the same."""
+    scope_of = {}
+    for node in graph.node:
+        if not node.name.startswith("/"):
+            owner = scope or next((scope_of[name] for name in node.input if scope_of.get(name)), None)
+            if owner:
+                node.name = f"{owner}/{node.name}"
+        own = node.name.rsplit("/", 1)[0] if node.name.startswith("/") else None
+        for output in node.output:
+            scope_of[output] = own
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                scope_unnamed_nodes(attribute.g, own)
 
 
 def write_torchscript(detector, path: Path, sample: torch.Tensor, input_dtype: str = INPUT_DTYPES[0],

@@ -6,6 +6,12 @@ with tensor arithmetic, so an exported graph accepts images of any size and orie
 parts (backbone, heads, box coders, anchors, RoI pooling) are the model's own modules; only the
 glue between them differs, and it follows the eager path step for step (same rounding of the
 resized size, same top-k per level, same NMS grouping) so that detections agree.
+
+The exporter names each node after the modules whose calls it ran inside ("/backbone/body/layer1/...",
+"/head_2/...", "/box_head/..."); glue outside any module would be named at the root ("/TopK_3"). So
+each piece of glue runs inside a ``Scope`` named after its stage (transform, anchor_generator,
+proposals, postprocess): the graph, its int8 twins and OpenVINO's IR then say which stage every node
+belongs to, which is what benchmark/exported_profile.py reads. The scopes compute nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from ..model.rpn import MIN_PROPOSAL_SIZE
 from ..ops.boxes import clip_boxes, is_large_enough
 
 
+class Scope(nn.Module):
+    """``scope(run, *args)`` is ``run(*args)``, its nodes named after the attribute holding the scope."""
+
+    def forward(self, run, *args):
+        return run(*args)
+
+
 class SingleImageDetector(nn.Module):
     """``forward(image)``: image (3, H, W) uint8 0-255 (or float 0-1 with ``input_dtype="float32"``)
     -> boxes (N, 4) xyxy float32 in original pixels, scores (N,) float32, labels (N,) int64 in 1..C,
@@ -36,9 +49,11 @@ class SingleImageDetector(nn.Module):
         # A half backbone (export --half) runs in fp16; its features return to fp32 for the heads.
         parameter = next(model.backbone.parameters())
         self.backbone_dtype, self.device = parameter.dtype, parameter.device
+        # the stages' names in the exported graph (module docstring)
+        self.transform, self.anchor_generator, self.proposals, self.postprocess = Scope(), Scope(), Scope(), Scope()
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        tensor, resized_hw, original_hw = self.preprocess(image)
+        tensor, resized_hw, original_hw = self.transform(self.preprocess, image)
         if self.device.type != "cpu":
             # sizes are computed on the CPU (shape arithmetic); boxes are clipped and scaled on the device
             resized_hw, original_hw = resized_hw.to(self.device), original_hw.to(self.device)
@@ -49,8 +64,12 @@ class SingleImageDetector(nn.Module):
             features = {name: feature.float() for name, feature in features.items()}
         proposals = self.propose(list(features.values()), tensor, resized_hw)
         boxes, scores, labels = self.detect(features, proposals, resized_hw)
+        return self.postprocess(self.to_original, boxes, resized_hw, original_hw), scores, labels
+
+    @staticmethod
+    def to_original(boxes: Tensor, resized_hw: Tensor, original_hw: Tensor) -> Tensor:
         ratio = (original_hw.to(torch.float32) / resized_hw.to(torch.float32)).flip(0).repeat(2)
-        return boxes * ratio, scores, labels
+        return boxes * ratio
 
     def preprocess(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> (1, 3, H', W') normalised, resized, zero-padded to the size multiple; resized (2,)
@@ -81,14 +100,25 @@ class SingleImageDetector(nn.Module):
         boxes, scores, levels = [], [], []
         for level, (feature, cell) in enumerate(zip(features, generator.cell_anchors)):
             logits, deltas = rpn.head([feature])
-            anchors = generator.grid_anchors(cell, torch._shape_as_tensor(feature)[-2:], padded_hw,
-                                             feature.device, deltas.dtype)
-            objectness = rpn.head.objectness_score(logits)[0]
-            k = torch.clamp(torch._shape_as_tensor(objectness)[0], max=rpn.pre_nms_top_n["test"])
-            top_scores, top = objectness.topk(k)
-            boxes.append(rpn.box_coder.decode(deltas[0, top], anchors[top])[:, 0, :])
-            scores.append(torch.sigmoid(top_scores))
+            anchors = self.anchor_generator(generator.grid_anchors, cell, torch._shape_as_tensor(feature)[-2:],
+                                            padded_hw, feature.device, deltas.dtype)
+            level_boxes, level_scores, top = self.proposals(self.best_of_level, logits, deltas, anchors)
+            boxes.append(level_boxes)
+            scores.append(level_scores)
             levels.append(torch.full_like(top, level))
+        return self.proposals(self.select, boxes, scores, levels, resized_hw)
+
+    def best_of_level(self, logits: Tensor, deltas: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One level's top-N anchors by objectness -> (their decoded boxes, probabilities, anchor indices)."""
+        rpn = self.model.rpn
+        objectness = rpn.head.objectness_score(logits)[0]
+        k = torch.clamp(torch._shape_as_tensor(objectness)[0], max=rpn.pre_nms_top_n["test"])
+        top_scores, top = objectness.topk(k)
+        return rpn.box_coder.decode(deltas[0, top], anchors[top])[:, 0, :], torch.sigmoid(top_scores), top
+
+    def select(self, boxes: list[Tensor], scores: list[Tensor], levels: list[Tensor], resized_hw: Tensor) -> Tensor:
+        """Every level's candidates -> the proposals: clipped, large enough, NMS per level, best first."""
+        rpn = self.model.rpn
         boxes = clip_boxes(torch.cat(boxes)[None], resized_hw[None])[0]
         scores, levels = torch.cat(scores), torch.cat(levels)
         keep = torch.where(is_large_enough(boxes, MIN_PROPOSAL_SIZE) & (scores >= rpn.score_thresh))[0]
@@ -103,6 +133,12 @@ class SingleImageDetector(nn.Module):
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
         pooled = heads.box_roi_pool(features, rois, resized_hw[None])
         class_logits, deltas = heads.box_predictor(heads.box_head(pooled))
+        return self.postprocess(self.detections, class_logits, deltas, proposals, resized_hw)
+
+    def detections(self, class_logits: Tensor, deltas: Tensor, proposals: Tensor, resized_hw: Tensor
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+        """The box predictor's outputs -> boxes (N, 4) in resized pixels, scores (N,), labels (N,)."""
+        heads = self.model.roi_heads
         pred_boxes = clip_boxes(heads.box_coder.decode(deltas, proposals)[None], resized_hw[None])[0][:, 1:]
         scores = F.softmax(class_logits, dim=-1)[:, 1:]
         keep = (scores > heads.score_thresh) & is_large_enough(pred_boxes, MIN_DETECTION_SIZE)

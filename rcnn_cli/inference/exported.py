@@ -83,11 +83,16 @@ class ExportedDetector:
 class OnnxDetector(ExportedDetector):
     """An exported ``.onnx`` file run by onnxruntime (CUDA provider when present and asked for)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, requests: int = 1):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, requests: int = 1,
+                 profile_prefix: Path | None = None):
+        """profile_prefix: onnxruntime's profiler on, its trace written to ``<prefix>_<time>.json``
+        (``session.end_profiling()`` names it; benchmark/exported_profile.py reads it)."""
         import onnxruntime as ort
 
         path = Path(path)
         options = ort.SessionOptions()
+        if profile_prefix is not None:
+            options.enable_profiling, options.profile_file_prefix = True, str(profile_prefix)
         self.in_flight = requests or auto_requests()
         if threads or self.in_flight > 1:   # concurrent runs share the cores instead of each taking all
             options.intra_op_num_threads = threads or max(1, cpu_count() // self.in_flight)
@@ -155,7 +160,9 @@ class OpenVinoDetector(ExportedDetector):
     """An exported OpenVINO IR (``.xml`` + ``.bin``) on the CPU, at ``precision`` (``model.precision``:
     auto, fp32 or bf16) as OpenVINO's inference precision hint."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "fp32", requests: int = 1):
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "fp32", requests: int = 1,
+                 perf_count: bool = False):
+        """perf_count: OpenVINO's per-layer counters on (``last_profile``)."""
         import openvino as ov
 
         path = Path(path)
@@ -183,6 +190,8 @@ class OpenVinoDetector(ExportedDetector):
         if self.hint == "f32":     # and no other lowering of precision either
             config["EXECUTION_MODE_HINT"] = "ACCURACY"
         config.update({"PERFORMANCE_HINT": "THROUGHPUT"} if requests == 0 else {"NUM_STREAMS": requests})
+        if perf_count:
+            config["PERF_COUNT"] = True
         self.compiled = core.compile_model(model, "CPU", config)
         self.in_flight = requests or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
@@ -196,7 +205,12 @@ class OpenVinoDetector(ExportedDetector):
             boxes, scores, labels = (outputs[self.compiled.output(name)] for name in ("boxes", "scores", "labels"))
             return torch.from_numpy(boxes.copy()), torch.from_numpy(scores.copy()), torch.from_numpy(labels.copy())
         finally:
+            self.last_request = request
             self.requests.put(request)
+
+    def last_profile(self) -> tuple[list, float]:
+        """(per-layer counters, the request's own latency in ms) of the last run (``perf_count=True``)."""
+        return self.last_request.get_profiling_info(), self.last_request.latency
 
 
 def exported_size(path: str | Path) -> int:
