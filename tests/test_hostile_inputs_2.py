@@ -35,8 +35,11 @@ def start_predict(tiny_run: Path, work: Path, count: int) -> tuple[subprocess.Po
     command = [sys.executable, "-m", "rcnn_cli.cli", "predict", "many", "--weights",
                str(tiny_run / "checkpoints" / "best.ckpt"), "--out", "out", "--batch-size", "1",
                "--precision", "fp32", "--format", "json", "--format", "csv"]
+    # A child inherits an ignored SIGINT (a suite started in the background, `make test &`: the run finished
+    # all 400 pictures and exited 0), so the test restores the default that Python turns into Ctrl-C.
     process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+                               text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return process, [f"many/{name}" for name in names]
 
 
