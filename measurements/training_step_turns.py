@@ -76,12 +76,13 @@ def main() -> None:
         print(f"{name}: losses before {losses_before}\n{' ' * len(name)}  losses after  {losses_after}\n"
               f"{' ' * len(name)}  {len(grads_after)} gradients, largest difference {worst:.2e} of the tensor's max")
         times = {"before": [], "after": []}
-        for _ in range(args.rounds):
-            for label, path in (("before", per_module), ("after", FUSED)):
+        for round_ in range(args.rounds):
+            order = (("before", per_module), ("after", FUSED))
+            for label, path in order[::-1] if round_ % 2 else order:    # ABBA: no seat is always second
                 times[label].append(step(model, images, targets, dtype, path)[0])
         before, after = statistics.median(times["before"]), statistics.median(times["after"])
         print(f"{name}: step before {before:.2f} s, after {after:.2f} s ({before / after:.3f}x), "
-              f"median of {args.rounds} in turns; all: {times}")
+              f"median of {args.rounds} in turns (ABBA order); all: {times}")
 
 
 if __name__ == "__main__":
