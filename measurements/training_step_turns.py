@@ -50,11 +50,31 @@ def step(model, images, targets, autocast, head_path, seed=0):
     return seconds, {k: v.item() for k, v in losses.items()}, grads
 
 
+def loss_curves(paths: dict, images, targets, steps: int, lr: float) -> None:
+    """The summed loss of ``steps`` SGD steps (momentum 0.9) on the same batch from the same weights,
+    before and after, per path: a short loss curve."""
+    for name, (model, dtype) in paths.items():
+        curves = {}
+        for label, head_path in (("before", per_module), ("after", FUSED)):
+            trained = copy.deepcopy(model)
+            optimizer = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+            curve = []
+            for index in range(steps):
+                _, losses, _ = step(trained, images, targets, dtype, head_path, seed=index)
+                curve.append(round(sum(losses.values()), 5))
+                optimizer.step()
+            curves[label] = curve
+        print(f"{name}: loss per step, before {curves['before']}\n{' ' * len(name)}  after  {curves['after']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--curve", type=int, default=0, help="instead: N SGD steps per path from the same weights, "
+                        "the loss of each step before and after")
+    parser.add_argument("--lr", type=float, default=0.01, help="the SGD learning rate of --curve")
     parser.add_argument("--paths", choices=("both", "fp32", "train"), default="both")
     args = parser.parse_args()
     settings = resolve("benchmark", args.overrides)
@@ -68,6 +88,8 @@ def main() -> None:
     if args.paths != "both":
         paths = dict([list(paths.items())[args.paths == "train"]])
     print(f"{len(images)} images, batch {len(images)}, {torch.get_num_threads()} threads, overrides {args.overrides}")
+    if args.curve:
+        return loss_curves(paths, images, targets, args.curve, args.lr)
     for name, (model, dtype) in paths.items():
         _, losses_before, grads_before = step(model, images, targets, dtype, per_module)    # also the warm-up
         _, losses_after, grads_after = step(model, images, targets, dtype, FUSED)
