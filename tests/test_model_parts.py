@@ -232,3 +232,56 @@ def test_roialign_threads_run_in_the_callers_grad_inference_and_autocast_state(s
     assert one.dtype == two.dtype and torch.equal(one, two)
     assert len(one_grads) == (4 if state == "grad" else 0)
     assert all(torch.allclose(a, b) for a, b in zip(one_grads, two_grads))
+
+
+def _head_outputs_and_grads(head, features, flatten):
+    """Outputs of ``head`` on ``features`` as (B*A, 1) logits and (B*A, 4) deltas, and the gradients of a
+    fixed random weighting of them w.r.t. every parameter and every input level."""
+    features = [f.detach().clone().requires_grad_() for f in features]
+    logits, deltas = flatten(head(features))
+    weighting = torch.Generator().manual_seed(1)
+    loss = ((logits * torch.randn(logits.shape, generator=weighting)).sum()
+            + (deltas * torch.randn(deltas.shape, generator=weighting)).sum())
+    loss.backward()
+    grads = {name: p.grad for name, p in head.named_parameters()}
+    grads.update({f"level {i}": f.grad for i, f in enumerate(features)})
+    return logits, deltas, grads
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_rpn_head_training_forward_and_gradients_equal_torchvision(channels_last):
+    """In training the head runs its two 1x1 convs as one (rpn_head._siblings_as_one): the outputs and
+    every gradient must be torchvision's RPNHead's with the same weights, up to float rounding."""
+    from torchvision.models.detection.rpn import RPNHead as TVRPNHead
+    from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+    torch.manual_seed(0)
+    ours = RPNHead(16, 3).train()
+    for p in ours.parameters():              # non-zero biases, weights of ordinary size
+        torch.nn.init.normal_(p, std=0.1)
+    theirs = TVRPNHead(16, 3).train()
+    theirs.load_state_dict(ours.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    features = [torch.randn(2, 16, h, w).contiguous(memory_format=fmt) for h, w in ((12, 20), (6, 10), (3, 5))]
+
+    ours_out = _head_outputs_and_grads(ours, features, lambda out: (out[0].reshape(-1, 1), out[1].reshape(-1, 4)))
+    theirs_out = _head_outputs_and_grads(theirs, features, lambda out: concat_box_prediction_layers(*out))
+    torch.testing.assert_close(ours_out[0], theirs_out[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours_out[1], theirs_out[1], rtol=1e-5, atol=1e-5)
+    assert ours_out[2].keys() == theirs_out[2].keys() and len(ours_out[2]) == 6 + 3
+    for name, grad in ours_out[2].items():
+        torch.testing.assert_close(grad, theirs_out[2][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_rpn_head_softmax_training_path_equals_inference_path():
+    """torchvision has no softmax objectness: there the training path is checked against the per-module
+    inference path of the same head (2 logits per anchor, so the split point moves)."""
+    torch.manual_seed(0)
+    head = RPNHead(16, 3, objectness="softmax")
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    features = [torch.randn(2, 16, 12, 20), torch.randn(2, 16, 6, 10)]
+    trained = head.train()(features)
+    inferred = head.eval()(features)
+    assert trained[0].shape == (2, (240 + 60) * 3, 2) and trained[1].shape == (2, (240 + 60) * 3, 4)
+    torch.testing.assert_close(trained, inferred, rtol=1e-5, atol=1e-5)
