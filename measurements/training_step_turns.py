@@ -19,19 +19,13 @@ from rcnn_cli.benchmark.run import as_float, build_models
 from rcnn_cli.commands.benchmark import load_images
 from rcnn_cli.hardware import training_autocast_dtype
 from rcnn_cli.inference.fast import use_channels_last
-from rcnn_cli.model.rpn_head import RPNHead, _to_anchor_major
+from rcnn_cli.model.rpn_head import RPNHead
 from rcnn_cli.settings.resolve import resolve
 
 FUSED = RPNHead._siblings_as_one
 
 
-def per_module(head: RPNHead, features):
-    logits, deltas = [], []
-    for feature in features:
-        hidden = head.conv(feature)
-        logits.append(_to_anchor_major(head.cls_logits(hidden), head.logits_per_anchor))
-        deltas.append(_to_anchor_major(head.bbox_pred(hidden), 4))
-    return torch.cat(logits, dim=1), torch.cat(deltas, dim=1)
+per_module = RPNHead._per_module      # "before": the two sibling convs as separate modules
 
 
 def step(model, images, targets, autocast, head_path, seed=0):

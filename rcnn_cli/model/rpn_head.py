@@ -53,8 +53,10 @@ class RPNHead(nn.Module):
         Returns objectness (B, A, 1 or 2) logits and deltas (B, A, 4), A = sum of H * W * k,
         ordered like ``AnchorGenerator``'s anchors.
         """
-        if self.training:
-            return self._siblings_as_one(features)
+        return self._siblings_as_one(features) if self.training else self._per_module(features)
+
+    def _per_module(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """``forward`` running the conv and each sibling 1x1 conv as its own module (inference)."""
         logits, deltas = [], []
         for feature in features:
             hidden = self.conv(feature)
