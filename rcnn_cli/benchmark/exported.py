@@ -26,6 +26,12 @@ from ..timing import timed
 NOT_NATIVE = "not native here"      # bf16 emulated: slower than f32, so not worth a row of timings
 
 
+def row_key(path: str) -> str:
+    """An OpenVINO path's name (export/compiled.py ``PATHS``: "openvino int8 bf16") -> its row in
+    result["exported"] ("openvino_int8_bf16")."""
+    return path.replace(" ", "_")
+
+
 def parse_formats(text: str | None) -> list[str]:
     """--formats onnx,openvino -> ["onnx", "openvino"]; "" or "none" -> []."""
     names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
@@ -77,7 +83,7 @@ def _openvino_rows(detector, folder: Path, onnx_path: Path, sample: torch.Tensor
     runs at), "openvino int8 bf16" -> "openvino_int8_bf16"; a bf16 hint is skipped where not native."""
     irs = {"f32": write_file(detector, folder / "model.xml", sample, onnx_path=onnx_path)}
     irs["int8"] = quantize_file(irs["f32"], int8_path(irs["f32"]), calibration)
-    return {name.replace(" ", "_"): measure(irs[ir], hint) if runs_here(name) else {"skipped": NOT_NATIVE}
+    return {row_key(name): measure(irs[ir], hint) if runs_here(name) else {"skipped": NOT_NATIVE}
             for name, (ir, hint) in PATHS.items()}
 
 

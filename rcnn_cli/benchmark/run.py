@@ -96,19 +96,20 @@ def auto_with_compiled(result: dict, torch_auto: str) -> str:
     ``torch_auto`` against the OpenVINO paths that rule would compile here. -> a key of
     result["inference"] or of result["exported"]."""
     from ..export.compiled import Measured, choose, openvino_paths_here
+    from .exported import row_key
 
     rows = result.get("exported", {})
-    keys = [key for key in (path.replace(" ", "_") for path in openvino_paths_here())
-            if key in rows and "skipped" not in rows[key]]
-    if not keys:
+    paths = [path for path in openvino_paths_here() if "skipped" not in rows.get(row_key(path), {"skipped": ""})]
+    if not paths:
         return torch_auto
     measured = [Measured(f"torch {torch_auto}", _seconds(result["inference"][torch_auto]))]
-    for key in keys:
-        agreement = rows[key]["agreement_map50"]
-        measured.append(Measured(key.replace("_", " "), _seconds(rows[key]), agreement, int(agreement is not None)))
+    for path in paths:
+        row = rows[row_key(path)]
+        agreement = row["agreement_map50"]
+        measured.append(Measured(path, _seconds(row), agreement, int(agreement is not None)))
     decision = choose(measured, _seconds(result["inference"]["ours"]), result["images"], "timed images")
     result["auto_reason"] = f"{result.get('auto_reason', torch_auto)}; {decision.reason}"
-    return decision.runs.replace(" ", "_") if decision.runs.replace(" ", "_") in keys else torch_auto
+    return row_key(decision.runs) if decision.runs in paths else torch_auto
 
 
 def goal_ratios(result: dict) -> dict[str, Any]:
